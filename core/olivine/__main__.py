@@ -1,0 +1,5 @@
+"""``python -m olivine``."""
+
+from olivine.cli import entry
+
+entry()

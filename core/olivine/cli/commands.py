@@ -1,0 +1,217 @@
+"""The host's built-in sub-commands: run, plugins, passes, schema, cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_builtin(sub: Any) -> None:
+    """Add the built-in sub-commands to ``sub`` (an argparse sub-parsers object)."""
+    from olivine.cli import add_log_level
+
+    p = sub.add_parser("run", help="run a workflow config (JSON or YAML, Olive's forms accepted)",
+                       description="Run a workflow config. Olive's current and older forms work.")
+    p.add_argument("--config", "--run-config", dest="config", required=True, help="workflow file")
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                   help="validate and print the resolved plan without running it")
+    p.add_argument("-o", "--output_path", "--output-path", dest="output_path",
+                   help="overrides engine.output_dir")
+    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", help="overrides engine.cache_dir")
+    add_log_level(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("plugins", help="list installed plugins and what each registers")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_plugins)
+
+    p = sub.add_parser("passes", help="list passes, or show one pass's options")
+    p.add_argument("name", nargs="?", help="a pass type")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_passes)
+
+    p = sub.add_parser("schema", help="print the JSON schema of workflow files and pass configs")
+    p.add_argument("--pass", dest="pass_name", help="only this pass's config")
+    p.set_defaults(handler=cmd_schema)
+
+    p = sub.add_parser("cache", help="list or clean the step cache")
+    p.add_argument("action", choices=["ls", "clean"])
+    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None,
+                   help="cache folder (default: $OLIVINE_CACHE_DIR or .olivine-cache)")
+    p.add_argument("--older-than", "--older_than", dest="older_than", default=None,
+                   help="with clean: only entries older than this (30m, 12h, 7d)")
+    p.add_argument("--json", action="store_true", help="with ls: print JSON")
+    p.set_defaults(handler=cmd_cache)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``olivine run``."""
+    from olivine.api import validate
+    from olivine.engine import Engine
+    from olivine.plugins import get_plugin_host
+
+    overrides: dict[str, Any] = {}
+    if args.output_path:
+        overrides["output_dir"] = args.output_path
+    if args.cache_dir:
+        overrides["cache_dir"] = args.cache_dir
+    if args.log_level is not None:
+        overrides["log_severity_level"] = args.log_level
+    workflow = validate(args.config, **overrides)
+    engine = Engine(workflow, get_plugin_host())
+    if args.dry_run:
+        print_plan(engine)
+        return 0
+    result = engine.run()
+    if workflow.engine.log_severity_level < 4:
+        print((result.report_path.parent / "summary.txt").read_text(), end="")
+        print(f"  report: {result.report_path}")
+    return 0
+
+
+def print_plan(engine: Any) -> None:
+    """Print what a run would do."""
+    wf = engine.wf
+    model = wf.input_model
+    print(f"workflow {wf.workflow_id} ({wf.source or 'dict'}): valid")
+    where = "hub id" if model.is_hub_id else "local"
+    print(f"  input model: {model.type} {model.handle.path} ({where})")
+    print(f"  target: {engine.accelerator.device} / {engine.accelerator.execution_provider} "
+          f"on {wf.target_system().name}; passes run on {wf.host_system().name} "
+          f"({wf.host_system().type})")
+    for step in engine.plan():
+        iso = ", child process" if step.isolate else ""
+        print(f"  {step.index}. {step.name}: {step.pass_name} ({step.plugin}{iso}) "
+              f"{'/'.join(step.accepts)} -> {step.produces}")
+        for key, value in step.config.items():
+            print(f"       {key} = {json.dumps(value)}")
+    if wf.engine.evaluator:
+        metrics = wf.evaluators[wf.engine.evaluator].metrics
+        print(f"  evaluator {wf.engine.evaluator}: " + ", ".join(f"{m.name} ({m.type})" for m in metrics))
+    print(f"  output: {Path(wf.engine.output_dir).resolve()}")
+    print(f"  cache: {Path(wf.engine.cache_dir).resolve()}")
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """``olivine plugins``."""
+    from olivine.plugins import get_plugin_host
+
+    rows = get_plugin_host().describe()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        kind = " (built-in)" if row["builtin"] else ""
+        print(f"{row['name']} {row['version']}{kind}  [{row['distribution']}]")
+        for what in ("passes", "metric_types", "systems", "commands"):
+            if row[what]:
+                print(f"    {what.replace('_', ' ')}: {', '.join(row[what])}")
+    return 0
+
+
+def _doc(cls: type) -> str:
+    return (cls.__doc__ or "").strip().split("\n")[0]
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    """``olivine passes [NAME]``."""
+    from olivine.config.typed import describe_fields
+    from olivine.errors import UsageError
+    from olivine.plugins import get_plugin_host
+
+    host = get_plugin_host()
+    if args.name:
+        cls = host.passes.get(args.name)
+        if cls is None:
+            raise UsageError(host.passes.unknown(args.name))
+        info = {"name": cls.name, "aliases": list(cls.aliases), "plugin": host.passes.owner(cls.name),
+                "doc": (cls.__doc__ or "").strip(), "accepts": list(cls.accepts),
+                "produces": cls.produces, "isolate": cls.isolate,
+                "options": describe_fields(cls.Config)}
+        if args.json:
+            print(json.dumps(info, indent=2, default=str))
+            return 0
+        print(f"{cls.name}  (plugin {info['plugin']})")
+        if cls.aliases:
+            print(f"  also: {', '.join(cls.aliases)}")
+        print(f"  {info['doc']}\n  takes {'/'.join(cls.accepts)} -> gives {cls.produces}")
+        print("  options:")
+        for row in info["options"]:
+            print(f"    {row['name']} ({row['type']}, default {json.dumps(row['default'])})")
+            if row["help"]:
+                print(f"        {row['help']}")
+        return 0
+    rows = [{"name": n, "plugin": o, "doc": _doc(c)} for n, c, o in host.passes.items()
+            if getattr(c, "name", n) == n]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no passes installed; install a plugin (see `olivine plugins`)")
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['doc']}  [{r['plugin']}]")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """``olivine schema``."""
+    from olivine.errors import UsageError
+    from olivine.plugins import get_plugin_host
+    from olivine.schema import pass_schema, workflow_schema
+
+    host = get_plugin_host()
+    if args.pass_name:
+        cls = host.passes.get(args.pass_name)
+        if cls is None:
+            raise UsageError(host.passes.unknown(args.pass_name))
+        print(json.dumps(pass_schema(cls), indent=2, default=str))
+    else:
+        print(json.dumps(workflow_schema(host), indent=2, default=str))
+    return 0
+
+
+def parse_age(text: str) -> float:
+    """``30m``, ``12h``, ``7d`` (or seconds) as seconds."""
+    from olivine.errors import UsageError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise UsageError(f"--older-than: expected a number with s, m, h or d (like 7d), "
+                         f"got {text!r}") from None
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``olivine cache ls|clean``."""
+    import os
+
+    from olivine.cache import Cache
+
+    root = args.cache_dir or os.environ.get("OLIVINE_CACHE_DIR") or ".olivine-cache"
+    if not Path(root).is_dir():
+        print(f"no cache at {Path(root).resolve()}")
+        return 0
+    cache = Cache(root)
+    if args.action == "ls":
+        rows = cache.entries()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        total = sum(r["size_bytes"] for r in rows)
+        print(f"{cache.root}: {len(rows)} steps, {total / 2**20:.1f} MiB")
+        for r in rows:
+            age = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"] or 0))
+            print(f"  {r['key'][:16]}  {r['pass']:<28} {r['step']:<16} {r['size_bytes'] / 2**20:9.1f} MiB  {age}")
+        return 0
+    older = parse_age(args.older_than) if args.older_than else None
+    removed, freed = cache.clean(older)
+    print(f"removed {removed} steps ({freed / 2**20:.1f} MiB) from {cache.root}", file=sys.stdout)
+    return 0

@@ -1,0 +1,116 @@
+"""The attrs classes of a workflow config's sections (current Olive form)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from olivine.config.typed import ALIASES
+
+
+def _log_level(instance: object, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
+    if not 0 <= value <= 4:
+        raise ValueError(f"log_severity_level: expected 0 (verbose) to 4 (quiet), got {value}")
+
+
+@attrs.frozen
+class HfModelSpec:
+    """``input_model`` of type ``HfModel``: a local folder or a Hugging Face hub id."""
+
+    type: str
+    model_path: str = attrs.field(metadata={"help": "a local folder or a hub id (org/name)"})
+    task: str = attrs.field(default="text-generation", metadata={"help": "transformers task"})
+    load_kwargs: dict[str, Any] = attrs.field(
+        factory=dict, metadata={"help": "from_pretrained options: trust_remote_code, torch_dtype, revision"})
+    adapter_path: str | None = attrs.field(default=None, metadata={"help": "a LoRA adapter folder"})
+    model_attributes: dict[str, Any] = attrs.field(factory=dict)
+    trust_remote_code: bool | None = attrs.field(
+        default=None, metadata={"help": "shortcut for load_kwargs.trust_remote_code"})
+
+
+@attrs.frozen
+class OnnxModelSpec:
+    """``input_model`` of type ``ONNXModel``: a .onnx file or a folder holding one."""
+
+    type: str
+    model_path: str = attrs.field(metadata={"help": "a .onnx file or a folder"})
+    onnx_file_name: str | None = attrs.field(default=None, metadata={"help": "the file in model_path"})
+    model_attributes: dict[str, Any] = attrs.field(factory=dict)
+    inference_settings: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class HfConfigOld:
+    """``input_model.config.hf_config`` of Olive's older ``PyTorchModel`` form."""
+
+    model_name: str
+    task: str = "text-generation"
+    trust_remote_code: bool | None = None
+    from_pretrained_args: dict[str, Any] = attrs.field(factory=dict)
+    model_class: str | None = None
+
+
+@attrs.frozen
+class PyTorchModelConfigOld:
+    """``input_model.config`` of Olive's older ``PyTorchModel`` form."""
+
+    hf_config: HfConfigOld | None = None
+    model_path: str | None = None
+    adapter_path: str | None = None
+    io_config: dict[str, Any] | None = None
+    model_attributes: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class DataConfig:
+    """One entry of ``data_configs``: where data comes from and how it is prepared."""
+
+    name: str
+    type: str = attrs.field(default="HuggingfaceContainer", metadata={"help": "data container type"})
+    user_script: str | None = None
+    script_dir: str | None = None
+    load_dataset_config: dict[str, Any] = attrs.field(factory=dict)
+    pre_process_data_config: dict[str, Any] = attrs.field(factory=dict)
+    post_process_data_config: dict[str, Any] = attrs.field(factory=dict)
+    dataloader_config: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class SearchStrategy:
+    """How the engine explores pass options (``engine.search_strategy``)."""
+
+    execution_order: Literal["joint", "pass-by-pass"] = "joint"
+    sampler: Literal["sequential", "exhaustive", "random", "tpe"] = attrs.field(
+        default="sequential", metadata={ALIASES: ("search_algorithm",),
+                                        "help": "sequential (exhaustive), random or tpe"})
+    max_samples: int = attrs.field(default=0, metadata={"help": "0: no limit"})
+    max_time: float | None = None
+    seed: int = 0
+    stop_when_goals_met: bool = False
+    max_iter: int | None = None
+    search_algorithm_config: dict[str, Any] = attrs.field(
+        factory=dict, metadata={"help": "Olive's older form: num_samples, seed"})
+    include_pass_params: bool = True
+    output_model_num: int | None = None
+
+
+@attrs.frozen
+class EngineConfig:
+    """Engine options: in an ``engine`` block or at the top level of the config."""
+
+    search_strategy: SearchStrategy | bool | None = None
+    host: str | None = attrs.field(default=None, metadata={"help": "system that runs the passes"})
+    target: str | None = attrs.field(default=None, metadata={"help": "system the model is for"})
+    evaluator: str | None = attrs.field(default=None, metadata={"help": "name in evaluators"})
+    cache_dir: str = attrs.field(default=".olivine-cache", metadata={"help": "step cache folder"})
+    output_dir: str = attrs.field(default="olivine-output", metadata={"help": "final model folder"})
+    evaluate_input_model: bool = True
+    log_severity_level: int = attrs.field(default=1, validator=_log_level,
+                                          metadata={"help": "0 verbose .. 4 quiet"})
+    no_artifacts: bool = False
+    clean_cache: bool = False
+    output_name: str | None = None
+
+
+ENGINE_KEYS = tuple(f.name for f in attrs.fields(EngineConfig))

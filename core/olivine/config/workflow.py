@@ -1,0 +1,469 @@
+"""Validate a workflow document against the installed plugins.
+
+Accepts Olive's current form and its older form (``PyTorchModel`` with
+``config.hf_config``, passes with a nested ``config``, ``search_algorithm``) and
+reports every problem at once, each with its path in the user's document.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from olivine.accelerator import AcceleratorConfig
+from olivine.config import typed
+from olivine.config.sections import (
+    ENGINE_KEYS,
+    DataConfig,
+    EngineConfig,
+    HfModelSpec,
+    OnnxModelSpec,
+    PyTorchModelConfigOld,
+    SearchStrategy,
+)
+from olivine.config.typed import Problems, is_missing, show, structure
+from olivine.errors import ConfigError, did_you_mean
+from olivine.evaluation import EvaluatorConfig, MetricConfig
+from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine.plugins import PluginHost
+
+#: Pass types provided by plugins of this repository, for "which plugin would provide it".
+KNOWN_PROVIDERS = {
+    "modelbuilder": "olivine-modelbuilder",
+    "onnxblockwisertnquantization": "olivine-quantization",
+    "rtn": "olivine-quantization",
+    "gptq": "olivine-quantization",
+    "gptqquantizer": "olivine-quantization",
+    "hqq": "olivine-quantization",
+    "awq": "olivine-quantization",
+    "onnxquantization": "olivine-quantization",
+    "onnxdynamicquantization": "olivine-quantization",
+    "onnxstaticquantization": "olivine-quantization",
+    "onnxconversion": "olivine-transformers",
+    "orttransformersoptimization": "olivine-transformers",
+    "onnxfloattofloat16": "olivine-transformers",
+    "lora": "olivine-lora",
+    "qlora": "olivine-lora",
+    "mergeadapterweights": "olivine-lora",
+}
+
+TOP_KEYS = ("input_model", "systems", "data_configs", "evaluators", "passes", "engine",
+            "workflow_id", "$schema")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+DEFAULT_SYSTEM = "local_system"
+
+
+@attrs.frozen
+class InputModel:
+    """The validated ``input_model``: which handle to start from."""
+
+    type: str
+    handle: ModelHandle
+    is_hub_id: bool = False
+
+
+@attrs.frozen
+class SystemEntry:
+    """A validated ``systems.NAME`` entry."""
+
+    name: str
+    type: str
+    config: Any
+
+
+@attrs.frozen
+class PassEntry:
+    """A validated ``passes.NAME`` entry: the canonical pass type and its structured config."""
+
+    name: str
+    type: str
+    config: Any
+    disable_search: bool = False
+
+
+@attrs.frozen
+class WorkflowConfig:
+    """A complete, validated workflow."""
+
+    input_model: InputModel
+    systems: dict[str, SystemEntry]
+    data_configs: dict[str, DataConfig]
+    evaluators: dict[str, EvaluatorConfig]
+    passes: list[PassEntry]
+    engine: EngineConfig
+    workflow_id: str = "default_workflow"
+    source: str | None = None
+    base_dir: str = "."
+
+    def host_system(self) -> SystemEntry:
+        """The system that runs the passes."""
+        return self.systems[self.engine.host or DEFAULT_SYSTEM]
+
+    def target_system(self) -> SystemEntry:
+        """The system the output model is for (its accelerator is the target)."""
+        return self.systems[self.engine.target or self.engine.host or DEFAULT_SYSTEM]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The workflow in olivine's normalized (current Olive) form."""
+        im = self.input_model.handle.to_dict()
+        im.pop("attributes", None)
+        return {
+            "workflow_id": self.workflow_id,
+            "input_model": {"type": self.input_model.type, **im},
+            "systems": {n: {"type": s.type, **typed.unstructure(s.config)} for n, s in self.systems.items()},
+            "data_configs": [typed.unstructure(d) for d in self.data_configs.values()],
+            "evaluators": {n: typed.unstructure(e) for n, e in self.evaluators.items()},
+            "passes": {p.name: {"type": p.type, **typed.unstructure(p.config)} for p in self.passes},
+            "engine": typed.unstructure(self.engine),
+        }
+
+
+def _section(raw: Mapping[str, Any], key: str, problems: Problems, kind: type = dict) -> Any:
+    value = raw.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        want = "an object" if kind is dict else "a list"
+        problems.add(key, f"expected {want}, got {show(value)}")
+        return kind()
+    return value
+
+
+def _split_config(entry: Mapping[str, Any], path: str, problems: Problems,
+                  own_keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """Options of a pass/system entry: flat (current form) or under ``config`` (older form)."""
+    flat = {k: v for k, v in entry.items() if k not in own_keys and k != "config"}
+    nested = entry.get("config")
+    if nested is None:
+        return flat
+    if not isinstance(nested, Mapping):
+        problems.add(f"{path}.config", f"expected an object, got {show(nested)}")
+        return None
+    if flat:
+        problems.add(path, f"options given both flat ({', '.join(sorted(flat))}) and under "
+                           f"'config'; use one place")
+        return None
+    return dict(nested)
+
+
+def _resolve_path(value: str, base_dir: Path) -> Path | None:
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p if p.exists() else None
+    for root in (Path.cwd(), base_dir):
+        if (root / p).exists():
+            return (root / p).resolve()
+    return None
+
+
+def _input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | None:
+    path = "input_model"
+    if not isinstance(raw, Mapping):
+        problems.add(path, "required: an object with type (HfModel or ONNXModel) and model_path"
+                     if raw is None else f"expected an object, got {show(raw)}")
+        return None
+    mtype = str(raw.get("type", ""))
+    kinds = {"hfmodel": "HfModel", "pytorchmodel": "PyTorchModel", "onnxmodel": "ONNXModel"}
+    canonical = kinds.get(mtype.lower())
+    if canonical is None:
+        problems.add(f"{path}.type", f"unknown model type {show(mtype)}"
+                     f"{did_you_mean(mtype, ['HfModel', 'ONNXModel', 'PyTorchModel'])}; "
+                     f"expected HfModel, ONNXModel or PyTorchModel (with config.hf_config)")
+        return None
+    data = dict(raw)
+    if canonical == "PyTorchModel":
+        cfg_raw = data.get("config", {})
+        extra = sorted(set(data) - {"type", "config"})
+        for key in extra:
+            problems.add(f"{path}.{key}", "unknown key; PyTorchModel takes its options under 'config'")
+        cfg = structure(cfg_raw, PyTorchModelConfigOld, f"{path}.config", problems) \
+            if isinstance(cfg_raw, Mapping) else None
+        if cfg is None or is_missing(cfg):
+            return None
+        if cfg.hf_config is None:
+            problems.add(f"{path}.config.hf_config", "required: olivine loads PyTorchModel inputs "
+                         "from Hugging Face (hf_config.model_name); for a custom torch model, "
+                         "export it to ONNX and use ONNXModel")
+            return None
+        hf = cfg.hf_config
+        load_kwargs = dict(hf.from_pretrained_args)
+        if hf.trust_remote_code is not None:
+            load_kwargs["trust_remote_code"] = hf.trust_remote_code
+        model_path, task = cfg.model_path or hf.model_name, hf.task
+        adapter = cfg.adapter_path
+        spec_path = f"{path}.config.hf_config.model_name"
+    elif canonical == "HfModel":
+        spec = structure(data, HfModelSpec, path, problems)
+        if is_missing(spec):
+            return None
+        load_kwargs = dict(spec.load_kwargs)
+        if spec.trust_remote_code is not None:
+            load_kwargs["trust_remote_code"] = spec.trust_remote_code
+        model_path, task, adapter = spec.model_path, spec.task, spec.adapter_path
+        spec_path = f"{path}.model_path"
+    else:
+        if "config" in data and isinstance(data["config"], Mapping):
+            data = {"type": data["type"], **data["config"]}
+        onnx_spec = structure(data, OnnxModelSpec, path, problems)
+        if is_missing(onnx_spec):
+            return None
+        local = _resolve_path(onnx_spec.model_path, base_dir)
+        if local is None:
+            problems.add(f"{path}.model_path", f"no such file or folder: {onnx_spec.model_path!r}")
+            return None
+        handle = OnnxModel(path=str(local), onnx_file_name=onnx_spec.onnx_file_name,
+                           attributes=onnx_spec.model_attributes)
+        try:
+            if not handle.model_file().exists():
+                problems.add(f"{path}.model_path", f"no ONNX model at {handle.model_file()}")
+                return None
+        except FileNotFoundError as exc:
+            problems.add(f"{path}.onnx_file_name", str(exc))
+            return None
+        return InputModel("ONNXModel", handle)
+    local = _resolve_path(model_path, base_dir)
+    if adapter is not None:
+        adapter_local = _resolve_path(adapter, base_dir)
+        if adapter_local is None:
+            problems.add(f"{path}.adapter_path", f"no such folder: {adapter!r}")
+        adapter = str(adapter_local) if adapter_local else adapter
+    if local is not None:
+        return InputModel("HfModel", HfModel(path=str(local), task=task, load_kwargs=load_kwargs,
+                                             adapter_path=adapter))
+    looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
+    if looks_local or not HUB_ID.match(model_path):
+        problems.add(spec_path, f"no such folder: {model_path!r} (and it is not a Hugging Face "
+                     f"hub id of the form org/name)")
+        return None
+    return InputModel("HfModel", HfModel(path=model_path, task=task, load_kwargs=load_kwargs,
+                                         adapter_path=adapter), is_hub_id=True)
+
+
+def _systems(raw: Mapping[str, Any], host: PluginHost, problems: Problems) -> dict[str, SystemEntry]:
+    out: dict[str, SystemEntry] = {}
+    for name, entry in raw.items():
+        path = f"systems.{name}"
+        if not isinstance(entry, Mapping):
+            problems.add(path, f"expected an object with 'type', got {show(entry)}")
+            continue
+        stype = entry.get("type")
+        cls = host.systems.get(str(stype)) if stype else None
+        if cls is None:
+            problems.add(f"{path}.type", "required key is missing" if not stype
+                         else host.systems.unknown(str(stype)))
+            continue
+        options = _split_config(entry, path, problems, ("type",))
+        if options is None:
+            continue
+        cfg_path = f"{path}.config" if "config" in entry else path
+        cfg = structure(options, cls.Config, cfg_path, problems)
+        if not is_missing(cfg):
+            out[name] = SystemEntry(name, host.systems.canonical(str(stype)) or str(stype), cfg)
+    if not raw:
+        default_cls = host.systems.get("LocalSystem")
+        if default_cls is not None:
+            out[DEFAULT_SYSTEM] = SystemEntry(
+                DEFAULT_SYSTEM, "LocalSystem",
+                default_cls.Config(accelerators=[AcceleratorConfig("cpu", ["CPUExecutionProvider"])]))
+    return out
+
+
+def _data_configs(raw: Any, problems: Problems) -> dict[str, DataConfig]:
+    out: dict[str, DataConfig] = {}
+    entries = list(raw.items()) if isinstance(raw, Mapping) else list(enumerate(raw))
+    for key, entry in entries:
+        path = f"data_configs[{key}]" if isinstance(key, int) else f"data_configs.{key}"
+        if isinstance(entry, Mapping) and isinstance(key, str) and "name" not in entry:
+            entry = {"name": key, **entry}
+        if not isinstance(entry, Mapping):
+            problems.add(path, f"expected an object, got {show(entry)}")
+            continue
+        dc = structure(entry, DataConfig, path, problems)
+        if is_missing(dc):
+            continue
+        if dc.name in out:
+            problems.add(f"{path}.name", f"data config {dc.name!r} is defined twice")
+        out[dc.name] = dc
+    return out
+
+
+def _evaluators(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataConfig],
+                problems: Problems) -> dict[str, EvaluatorConfig]:
+    out: dict[str, EvaluatorConfig] = {}
+    for name, entry in raw.items():
+        path = f"evaluators.{name}"
+        if not isinstance(entry, Mapping):
+            problems.add(path, f"expected an object with 'metrics', got {show(entry)}")
+            continue
+        ev = structure(entry, EvaluatorConfig, path, problems)
+        if is_missing(ev):
+            continue
+        for i, metric in enumerate(ev.metrics):
+            _check_metric(metric, f"{path}.metrics[{i}]", host, data, problems)
+        out[name] = ev
+    return out
+
+
+def _check_metric(metric: MetricConfig, path: str, host: PluginHost,
+                  data: Mapping[str, DataConfig], problems: Problems) -> None:
+    cls = host.evaluators.get(metric.type)
+    if cls is None:
+        hint = ("; the olivine-evaluators plugin provides latency, throughput, accuracy, "
+                "size_on_disk, similarity and perplexity" if not host.evaluators.names() else "")
+        problems.add(f"{path}.type", host.evaluators.unknown(metric.type) + hint)
+    else:
+        known = getattr(cls, "sub_types", {}).get(metric.type.lower(), {})
+        for j, sub in enumerate(metric.sub_types):
+            if known and sub.name not in known:
+                problems.add(f"{path}.sub_types[{j}].name",
+                             f"unknown sub-metric {sub.name!r} for {metric.type}"
+                             f"{did_you_mean(sub.name, known)}; expected one of {', '.join(known)}")
+    if metric.data_config is not None and metric.data_config not in data:
+        problems.add(f"{path}.data_config", _undefined("data config", metric.data_config, data))
+
+
+def _undefined(what: str, name: str, defined: Mapping[str, Any]) -> str:
+    names = ", ".join(sorted(defined)) or "none"
+    return f"{what} {name!r} is not defined{did_you_mean(name, list(defined))}; defined: {names}"
+
+
+def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataConfig],
+            problems: Problems) -> list[PassEntry]:
+    out: list[PassEntry] = []
+    for name, entry in raw.items():
+        path = f"passes.{name}"
+        if not isinstance(entry, Mapping):
+            problems.add(path, f"expected an object with 'type', got {show(entry)}")
+            continue
+        ptype = entry.get("type")
+        if not ptype:
+            problems.add(f"{path}.type", "required key is missing (a pass type such as "
+                         + ", ".join(host.passes.primary_names()[:3]) + ")")
+            continue
+        cls = host.passes.get(str(ptype))
+        if cls is None:
+            msg = host.passes.unknown(str(ptype))
+            provider = KNOWN_PROVIDERS.get(str(ptype).lower())
+            if provider:
+                msg += f"; {ptype} is provided by the {provider} plugin, which is not installed"
+            problems.add(f"{path}.type", msg)
+            continue
+        disable_search = entry.get("disable_search", False)
+        if not isinstance(disable_search, bool):
+            problems.add(f"{path}.disable_search", f"expected bool, got {show(disable_search)}")
+        options = _split_config(entry, path, problems, ("type", "disable_search"))
+        if options is None:
+            continue
+        cfg_path = f"{path}.config" if "config" in entry else path
+        cfg = structure(options, cls.Config, cfg_path, problems)
+        if is_missing(cfg):
+            continue
+        for field in attrs.fields(cls.Config):
+            ref = getattr(cfg, field.name)
+            if field.metadata.get("data_config") and ref is not None and ref not in data:
+                problems.add(f"{cfg_path}.{field.name}", _undefined("data config", ref, data))
+        out.append(PassEntry(name, host.passes.canonical(str(ptype)) or str(ptype), cfg,
+                             bool(disable_search)))
+    return out
+
+
+def _engine(raw: Mapping[str, Any], problems: Problems) -> EngineConfig:
+    block = raw.get("engine") or {}
+    if not isinstance(block, Mapping):
+        problems.add("engine", f"expected an object, got {show(block)}")
+        block = {}
+    merged: dict[str, Any] = {}
+    for key in ENGINE_KEYS:
+        if key in raw and key in block:
+            problems.add(key, f"given both at the top level and in engine; keep one (engine.{key})")
+        if key in raw:
+            merged[key] = raw[key]
+    merged.update(block)
+    strategy = merged.get("search_strategy")
+    if isinstance(strategy, Mapping):
+        strategy = dict(strategy)
+        algo_cfg = strategy.get("search_algorithm_config")
+        if isinstance(algo_cfg, Mapping):
+            if "num_samples" in algo_cfg and "max_samples" not in strategy:
+                strategy["max_samples"] = algo_cfg["num_samples"]
+            if "seed" in algo_cfg and "seed" not in strategy:
+                strategy["seed"] = algo_cfg["seed"]
+        merged["search_strategy"] = strategy
+    prefix = "engine" if block else ""
+    engine = structure(merged, EngineConfig, prefix, problems)
+    if is_missing(engine):
+        return EngineConfig()
+    if isinstance(engine.search_strategy, SearchStrategy) and engine.search_strategy.sampler == "exhaustive":
+        engine = attrs.evolve(engine, search_strategy=attrs.evolve(engine.search_strategy, sampler="sequential"))
+    if engine.search_strategy is True:
+        engine = attrs.evolve(engine, search_strategy=SearchStrategy())
+    return engine
+
+
+def _check_chain(model: InputModel | None, passes: list[PassEntry], host: PluginHost,
+                 problems: Problems) -> None:
+    if model is None:
+        return
+    kind, source = model.handle.kind, "input_model"
+    for entry in passes:
+        cls = host.passes.get(entry.type)
+        if cls is None:
+            return
+        if kind not in cls.accepts:
+            problems.add(f"passes.{entry.name}",
+                         f"pass {entry.type} takes {' or '.join(cls.accepts)} models, but gets an "
+                         f"{kind} model from {source}")
+            return
+        kind, source = cls.produces, f"passes.{entry.name}"
+
+
+def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | None = None,
+                      base_dir: Path | None = None) -> WorkflowConfig:
+    """Validate ``raw`` (a parsed workflow file); raise ConfigError listing every problem."""
+    problems = Problems()
+    base = base_dir or Path.cwd()
+    for key in raw:
+        if key not in TOP_KEYS and key not in ENGINE_KEYS:
+            problems.add(str(key), f"unknown key{did_you_mean(str(key), [*TOP_KEYS, *ENGINE_KEYS])}")
+    model = _input_model(raw.get("input_model"), base, problems)
+    systems = _systems(_section(raw, "systems", problems), host, problems)
+    data = _data_configs(raw.get("data_configs") or [], problems) \
+        if isinstance(raw.get("data_configs") or [], list | dict) else {}
+    if not isinstance(raw.get("data_configs") or [], list | dict):
+        problems.add("data_configs", f"expected a list, got {show(raw.get('data_configs'))}")
+    evaluators = _evaluators(_section(raw, "evaluators", problems), host, data, problems)
+    passes = _passes(_section(raw, "passes", problems), host, data, problems)
+    engine = _engine(raw, problems)
+    eprefix = "engine." if isinstance(raw.get("engine"), Mapping) else ""
+    for key in ("host", "target"):
+        ref = getattr(engine, key)
+        if ref is not None and ref not in systems and not any(
+                p.startswith(f"systems.{ref}") for p in problems.items):
+            problems.add(f"{eprefix}{key}", _undefined("system", ref, systems))
+    if engine.evaluator is not None and engine.evaluator not in evaluators and not any(
+            p.startswith(f"evaluators.{engine.evaluator}") for p in problems.items):
+        problems.add(f"{eprefix}evaluator", _undefined("evaluator", engine.evaluator, evaluators))
+    _check_chain(model, passes, host, problems)
+    workflow_id = raw.get("workflow_id", "default_workflow")
+    if not isinstance(workflow_id, str):
+        problems.add("workflow_id", f"expected string, got {show(workflow_id)}")
+    if not problems:
+        target = systems[engine.target or engine.host or DEFAULT_SYSTEM]
+        accels = target.config.accelerators
+        if len(accels) > 1:
+            problems.add(f"systems.{target.name}.accelerators",
+                         f"one accelerator per run is supported, got {len(accels)}; "
+                         "write one workflow per device")
+        accel = (accels[0] if accels else AcceleratorConfig()).resolved()
+        for entry in passes:
+            cls = host.passes.get(entry.type)
+            for msg in cls.check(entry.config, accel) if cls else []:
+                problems.add(f"passes.{entry.name}", msg)
+    if problems or model is None:
+        raise ConfigError(problems.items, source)
+    return WorkflowConfig(model, systems, data, evaluators, passes, engine,
+                          str(workflow_id), source, str(base))

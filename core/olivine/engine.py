@@ -1,0 +1,307 @@
+"""The engine: runs a validated workflow's pass chain, caches each step, evaluates, publishes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from olivine import __version__
+from olivine.accelerator import Accelerator, AcceleratorConfig
+from olivine.cache import DEFAULT_LIBRARIES, Cache, library_versions
+from olivine.config.typed import unstructure
+from olivine.config.workflow import PassEntry, WorkflowConfig
+from olivine.errors import GoalsNotMetError, OlivineError, PassError
+from olivine.events import RunInfo, StepInfo
+from olivine.evaluation import EvalContext, goal_met
+from olivine.models import ModelHandle, handle_from_dict
+from olivine.output import check_output_dir, publish
+from olivine.plugins import PluginHost
+from olivine.report import render_summary
+from olivine.systems.base import StepRequest, System
+
+log = logging.getLogger("olivine.engine")
+
+
+@attrs.define
+class RunResult:
+    """What :func:`olivine.run` returns."""
+
+    status: str
+    output_dir: Path | None
+    output_model: ModelHandle | None
+    metrics: dict[str, Any]
+    report: dict[str, Any]
+    report_path: Path
+
+    @property
+    def ok(self) -> bool:
+        """True when the run succeeded."""
+        return self.status == "succeeded"
+
+
+@attrs.frozen
+class PlannedStep:
+    """One step of the plan (``olivine run --dry-run``)."""
+
+    index: int
+    name: str
+    pass_name: str
+    plugin: str
+    config: dict[str, Any]
+    accepts: tuple[str, ...]
+    produces: str
+    isolate: bool
+
+
+class Engine:
+    """Runs one workflow on the plugins of ``host``."""
+
+    def __init__(self, workflow: WorkflowConfig, host: PluginHost) -> None:
+        self.wf = workflow
+        self.host = host
+        target = workflow.target_system()
+        accels = target.config.accelerators
+        self.accelerator: Accelerator = (accels[0] if accels else AcceleratorConfig()).resolved()
+        host_entry = workflow.host_system()
+        system_cls = host.systems.get(host_entry.type)
+        assert system_cls is not None
+        self.system: System = system_cls(host_entry.config)
+        self.log_level = workflow.engine.log_severity_level
+
+    def plan(self) -> list[PlannedStep]:
+        """The steps this workflow will run, in order."""
+        out = []
+        for i, entry in enumerate(self.wf.passes):
+            cls = self.host.passes.get(entry.type)
+            assert cls is not None
+            out.append(PlannedStep(i + 1, entry.name, cls.name, self.host.passes.owner(entry.type) or "",
+                                   unstructure(entry.config), cls.accepts, cls.produces, cls.isolate))
+        return out
+
+    # -- running ------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Run every step; publish the output; return the result (raise on failure)."""
+        engine = self.wf.engine
+        # relative folders are taken from the working directory, as Olive does
+        output_dir = Path(engine.output_dir).expanduser().resolve()
+        cache = Cache(os.environ.get("OLIVINE_CACHE_DIR") or engine.cache_dir)
+        check_output_dir(output_dir)
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        run_dir = cache.root / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        self.system._log_dir = run_dir  # type: ignore[attr-defined]
+        info = RunInfo(run_id, tuple(p.name for p in self.wf.passes), output_dir, cache.root,
+                       self.log_level)
+        started = time.time()
+        report: dict[str, Any] = {
+            "olivine_version": __version__, "run_id": run_id, "workflow_id": self.wf.workflow_id,
+            "status": "running", "started_at": _iso(started), "config_source": self.wf.source,
+            "config": self.wf.to_dict(),
+            "accelerator": {"device": self.accelerator.device,
+                            "execution_provider": self.accelerator.execution_provider},
+            "host_system": self.wf.host_system().name, "target_system": self.wf.target_system().name,
+            "steps": [], "metrics": {}, "environment": _environment(self.host),
+        }
+        self.host.events.run_started(run=info)
+        error: OlivineError | None = None
+        model: ModelHandle | None = None
+        try:
+            model = self.wf.input_model.handle
+            model_id = cache.model_identity(model)
+            report["input_model"] = {**model.to_dict(), "id": model_id}
+            for i, entry in enumerate(self.wf.passes):
+                model, model_id = self._step(cache, run_dir, i, entry, model, model_id, report)
+            self._evaluate(model, report)
+        except OlivineError as exc:
+            error = exc
+        except KeyboardInterrupt:
+            error = OlivineError("interrupted")
+            error.exit_code = 130
+        finished = time.time()
+        report["finished_at"] = _iso(finished)
+        report["duration_s"] = round(finished - started, 3)
+        result_model: ModelHandle | None = None
+        if error is None:
+            report["status"] = "succeeded"
+            assert model is not None
+            size = sum(f.stat().st_size for f in model.files())
+            summary = render_summary(report, output_dir, size)
+            result_model = publish(output_dir, model, report, summary)
+            report["output_model"] = result_model.to_dict(relative_to=output_dir)
+            report["output_dir"] = str(output_dir)
+        else:
+            report["status"] = "goals_not_met" if isinstance(error, GoalsNotMetError) else "failed"
+            report["error"] = {"type": type(error).__name__, "message": str(error),
+                               "exit_code": error.exit_code}
+            summary = render_summary(report, None)
+        report_path = run_dir / "run.json"
+        report_path.write_text(json.dumps(report, indent=2, default=str))
+        (run_dir / "summary.txt").write_text(summary)
+        self.host.events.run_finished(run=info, report=report)
+        if error is not None:
+            error.report_path = report_path  # type: ignore[attr-defined]
+            error.summary = summary  # type: ignore[attr-defined]
+            raise error
+        return RunResult("succeeded", output_dir, result_model, report["metrics"], report,
+                         output_dir / "run.json")
+
+    def _step(self, cache: Cache, run_dir: Path, index: int, entry: PassEntry, model: ModelHandle,
+              model_id: str, report: dict[str, Any]) -> tuple[ModelHandle, str]:
+        cls = self.host.passes.get(entry.type)
+        assert cls is not None
+        plugin = self.host.passes.owner(entry.type) or ""
+        config = unstructure(entry.config)
+        libraries = library_versions(tuple(cls.libraries) or DEFAULT_LIBRARIES)
+        parts = {
+            "format": 1, "input_id": model_id, "pass": cls.name, "pass_version": cls.version,
+            "plugin": plugin, "plugin_version": self.host.plugin_version(plugin), "config": config,
+            "device": self.accelerator.device, "execution_provider": self.accelerator.execution_provider,
+            "libraries": libraries,
+        }
+        key = cache.step_key(parts)
+        step = StepInfo(index + 1, len(self.wf.passes), entry.name, cls.name, key, model_id)
+        record: dict[str, Any] = {
+            "name": entry.name, "pass": cls.name, "plugin": plugin,
+            "plugin_version": parts["plugin_version"], "pass_version": cls.version,
+            "config": config, "key": key, "input_id": model_id, "libraries": libraries,
+            "system": self.wf.host_system().name,
+        }
+        report["steps"].append(record)
+        self.host.events.step_started(step=step)
+        t0 = time.perf_counter()
+        hit = cache.lookup(key)
+        if hit is None:
+            def waiting() -> None:
+                self.host.events.step_progress(step=step, done=0, total=None,
+                                               message="waiting for another run computing this step")
+
+            with cache.lock(key, on_wait=waiting):
+                hit = cache.lookup(key)
+                if hit is None:
+                    hit = self._compute(cache, run_dir, step, entry, cls, config, model, key,
+                                        parts, record)
+                    record["status"] = "ran"
+                else:
+                    record["status"] = "cached"
+        else:
+            record["status"] = "cached"
+        record["duration_s"] = round(time.perf_counter() - t0, 3)
+        record.setdefault("peak_rss_mb", hit.meta.get("peak_rss_mb"))
+        if record["status"] == "cached":
+            record["computed_duration_s"] = hit.meta.get("duration_s")
+        record["output_id"] = hit.output_id
+        record["output_model"] = hit.model.to_dict()
+        self.host.events.step_finished(step=step, record=record)
+        return hit.model, hit.output_id
+
+    def _compute(self, cache: Cache, run_dir: Path, step: StepInfo, entry: PassEntry, cls: type,
+                 config: dict[str, Any], model: ModelHandle, key: str, parts: dict[str, Any],
+                 record: dict[str, Any]) -> Any:
+        work = cache.new_work_dir(key)
+        request = StepRequest(
+            pass_name=cls.name, config=config, model=model.to_dict(), work_dir=str(work),
+            step_name=entry.name, device=self.accelerator.device,
+            execution_provider=self.accelerator.execution_provider,
+            data_configs={n: unstructure(d) for n, d in self.wf.data_configs.items()},
+            log_level=self.log_level)
+
+        def progress(done: float, total: float | None, message: str) -> None:
+            self.host.events.step_progress(step=step, done=done, total=total, message=message)
+
+        t0 = time.perf_counter()
+        outcome = self.system.run_step(request, progress, bool(getattr(cls, "isolate", False)))
+        duration = round(time.perf_counter() - t0, 3)
+        record["duration_s"] = duration
+        record["peak_rss_mb"] = outcome.peak_rss_mb
+        if outcome.python:
+            record["python"] = outcome.python
+        if outcome.log_file:
+            record["log_file"] = outcome.log_file
+        if outcome.error is not None or outcome.model is None:
+            cache.discard(work)
+            record["status"] = "failed"
+            record["error"] = {"type": outcome.error_type, "message": outcome.error,
+                               "traceback": outcome.traceback}
+            self.host.events.step_finished(step=step, record=record)
+            cause = f"{outcome.error_type}: {outcome.error}" if outcome.error_type not in (
+                None, "OlivineError", "UsageError", "ChildProcessError") else str(outcome.error)
+            detail = outcome.traceback if self.log_level == 0 else None
+            if outcome.log_file:
+                cause += f" (log: {outcome.log_file})"
+            raise PassError(entry.name, cls.name, cause, detail)
+        output = handle_from_dict(outcome.model)
+        if output.kind != cls.produces:
+            cache.discard(work)
+            raise PassError(entry.name, cls.name, f"returned an {output.kind} model, but declares "
+                            f"that it produces {cls.produces} models")
+        meta = {"pass": cls.name, "step": entry.name, "key_parts": parts, "duration_s": duration,
+                "peak_rss_mb": outcome.peak_rss_mb}
+        return cache.commit(key, work, output, meta)
+
+    # -- evaluation ---------------------------------------------------------------------
+    def _evaluate(self, model: ModelHandle, report: dict[str, Any]) -> None:
+        name = self.wf.engine.evaluator
+        if name is None:
+            return
+        evaluator = self.wf.evaluators[name]
+        context = EvalContext(self.accelerator, self.wf.data_configs, self.wf.input_model.handle)
+        baseline: dict[str, dict[str, float]] = {}
+        if self.wf.engine.evaluate_input_model:
+            baseline = self._measure(self.wf.input_model.handle, evaluator.metrics, context)
+            report["metrics"]["input_model"] = baseline
+        measured = self._measure(model, evaluator.metrics, context)
+        report["metrics"]["output_model"] = measured
+        failed = []
+        goals = []
+        for metric in evaluator.metrics:
+            cls = self.host.evaluators.get(metric.type)
+            defaults = getattr(cls, "sub_types", {}).get(metric.type.lower(), {})
+            for sub in metric.sub_types:
+                if sub.goal is None:
+                    continue
+                hib = sub.higher_is_better if sub.higher_is_better is not None else defaults.get(sub.name, True)
+                value = measured[metric.name][sub.name]
+                base = baseline.get(metric.name, {}).get(sub.name)
+                ok = goal_met(sub.goal, value, base, hib)
+                goals.append({"metric": f"{metric.name}-{sub.name}", "goal": unstructure(sub.goal),
+                              "value": value, "baseline": base, "met": ok})
+                if not ok:
+                    failed.append(f"{metric.name}-{sub.name} = {value:g} (goal {sub.goal.type} "
+                                  f"{sub.goal.value:g}{f', input model {base:g}' if base is not None else ''})")
+        report["goals"] = goals
+        if failed:
+            raise GoalsNotMetError("the output model does not meet the evaluator's goals: "
+                                   + "; ".join(failed))
+
+    def _measure(self, model: ModelHandle, metrics: list[Any], context: EvalContext) -> dict[str, Any]:
+        out: dict[str, dict[str, float]] = {}
+        for metric in metrics:
+            cls = self.host.evaluators.get(metric.type)
+            assert cls is not None
+            if model.kind not in cls.accepts:
+                raise OlivineError(f"metric {metric.name!r} ({metric.type}) cannot measure "
+                                   f"{model.kind} models; it takes {', '.join(cls.accepts)}")
+            out[metric.name] = cls().evaluate(model, metric, context)
+        return out
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+
+
+def _environment(host: PluginHost) -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0], "executable": sys.executable,
+        "platform": platform.platform(), "machine": platform.machine(),
+        "libraries": library_versions(("olivine", *DEFAULT_LIBRARIES)),
+        "plugins": {p.name: f"{p.distribution} {p.version}" for p in host.plugins},
+    }

@@ -1,0 +1,221 @@
+"""Immutable model handles: what a pass takes and returns.
+
+A handle names an artifact on disk (or on a model hub) and carries what is known
+about it. Handles are small frozen attrs objects; the files they name live in
+the cache or in the user's folders. ``kind`` is what passes declare in
+``accepts`` and ``produces``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@attrs.frozen
+class ModelHandle:
+    """Base of every model handle."""
+
+    kind: ClassVar[str] = "model"
+    path: str
+    attributes: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_freeze)
+
+    def local_path(self) -> Path | None:
+        """The handle's folder or file if it is on this machine, else ``None``."""
+        p = Path(self.path)
+        return p if p.exists() else None
+
+    def files(self) -> list[Path]:
+        """Every file whose content makes up the model (for identity and copying)."""
+        p = self.local_path()
+        if p is None:
+            return []
+        if p.is_file():
+            return [p]
+        return sorted(f for f in p.rglob("*") if f.is_file())
+
+    def attrs_dict(self) -> dict[str, Any]:
+        """``attributes`` as a plain dict."""
+        return {k: v for k, v in self.attributes}
+
+    def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
+        """A JSON-ready description; paths under ``relative_to`` become relative."""
+        data: dict[str, Any] = {"kind": self.kind}
+        for field in attrs.fields(type(self)):
+            value = getattr(self, field.name)
+            if field.name == "attributes":
+                value = {k: v for k, v in value}
+            elif isinstance(value, ModelHandle):
+                value = value.to_dict(relative_to)
+            elif field.name in _PATH_FIELDS and isinstance(value, str):
+                value = _relative(value, relative_to)
+            elif field.name == "components":
+                value = [[n, h.to_dict(relative_to)] for n, h in value]
+            data[field.name] = value
+        return data
+
+    def rebased(self, old: Path, new: Path) -> ModelHandle:
+        """A copy whose paths under ``old`` point under ``new`` instead."""
+        changes: dict[str, Any] = {}
+        for field in attrs.fields(type(self)):
+            value = getattr(self, field.name)
+            if isinstance(value, ModelHandle):
+                changes[field.name] = value.rebased(old, new)
+            elif field.name in _PATH_FIELDS and isinstance(value, str):
+                changes[field.name] = _rebase(value, old, new)
+            elif field.name == "components":
+                changes[field.name] = tuple((n, h.rebased(old, new)) for n, h in value)
+        return attrs.evolve(self, **changes)
+
+
+_PATH_FIELDS = {"path", "adapter_path"}
+
+
+def _relative(value: str, base: Path | None) -> str:
+    if base is None:
+        return value
+    try:
+        return Path(value).relative_to(base).as_posix() or "."
+    except ValueError:
+        return value
+
+
+def _rebase(value: str, old: Path, new: Path) -> str:
+    try:
+        rel = Path(value).relative_to(old)
+    except ValueError:
+        return value
+    return str(new / rel)
+
+
+@attrs.frozen
+class HfModel(ModelHandle):
+    """A Hugging Face model: a local folder or a hub id, with its task and load options."""
+
+    kind: ClassVar[str] = "hf"
+    task: str = "text-generation"
+    load_kwargs: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_freeze)
+    adapter_path: str | None = None
+
+    def is_local(self) -> bool:
+        """True when ``path`` is a folder on this machine (not a hub id)."""
+        return Path(self.path).is_dir()
+
+    def load_options(self) -> dict[str, Any]:
+        """``load_kwargs`` as a plain dict (``trust_remote_code``, ``torch_dtype``, ...)."""
+        return {k: v for k, v in self.load_kwargs}
+
+
+@attrs.frozen
+class OnnxModel(ModelHandle):
+    """An ONNX model: a folder holding ``onnx_file_name`` and its external data, or one file.
+
+    Folders may also hold onnxruntime-genai files (``genai_config.json``, tokenizer).
+    """
+
+    kind: ClassVar[str] = "onnx"
+    onnx_file_name: str | None = None
+
+    def model_file(self) -> Path:
+        """The ``.onnx`` file itself."""
+        p = Path(self.path)
+        if p.is_file() or p.suffix == ".onnx":
+            return p
+        if self.onnx_file_name:
+            return p / self.onnx_file_name
+        candidates = sorted(p.glob("*.onnx"))
+        if len(candidates) == 1:
+            return candidates[0]
+        if (p / "model.onnx").exists():
+            return p / "model.onnx"
+        raise FileNotFoundError(
+            f"{p} holds {len(candidates)} .onnx files; set onnx_file_name to pick one"
+        )
+
+    def files(self) -> list[Path]:
+        """The model file plus its external data (the whole folder when one is given)."""
+        p = Path(self.path)
+        if p.is_file():
+            return [p, *_external_data_files(p)]
+        return super().files()
+
+
+def _external_data_files(model_file: Path) -> list[Path]:
+    """External-data files that a single ``.onnx`` file refers to."""
+    try:
+        import onnx  # heavy; only when a bare .onnx file is given
+        from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
+
+        proto = onnx.load(str(model_file), load_external_data=False)
+        names = set()
+        for tensor in _get_all_tensors(proto):
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                names.add(ExternalDataInfo(tensor).location)
+        return sorted(model_file.parent / n for n in names)
+    except ImportError:
+        guess = model_file.with_name(model_file.name + ".data")
+        return [guess] if guess.exists() else []
+
+
+@attrs.frozen
+class AdapterModel(ModelHandle):
+    """A LoRA adapter (``path``) for a base model (``base``)."""
+
+    kind: ClassVar[str] = "adapter"
+    base: ModelHandle | None = None
+
+
+@attrs.frozen
+class CompositeModel(ModelHandle):
+    """Several named models that work together (for example encoder and decoder)."""
+
+    kind: ClassVar[str] = "composite"
+    components: tuple[tuple[str, ModelHandle], ...] = ()
+
+    def files(self) -> list[Path]:
+        """The files of every component."""
+        out: list[Path] = []
+        for _, handle in self.components:
+            out.extend(handle.files())
+        return out
+
+
+HANDLE_TYPES: dict[str, type[ModelHandle]] = {
+    cls.kind: cls for cls in (HfModel, OnnxModel, AdapterModel, CompositeModel)
+}
+
+
+def handle_from_dict(data: Mapping[str, Any], base: Path | None = None) -> ModelHandle:
+    """Rebuild a handle written by :meth:`ModelHandle.to_dict`; relative paths join ``base``."""
+    data = dict(data)
+    cls = HANDLE_TYPES[data.pop("kind")]
+    kwargs: dict[str, Any] = {}
+    for field in attrs.fields(cls):
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        if field.name in _PATH_FIELDS and isinstance(value, str) and base is not None:
+            value = str(base / value) if not os.path.isabs(value) else value
+        elif field.name == "base" and isinstance(value, Mapping):
+            value = handle_from_dict(value, base)
+        elif field.name == "components":
+            value = tuple((n, handle_from_dict(h, base)) for n, h in value)
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def iter_kinds() -> Iterator[str]:
+    """The model kinds the host knows."""
+    return iter(HANDLE_TYPES)

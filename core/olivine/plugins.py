@@ -1,0 +1,270 @@
+"""Loading plugins and the registries they fill.
+
+:func:`get_plugin_host` loads every module registered under the ``olivine``
+entry-point group (honouring ``OLIVINE_LOAD_PLUGINS`` and
+``OLIVINE_DISABLE_PLUGINS``), checks their hooks against the specs, and collects
+what they register into name-keyed registries. Two plugins that register the
+same name is an error that names both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Generic, TypeVar
+
+import attrs
+import pluggy
+
+from olivine import hookspecs
+from olivine.errors import PluginError, did_you_mean
+
+GROUP = "olivine"
+HOST_DISTRIBUTION = "olivine"
+LOAD_ENV = "OLIVINE_LOAD_PLUGINS"
+DISABLE_ENV = "OLIVINE_DISABLE_PLUGINS"
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class PluginInfo:
+    """A loaded plugin: its entry-point name, distribution and version."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    builtin: bool
+
+
+class Registry(Generic[T]):
+    """Classes registered under case-insensitive names, remembering which plugin gave each."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._items: dict[str, tuple[str, T, str]] = {}  # lower name -> (name, cls, plugin)
+
+    def add(self, name: str, item: T, plugin: str) -> None:
+        """Register ``item`` under ``name``; a clash with another plugin raises PluginError."""
+        if not name:
+            raise PluginError(f"plugin {plugin!r} registered a {self.what} without a name: {item!r}")
+        key = name.lower()
+        if key in self._items:
+            _, other, owner = self._items[key]
+            if other is item:
+                return
+            raise PluginError(
+                f"{self.what} name {name!r} is registered twice: by plugin {owner!r} "
+                f"({_qualname(other)}) and by plugin {plugin!r} ({_qualname(item)}); "
+                f"uninstall one or disable it with {DISABLE_ENV}={plugin}"
+            )
+        self._items[key] = (name, item, plugin)
+
+    def get(self, name: str) -> T | None:
+        """The item registered as ``name`` (any case), or ``None``."""
+        found = self._items.get(name.lower())
+        return found[1] if found else None
+
+    def owner(self, name: str) -> str | None:
+        """The plugin that registered ``name``."""
+        found = self._items.get(name.lower())
+        return found[2] if found else None
+
+    def canonical(self, name: str) -> str | None:
+        """The spelling ``name`` was registered with."""
+        found = self._items.get(name.lower())
+        return found[0] if found else None
+
+    def names(self) -> list[str]:
+        """Every registered name, sorted."""
+        return sorted(n for n, _, _ in self._items.values())
+
+    def items(self) -> Iterator[tuple[str, T, str]]:
+        """``(name, item, plugin)`` for each registration."""
+        return iter(sorted(self._items.values(), key=lambda t: t[0].lower()))
+
+    def unknown(self, name: str) -> str:
+        """A message for a name that is not registered, listing the installed ones."""
+        installed = ", ".join(self.primary_names()) or "none"
+        return f"unknown {self.what} {name!r}{did_you_mean(name, self.names())}; installed: {installed}"
+
+    def primary_names(self) -> list[str]:
+        """Names under which a class is registered by its own ``name`` (no aliases)."""
+        return sorted({n for n, item, _ in self._items.values()
+                       if getattr(item, "name", n) == n})
+
+
+@attrs.define
+class CommandSpec:
+    """A CLI sub-command contributed by a plugin."""
+
+    name: str
+    help: str
+    configure: Callable[[Any], None]
+    handler: Callable[[Any], int]
+    plugin: str
+
+
+class PluginHost:
+    """The loaded plugins and what they registered: one typed facade over the hook relay."""
+
+    def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo]) -> None:
+        self.pm = pm
+        self.plugins = plugins
+        self.passes: Registry[type] = Registry("pass type")
+        self.evaluators: Registry[type] = Registry("metric type")
+        self.systems: Registry[type] = Registry("system type")
+        self.commands: dict[str, CommandSpec] = {}
+        self._collect()
+
+    # -- registration -----------------------------------------------------------------
+    def _plugin_of(self, impl: pluggy.HookImpl) -> str:
+        return impl.plugin_name
+
+    def _collect(self) -> None:
+        for impl in self.pm.hook.register_passes.get_hookimpls():
+            owner = self._plugin_of(impl)
+            impl.function(register=lambda cls, o=owner: self._add_named(self.passes, cls, o))
+        for impl in self.pm.hook.register_systems.get_hookimpls():
+            owner = self._plugin_of(impl)
+            impl.function(register=lambda cls, o=owner: self._add_named(self.systems, cls, o))
+        for impl in self.pm.hook.register_evaluators.get_hookimpls():
+            owner = self._plugin_of(impl)
+
+            def add_evaluator(cls: type, o: str = owner) -> None:
+                for metric_type in getattr(cls, "metric_types", ()):
+                    self.evaluators.add(metric_type, cls, o)
+
+            impl.function(register=add_evaluator)
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            owner = self._plugin_of(impl)
+            impl.function(register=lambda *a, o=owner, **k: self._add_command(o, *a, **k))
+
+    def _add_named(self, registry: Registry[type], cls: type, owner: str) -> None:
+        for name in (getattr(cls, "name", ""), *getattr(cls, "aliases", ())):
+            registry.add(name, cls, owner)
+
+    def _add_command(self, owner: str, name: str, help: str,
+                     configure: Callable[[Any], None], handler: Callable[[Any], int]) -> None:
+        if name in self.commands:
+            other = self.commands[name].plugin
+            raise PluginError(f"command {name!r} is registered twice: by plugin {other!r} and by "
+                              f"plugin {owner!r}")
+        self.commands[name] = CommandSpec(name, help, configure, handler, owner)
+
+    # -- events -------------------------------------------------------------------------
+    @property
+    def events(self) -> Any:
+        """The hook relay for event hooks (``host.events.step_started(step=...)``)."""
+        return self.pm.hook
+
+    # -- lookups ------------------------------------------------------------------------
+    def plugin(self, name: str) -> PluginInfo | None:
+        """The loaded plugin called ``name``."""
+        return next((p for p in self.plugins if p.name == name), None)
+
+    def plugin_version(self, name: str) -> str:
+        """The version of the distribution that provides plugin ``name``."""
+        info = self.plugin(name)
+        return info.version if info else "unknown"
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each plugin with its version and what it registers (``olivine plugins --json``)."""
+        out = []
+        for info in self.plugins:
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(self.pm.get_plugin(info.name)) or [])
+            out.append({
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "module": info.module,
+                "builtin": info.builtin,
+                "hooks": hooks,
+                "passes": [n for n, c, o in self.passes.items()
+                           if o == info.name and getattr(c, "name", n) == n],
+                "metric_types": [n for n, _, o in self.evaluators.items() if o == info.name],
+                "systems": [n for n, _, o in self.systems.items() if o == info.name],
+                "commands": sorted(c.name for c in self.commands.values() if c.plugin == info.name),
+            })
+        return out
+
+
+def _qualname(obj: object) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _env_list(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def _matches(ep: EntryPoint, names: list[str]) -> bool:
+    dist = ep.dist.name if ep.dist else ""
+    wanted = {n.lower().replace("_", "-") for n in names}
+    return ep.name.lower() in wanted or dist.lower().replace("_", "-") in wanted
+
+
+def get_plugin_manager(extra: list[object] | None = None) -> pluggy.PluginManager:
+    """A plugin manager with the hook specs and the selected entry-point plugins loaded."""
+    return _load(extra)[0]
+
+
+def _load(extra: list[object] | None) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    allow = _env_list(LOAD_ENV)
+    block = _env_list(DISABLE_ENV) or []
+    eps = list(entry_points(group=GROUP))
+    known = sorted({(ep.dist.name if ep.dist else ep.name) for ep in eps} | {ep.name for ep in eps})
+    for name in [*(allow or []), *block]:
+        if not any(_matches(ep, [name]) for ep in eps):
+            var = LOAD_ENV if allow and name in allow else DISABLE_ENV
+            raise PluginError(f"{var} names {name!r}, which is not an installed olivine plugin"
+                              f"{did_you_mean(name, known)}; installed: {', '.join(known)}")
+    infos: list[PluginInfo] = []
+    for ep in sorted(eps, key=lambda e: (e.dist.name if e.dist else "", e.name)):
+        dist = ep.dist.name if ep.dist else "?"
+        builtin = dist.lower() == HOST_DISTRIBUTION
+        if _matches(ep, block):
+            continue
+        if allow is not None and not builtin and not _matches(ep, allow):
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must say who it is
+            raise PluginError(f"plugin {ep.name!r} (distribution {dist}) failed to load: "
+                              f"{type(exc).__name__}: {exc}; disable it with {DISABLE_ENV}={ep.name}") from exc
+        pm.register(module, name=ep.name)
+        version = ep.dist.version if ep.dist else "unknown"
+        infos.append(PluginInfo(ep.name, dist, version, ep.value, builtin))
+    for obj in extra or []:
+        name = getattr(obj, "__name__", None) or type(obj).__name__
+        pm.register(obj, name=name)
+        infos.append(PluginInfo(name, "(in-process)", "0", name, False))
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name!r} implements a hook olivine does not have: {exc}") from exc
+    return pm, infos
+
+
+_HOST: PluginHost | None = None
+
+
+def get_plugin_host(extra: list[object] | None = None, fresh: bool = False) -> PluginHost:
+    """The process-wide :class:`PluginHost` (loaded once; ``fresh`` or ``extra`` reload)."""
+    global _HOST
+    if _HOST is None or fresh or extra:
+        pm, infos = _load(extra)
+        host = PluginHost(pm, infos)
+        if extra:
+            return host
+        _HOST = host
+    return _HOST

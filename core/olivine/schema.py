@@ -1,0 +1,49 @@
+"""JSON schemas of the workflow file and of every installed pass's config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from olivine.config.sections import DataConfig, EngineConfig, HfModelSpec, OnnxModelSpec
+from olivine.config.typed import json_schema
+from olivine.evaluation import EvaluatorConfig
+from olivine.plugins import PluginHost
+
+
+def pass_schema(cls: type) -> dict[str, Any]:
+    """The schema of one pass entry (``type`` plus its config fields, flat)."""
+    schema = json_schema(cls.Config)
+    props = {"type": {"const": cls.name}, "disable_search": {"type": "boolean"},
+             **schema.get("properties", {})}
+    return {"type": "object", "properties": props, "required": ["type"],
+            "additionalProperties": False, "description": (cls.__doc__ or "").strip().split("\n")[0]}
+
+
+def workflow_schema(host: PluginHost) -> dict[str, Any]:
+    """The schema of a workflow file in olivine's (current Olive) form."""
+    passes = {name: pass_schema(cls) for name, cls, _ in host.passes.items()
+              if getattr(cls, "name", name) == name}
+    systems = {}
+    for name, cls, _ in host.systems.items():
+        sch = json_schema(cls.Config)
+        sch["properties"] = {"type": {"const": name}, **sch.get("properties", {})}
+        systems[name] = sch
+    engine = json_schema(EngineConfig)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "olivine workflow",
+        "type": "object",
+        "properties": {
+            "workflow_id": {"type": "string"},
+            "input_model": {"anyOf": [json_schema(HfModelSpec), json_schema(OnnxModelSpec)]},
+            "systems": {"type": "object", "additionalProperties": {"anyOf": list(systems.values())}},
+            "data_configs": {"type": "array", "items": json_schema(DataConfig)},
+            "evaluators": {"type": "object", "additionalProperties": json_schema(EvaluatorConfig)},
+            "passes": {"type": "object", "additionalProperties": {"anyOf": list(passes.values())}},
+            "engine": engine,
+            **engine["properties"],
+        },
+        "required": ["input_model"],
+        "additionalProperties": False,
+        "$defs": {"passes": passes, "systems": systems},
+    }

@@ -1,0 +1,98 @@
+"""The host's built-in systems, registered through the ``olivine`` entry-point group."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from olivine.hookspecs import hookimpl
+from olivine.systems.base import ProgressSink, StepOutcome, StepRequest, System, SystemConfig
+from olivine.systems.child import run_in_child
+from olivine.systems.execute import execute_to_outcome
+
+
+@attrs.frozen
+class LocalSystemConfig(SystemConfig):
+    """Options of ``LocalSystem``."""
+
+    isolation: Literal["auto", "always", "never"] = attrs.field(
+        default="auto", metadata={"help": "run steps in a child process: auto (passes that ask "
+                                          "for it), always, or never"})
+
+
+class LocalSystem(System):
+    """This machine. Heavy passes run in a child process so their memory is returned."""
+
+    name = "LocalSystem"
+    Config = LocalSystemConfig
+
+    def run_step(self, request: StepRequest, progress: ProgressSink, isolate: bool) -> StepOutcome:
+        """Run in this process, or in a child when isolation says so."""
+        mode = self.config.isolation
+        if mode == "always" or (mode == "auto" and isolate):
+            return run_in_child(sys.executable, request, progress, self._log(request))
+        return execute_to_outcome(request, progress)
+
+    def _log(self, request: StepRequest) -> Path:
+        folder = self.log_dir() or Path(request.work_dir).parent
+        return folder / f"{request.step_name}.log"
+
+
+def _python_of(path: str) -> Path | None:
+    p = Path(path).expanduser()
+    if p.is_file() and os.access(p, os.X_OK):
+        return p
+    for candidate in (p / "bin" / "python", p / "Scripts" / "python.exe"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _check_env(instance: Any, attribute: Any, value: str) -> None:
+    if _python_of(value) is None:
+        raise ValueError(f"python_environment_path: no Python interpreter at {value!r} "
+                         "(expected a virtual environment folder with bin/python, or the "
+                         "interpreter itself)")
+
+
+@attrs.frozen
+class PythonEnvironmentConfig(SystemConfig):
+    """Options of ``PythonEnvironment``."""
+
+    python_environment_path: str = attrs.field(
+        kw_only=True, validator=_check_env,
+        metadata={"help": "a virtual environment (or interpreter) with olivine and the pass installed"})
+    environment_variables: dict[str, str] = attrs.field(factory=dict)
+    prepend_to_path: list[str] = attrs.field(factory=list)
+
+
+class PythonEnvironment(System):
+    """Another Python environment: every step runs in a child process of its interpreter.
+
+    The cure for packages that cannot live together (onnxruntime flavours that
+    clobber each other): install each in its own venv.
+    """
+
+    name = "PythonEnvironment"
+    Config = PythonEnvironmentConfig
+
+    def run_step(self, request: StepRequest, progress: ProgressSink, isolate: bool) -> StepOutcome:
+        """Run the step with the environment's interpreter."""
+        python = _python_of(self.config.python_environment_path)
+        assert python is not None  # checked by the config validator
+        env = dict(self.config.environment_variables)
+        if self.config.prepend_to_path:
+            env["PATH"] = os.pathsep.join([*self.config.prepend_to_path, os.environ.get("PATH", "")])
+        log = (self.log_dir() or Path(request.work_dir).parent) / f"{request.step_name}.log"
+        return run_in_child(str(python), request, progress, log, env)
+
+
+@hookimpl
+def register_systems(register: Any) -> None:
+    """Register LocalSystem and PythonEnvironment."""
+    register(LocalSystem)
+    register(PythonEnvironment)

@@ -1,0 +1,96 @@
+"""Run one pass from a :class:`StepRequest`: shared by in-process and child-process systems."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from olivine.accelerator import Accelerator
+from olivine.config.typed import Problems, is_missing, structure
+from olivine.config.sections import DataConfig
+from olivine.errors import OlivineError
+from olivine.models import ModelHandle, handle_from_dict
+from olivine.passes import PassContext
+from olivine.plugins import get_plugin_host
+from olivine.systems.base import ProgressSink, StepOutcome, StepRequest
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux /proc; else the peak so far)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakSampler:
+    """Samples this process's resident memory in a thread; ``peak_mb`` after ``stop()``."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak_mb = current_rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, current_rss_mb())
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, current_rss_mb())
+
+
+def execute(request: StepRequest, progress: ProgressSink) -> tuple[ModelHandle, float]:
+    """Run the request's pass here; return the output handle and the step's peak RSS (MiB).
+
+    Raises whatever the pass raises.
+    """
+    host = get_plugin_host()
+    cls = host.passes.get(request.pass_name)
+    if cls is None:
+        raise OlivineError(f"pass {request.pass_name!r} is not installed in this Python "
+                           f"environment; installed: {', '.join(host.passes.primary_names())}")
+    problems = Problems()
+    config = structure(request.config, cls.Config, "config", problems)
+    if is_missing(config):
+        raise OlivineError("; ".join(problems.items))
+    data_configs = {name: DataConfig(**value) for name, value in request.data_configs.items()}
+    context = PassContext(
+        work_dir=Path(request.work_dir), step_name=request.step_name,
+        accelerator=Accelerator(request.device, request.execution_provider),
+        data_configs=data_configs, logger=logging.getLogger(f"olivine.pass.{request.pass_name}"),
+        progress_fn=progress)
+    model = handle_from_dict(request.model)
+    with PeakSampler() as sampler:
+        output = cls().run(model, config, context)
+    if not isinstance(output, ModelHandle):
+        raise OlivineError(f"pass {request.pass_name} returned {type(output).__name__}, "
+                           "not a model handle")
+    return output, sampler.peak_mb
+
+
+def execute_to_outcome(request: StepRequest, progress: ProgressSink) -> StepOutcome:
+    """Like :func:`execute`, but a failure becomes an outcome with the error and traceback."""
+    try:
+        output, peak = execute(request, progress)
+    except BaseException as exc:  # noqa: BLE001 - every failure must cross the boundary
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        return StepOutcome(model=None, error=str(exc) or type(exc).__name__,
+                           error_type=type(exc).__name__, traceback=traceback.format_exc())
+    return StepOutcome(model=output.to_dict(), peak_rss_mb=round(peak, 1))

@@ -1,0 +1,53 @@
+"""Entry point of a step's child process: ``python -m olivine.systems.worker REQUEST RESULT``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import attrs
+
+from olivine.systems.base import StepRequest
+from olivine.systems.child import EVENT_FD_ENV
+
+
+def main(argv: list[str]) -> int:
+    """Run the request in ``argv[0]``; write the outcome to ``argv[1]``."""
+    request = StepRequest(**json.loads(Path(argv[0]).read_text()))
+    levels = [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
+    logging.basicConfig(level=levels[max(0, min(4, request.log_level))],
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    fd = os.environ.get(EVENT_FD_ENV)
+    events = os.fdopen(int(fd), "w", buffering=1) if fd else None
+    last = [0.0]
+
+    def progress(done: float, total: float | None, message: str) -> None:
+        now = time.monotonic()
+        if events is None or (now - last[0] < 0.1 and (total is None or done < total)):
+            return
+        last[0] = now
+        events.write(json.dumps({"done": done, "total": total, "message": message}) + "\n")
+
+    from olivine.systems.execute import execute_to_outcome
+
+    outcome = execute_to_outcome(request, progress)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    data = attrs.asdict(outcome)
+    if outcome.model is not None:
+        data["peak_rss_mb"] = round(max(peak, outcome.peak_rss_mb or 0), 1)
+    data["python"] = sys.executable
+    tmp = Path(argv[1] + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, argv[1])
+    if events is not None:
+        events.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
