@@ -66,6 +66,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     lowered = {c.lower(): c for c in choices}
     if word.lower() in lowered and lowered[word.lower()] != word:
         return f" (did you mean '{lowered[word.lower()]}'?)"
+    prefixed = [c for c in choices if len(word) >= 3 and c.lower().startswith(word.lower())]
+    if len(prefixed) == 1:
+        return f" (did you mean '{prefixed[0]}'?)"
     match = get_close_matches(word, choices, n=1, cutoff=0.6)
     if not match:
         match = [lowered[m] for m in get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)]

@@ -45,8 +45,9 @@ class Registry(Generic[T]):
     def __init__(self, what: str) -> None:
         self.what = what
         self._items: dict[str, tuple[str, T, str]] = {}  # lower name -> (name, cls, plugin)
+        self._aliases: set[str] = set()
 
-    def add(self, name: str, item: T, plugin: str) -> None:
+    def add(self, name: str, item: T, plugin: str, alias: bool = False) -> None:
         """Register ``item`` under ``name``; a clash with another plugin raises PluginError."""
         if not name:
             raise PluginError(f"plugin {plugin!r} registered a {self.what} without a name: {item!r}")
@@ -58,9 +59,11 @@ class Registry(Generic[T]):
             raise PluginError(
                 f"{self.what} name {name!r} is registered twice: by plugin {owner!r} "
                 f"({_qualname(other)}) and by plugin {plugin!r} ({_qualname(item)}); "
-                f"uninstall one or disable it with {DISABLE_ENV}={plugin}"
+                f"uninstall one, or disable one with {DISABLE_ENV}={owner} or {DISABLE_ENV}={plugin}"
             )
         self._items[key] = (name, item, plugin)
+        if alias:
+            self._aliases.add(key)
 
     def get(self, name: str) -> T | None:
         """The item registered as ``name`` (any case), or ``None``."""
@@ -92,8 +95,7 @@ class Registry(Generic[T]):
 
     def primary_names(self) -> list[str]:
         """Names under which a class is registered by its own ``name`` (no aliases)."""
-        return sorted({n for n, item, _ in self._items.values()
-                       if getattr(item, "name", n) == n})
+        return sorted(n for k, (n, _, _) in self._items.items() if k not in self._aliases)
 
 
 @attrs.define
@@ -143,8 +145,9 @@ class PluginHost:
             impl.function(register=lambda *a, o=owner, **k: self._add_command(o, *a, **k))
 
     def _add_named(self, registry: Registry[type], cls: type, owner: str) -> None:
-        for name in (getattr(cls, "name", ""), *getattr(cls, "aliases", ())):
-            registry.add(name, cls, owner)
+        registry.add(getattr(cls, "name", ""), cls, owner)
+        for alias in getattr(cls, "aliases", ()):
+            registry.add(alias, cls, owner, alias=True)
 
     def _add_command(self, owner: str, name: str, help: str,
                      configure: Callable[[Any], None], handler: Callable[[Any], int]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -88,6 +89,9 @@ def convert(value: Any, tp: Any, path: str, problems: Problems) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
+        records = [a for a in options if attrs.has(a)]
+        if isinstance(value, Mapping) and len(records) == 1:
+            return convert(value, records[0], path, problems)
         for option in options:
             trial = Problems()
             out = convert(value, option, path, trial)
@@ -188,14 +192,23 @@ def structure(data: Mapping[str, Any], cls: type, path: str, problems: Problems)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        problems.add(path, _validator_message(exc, path))
+        problems.add(*_validator_message(exc, path))
         return _MISSING
 
 
-def _validator_message(exc: Exception, path: str) -> str:
+_ATTRS_MSG = re.compile(r"^'(?P<name>\w+)' must be (?P<rule>.*?): (?P<value>.*)$", re.S)
+
+
+def _validator_message(exc: Exception, path: str) -> tuple[str, str]:
+    """Turn a validator's error into ``(path, message)``; attrs' own wording is rephrased."""
     text = str(exc.args[0]) if exc.args else str(exc)
-    # attrs' built-in validators put the field name first: "'block_size' must be in ..."
-    return text
+    m = _ATTRS_MSG.match(text)
+    if m:  # attrs: "'block_size' must be <= 256: 512"
+        return _join(path, m["name"]), f"must be {m['rule']}, got {m['value']}"
+    head, sep, rest = text.partition(": ")
+    if sep and re.fullmatch(r"[A-Za-z_][\w.]*", head):  # our validators: "field: message"
+        return _join(path, head), rest
+    return path, text
 
 
 def is_missing(value: Any) -> bool:
