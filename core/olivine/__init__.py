@@ -34,7 +34,12 @@ _EXPORTS = {
     "PassError": "olivine.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "Accelerator", "AdapterModel", "CompositeModel", "ConfigError", "EvalContext", "Evaluator",
+    "HfModel", "MetricConfig", "ModelHandle", "NoConfig", "OlivineError", "OnnxModel", "Pass",
+    "PassContext", "PassError", "RunResult", "System", "SystemConfig", "__version__", "hookimpl",
+    "run", "validate",
+]
 
 if TYPE_CHECKING:
     from olivine.accelerator import Accelerator

@@ -46,7 +46,7 @@ DEFAULT_PROVIDER = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider
                     "npu": "QNNExecutionProvider"}
 
 
-def _check_providers(instance: object, attribute: attrs.Attribute, value: list[str]) -> None:  # type: ignore[type-arg]
+def _check_providers(instance: object, attribute: attrs.Attribute, value: list[str]) -> None:
     from olivine.errors import did_you_mean
 
     for name in value:

@@ -20,10 +20,11 @@ from olivine.cache import DEFAULT_LIBRARIES, Cache, library_versions
 from olivine.config.typed import unstructure
 from olivine.config.workflow import PassEntry, WorkflowConfig
 from olivine.errors import GoalsNotMetError, OlivineError, PassError
-from olivine.events import RunInfo, StepInfo
 from olivine.evaluation import EvalContext, goal_met
+from olivine.events import RunInfo, StepInfo
 from olivine.models import ModelHandle, handle_from_dict
 from olivine.output import check_output_dir, publish
+from olivine.passes import Pass
 from olivine.plugins import PluginHost
 from olivine.report import render_summary
 from olivine.systems.base import StepRequest, System
@@ -203,7 +204,7 @@ class Engine:
         self.host.events.step_finished(step=step, record=record)
         return hit.model, hit.output_id
 
-    def _compute(self, cache: Cache, run_dir: Path, step: StepInfo, entry: PassEntry, cls: type,
+    def _compute(self, cache: Cache, run_dir: Path, step: StepInfo, entry: PassEntry, cls: type[Pass],
                  config: dict[str, Any], model: ModelHandle, key: str, parts: dict[str, Any],
                  record: dict[str, Any]) -> Any:
         work = cache.new_work_dir(key)
@@ -268,15 +269,18 @@ class Engine:
             for sub in metric.sub_types:
                 if sub.goal is None:
                     continue
-                hib = sub.higher_is_better if sub.higher_is_better is not None else defaults.get(sub.name, True)
+                hib = sub.higher_is_better
+                if hib is None:
+                    hib = defaults.get(sub.name, True)
                 value = measured[metric.name][sub.name]
                 base = baseline.get(metric.name, {}).get(sub.name)
                 ok = goal_met(sub.goal, value, base, hib)
                 goals.append({"metric": f"{metric.name}-{sub.name}", "goal": unstructure(sub.goal),
                               "value": value, "baseline": base, "met": ok})
                 if not ok:
+                    against = f", input model {base:g}" if base is not None else ""
                     failed.append(f"{metric.name}-{sub.name} = {value:g} (goal {sub.goal.type} "
-                                  f"{sub.goal.value:g}{f', input model {base:g}' if base is not None else ''})")
+                                  f"{sub.goal.value:g}{against})")
         report["goals"] = goals
         if failed:
             raise GoalsNotMetError("the output model does not meet the evaluator's goals: "

@@ -58,8 +58,7 @@ def _copy_model(model: ModelHandle, dest: Path) -> ModelHandle:
     if isinstance(model, OnnxModel) and model.onnx_file_name is None:
         try:
             name = model.model_file().name
-            return model.rebased(src, dest).__class__(
-                path=str(dest), onnx_file_name=name, attributes=model.attributes)
+            return OnnxModel(path=str(dest), onnx_file_name=name, attributes=model.attributes)
         except FileNotFoundError:
             pass
     return model.rebased(src, dest)

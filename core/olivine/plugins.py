@@ -19,6 +19,9 @@ import pluggy
 
 from olivine import hookspecs
 from olivine.errors import PluginError, did_you_mean
+from olivine.evaluation import Evaluator
+from olivine.passes import Pass
+from olivine.systems.base import System
 
 GROUP = "olivine"
 HOST_DISTRIBUTION = "olivine"
@@ -115,9 +118,9 @@ class PluginHost:
     def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo]) -> None:
         self.pm = pm
         self.plugins = plugins
-        self.passes: Registry[type] = Registry("pass type")
-        self.evaluators: Registry[type] = Registry("metric type")
-        self.systems: Registry[type] = Registry("system type")
+        self.passes: Registry[type[Pass]] = Registry("pass type")
+        self.evaluators: Registry[type[Evaluator]] = Registry("metric type")
+        self.systems: Registry[type[System]] = Registry("system type")
         self.commands: dict[str, CommandSpec] = {}
         self._collect()
 
@@ -135,7 +138,7 @@ class PluginHost:
         for impl in self.pm.hook.register_evaluators.get_hookimpls():
             owner = self._plugin_of(impl)
 
-            def add_evaluator(cls: type, o: str = owner) -> None:
+            def add_evaluator(cls: type[Evaluator], o: str = owner) -> None:
                 for metric_type in getattr(cls, "metric_types", ()):
                     self.evaluators.add(metric_type, cls, o)
 
@@ -144,7 +147,7 @@ class PluginHost:
             owner = self._plugin_of(impl)
             impl.function(register=lambda *a, o=owner, **k: self._add_command(o, *a, **k))
 
-    def _add_named(self, registry: Registry[type], cls: type, owner: str) -> None:
+    def _add_named(self, registry: Registry[Any], cls: type, owner: str) -> None:
         registry.add(getattr(cls, "name", ""), cls, owner)
         for alias in getattr(cls, "aliases", ()):
             registry.add(alias, cls, owner, alias=True)
@@ -241,8 +244,9 @@ def _load(extra: list[object] | None) -> tuple[pluggy.PluginManager, list[Plugin
         try:
             module = ep.load()
         except Exception as exc:  # a broken plugin must say who it is
-            raise PluginError(f"plugin {ep.name!r} (distribution {dist}) failed to load: "
-                              f"{type(exc).__name__}: {exc}; disable it with {DISABLE_ENV}={ep.name}") from exc
+            raise PluginError(
+                f"plugin {ep.name!r} (distribution {dist}) failed to load: {type(exc).__name__}: "
+                f"{exc}; disable it with {DISABLE_ENV}={ep.name}") from exc
         pm.register(module, name=ep.name)
         version = ep.dist.version if ep.dist else "unknown"
         infos.append(PluginInfo(ep.name, dist, version, ep.value, builtin))

@@ -7,10 +7,11 @@ from typing import Any
 from olivine.config.sections import DataConfig, EngineConfig, HfModelSpec, OnnxModelSpec
 from olivine.config.typed import json_schema
 from olivine.evaluation import EvaluatorConfig
+from olivine.passes import Pass
 from olivine.plugins import PluginHost
 
 
-def pass_schema(cls: type) -> dict[str, Any]:
+def pass_schema(cls: type[Pass]) -> dict[str, Any]:
     """The schema of one pass entry (``type`` plus its config fields, flat)."""
     schema = json_schema(cls.Config)
     props = {"type": {"const": cls.name}, "disable_search": {"type": "boolean"},

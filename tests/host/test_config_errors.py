@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import HELLO_MODEL, olivine_subprocess
 
 
@@ -84,7 +83,8 @@ CASES: list[tuple[str, list[Mutation], list[str]]] = [
     ("undefined evaluator", [setp("engine.evaluator", "commn")],
      ["engine.evaluator: evaluator 'commn' is not defined (did you mean 'common'?); defined: common"]),
     ("undefined data config", [setp("evaluators.common.metrics.0.data_config", "calibration")],
-     ["evaluators.common.metrics[0].data_config: data config 'calibration' is not defined (did you mean 'calib'?); "
+     ["evaluators.common.metrics[0].data_config: data config 'calibration' is not defined "
+      "(did you mean 'calib'?); "
       "defined: calib"]),
     ("unknown metric type", [setp("evaluators.common.metrics.0.type", "weight_stat")],
      ["evaluators.common.metrics[0].type: unknown metric type 'weight_stat' "
@@ -158,7 +158,7 @@ def test_bad_config(tmp_path: Path, cli: Any, mutations: list[Mutation], expecte
         mutate(cfg)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(cfg))
-    code, out, err = cli("run", "--config", str(path), "--dry-run")
+    code, _out, err = cli("run", "--config", str(path), "--dry-run")
     assert code == 2
     assert "Traceback" not in err
     lines = [line.strip()[2:] for line in err.splitlines() if line.strip().startswith("- ")]

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import olivine
 import onnxruntime as ort
 import pytest
-
-import olivine
 from conftest import executions, make_workflow, olivine_subprocess
 
 
@@ -126,7 +125,7 @@ def test_failing_pass_names_pass_and_cause_and_writes_nothing(tmp_path: Path, on
     wf = make_workflow(tmp_path, onnx_model, {"a": {"type": "Scale"},
                                               "boom": {"type": "Fail", "message": "disk on fire"}})
     path = write_config(wf)
-    code, out, err = cli("run", "--config", str(path))
+    code, _out, err = cli("run", "--config", str(path))
     assert code == 1
     assert "olivine: step 'boom' (pass Fail) failed: RuntimeError: disk on fire" in err
     assert "Traceback" not in err

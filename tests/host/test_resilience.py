@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
 from conftest import executions, make_workflow
 
 

@@ -128,7 +128,8 @@ def cmd_passes(args: argparse.Namespace) -> int:
         cls = host.passes.get(args.name)
         if cls is None:
             raise UsageError(host.passes.unknown(args.name))
-        info = {"name": cls.name, "aliases": list(cls.aliases), "plugin": host.passes.owner(cls.name),
+        info: dict[str, Any] = {
+                "name": cls.name, "aliases": list(cls.aliases), "plugin": host.passes.owner(cls.name),
                 "doc": (cls.__doc__ or "").strip(), "accepts": list(cls.accepts),
                 "produces": cls.produces, "isolate": cls.isolate,
                 "options": describe_fields(cls.Config)}
@@ -209,7 +210,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"{cache.root}: {len(rows)} steps, {total / 2**20:.1f} MiB")
         for r in rows:
             age = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"] or 0))
-            print(f"  {r['key'][:16]}  {r['pass']:<28} {r['step']:<16} {r['size_bytes'] / 2**20:9.1f} MiB  {age}")
+            mib = r["size_bytes"] / 2**20
+            print(f"  {r['key'][:16]}  {r['pass']:<28} {r['step']:<16} {mib:9.1f} MiB  {age}")
         return 0
     older = parse_age(args.older_than) if args.older_than else None
     removed, freed = cache.clean(older)

@@ -9,7 +9,7 @@ import attrs
 from olivine.config.typed import ALIASES
 
 
-def _log_level(instance: object, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
+def _log_level(instance: object, attribute: attrs.Attribute, value: int) -> None:
     if not 0 <= value <= 4:
         raise ValueError(f"log_severity_level: expected 0 (verbose) to 4 (quiet), got {value}")
 

@@ -155,7 +155,7 @@ def convert(value: Any, tp: Any, path: str, problems: Problems) -> Any:
     return _MISSING
 
 
-def field_help(field: attrs.Attribute) -> str:  # type: ignore[type-arg]
+def field_help(field: attrs.Attribute) -> str:
     """A field's help text (``metadata={"help": ...}``)."""
     return str(field.metadata.get("help", ""))
 

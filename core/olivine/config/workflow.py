@@ -397,8 +397,10 @@ def _engine(raw: Mapping[str, Any], problems: Problems) -> EngineConfig:
     engine = structure(merged, EngineConfig, prefix, problems)
     if is_missing(engine):
         return EngineConfig()
-    if isinstance(engine.search_strategy, SearchStrategy) and engine.search_strategy.sampler == "exhaustive":
-        engine = attrs.evolve(engine, search_strategy=attrs.evolve(engine.search_strategy, sampler="sequential"))
+    strategy_cfg = engine.search_strategy
+    if isinstance(strategy_cfg, SearchStrategy) and strategy_cfg.sampler == "exhaustive":
+        strategy_cfg = attrs.evolve(strategy_cfg, sampler="sequential")
+        engine = attrs.evolve(engine, search_strategy=strategy_cfg)
     if engine.search_strategy is True:
         engine = attrs.evolve(engine, search_strategy=SearchStrategy())
     return engine

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from olivine.accelerator import Accelerator
-from olivine.config.typed import Problems, is_missing, structure
 from olivine.config.sections import DataConfig
+from olivine.config.typed import Problems, is_missing, structure
 from olivine.errors import OlivineError
 from olivine.models import ModelHandle, handle_from_dict
 from olivine.passes import PassContext
@@ -88,7 +88,7 @@ def execute_to_outcome(request: StepRequest, progress: ProgressSink) -> StepOutc
     """Like :func:`execute`, but a failure becomes an outcome with the error and traceback."""
     try:
         output, peak = execute(request, progress)
-    except BaseException as exc:  # noqa: BLE001 - every failure must cross the boundary
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return StepOutcome(model=None, error=str(exc) or type(exc).__name__,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 import olivine
 from olivine import OnnxModel, Pass, PassContext
 
