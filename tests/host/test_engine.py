@@ -234,3 +234,23 @@ def test_schema_accepts_a_valid_workflow(tmp_path: Path, onnx_model: Path, cli: 
     wf["passes"]["a"]["factor"] = "big"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(wf, schema)
+
+
+def test_yaml_workflow(tmp_path: Path, onnx_model: Path, cli: Any) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(f"""
+input_model:
+  type: ONNXModel
+  model_path: {onnx_model}
+passes:
+  double:
+    type: Scale
+    factor: 2
+engine:
+  output_dir: {tmp_path / 'out'}
+  cache_dir: {tmp_path / 'cache'}
+  log_severity_level: 3
+""")
+    code, _, err = cli("run", "--config", str(path))
+    assert code == 0, err
+    np.testing.assert_allclose(_outputs(tmp_path / "out"), 4 * _outputs(onnx_model), rtol=1e-5)
