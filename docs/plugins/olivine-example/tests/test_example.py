@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-
 import olivine
+import onnxruntime as ort
 
 MODEL = Path(__file__).resolve().parents[4] / "examples" / "hello" / "model"
 
