@@ -233,12 +233,15 @@ class Engine:
             record["error"] = {"type": outcome.error_type, "message": outcome.error,
                                "traceback": outcome.traceback}
             self.host.events.step_finished(step=step, record=record)
-            cause = f"{outcome.error_type}: {outcome.error}" if outcome.error_type not in (
-                None, "OlivineError", "UsageError", "ChildProcessError") else str(outcome.error)
+            plain = (None, "OlivineError", "UsageError", "ConfigError", "ChildProcessError")
+            cause = str(outcome.error) if outcome.error_type in plain \
+                else f"{outcome.error_type}: {outcome.error}"
             detail = outcome.traceback if self.log_level == 0 else None
             if outcome.log_file:
                 cause += f" (log: {outcome.log_file})"
-            raise PassError(entry.name, cls.name, cause, detail)
+            error = PassError(entry.name, cls.name, cause, detail)
+            error.exit_code = outcome.error_exit_code or 1
+            raise error
         output = handle_from_dict(outcome.model)
         if output.kind != cls.produces:
             cache.discard(work)

@@ -112,6 +112,17 @@ def test_errors_cross_the_process_boundary(tmp_path: Path, onnx_model: Path, wri
     assert "olivine: step 'boom' (pass Fail) failed: RuntimeError: disk on fire (log: " in err
 
 
+def test_bad_input_found_while_running_exits_2_in_any_process(tmp_path: Path, onnx_model: Path,
+                                                              write_config: Any, cli: Any) -> None:
+    for system in ({"type": "LocalSystem"}, LOCAL_CHILD):
+        wf = _isolated(tmp_path, onnx_model, {"check": {"type": "Fail", "kind": "usage",
+                                                        "message": "tokenizer.json is missing"}},
+                       system)
+        code, _, err = cli("run", "--config", str(write_config(wf)))
+        assert code == 2
+        assert "olivine: step 'check' (pass Fail) failed: tokenizer.json is missing" in err
+
+
 def test_a_crashing_step_is_reported_with_its_signal(tmp_path: Path, onnx_model: Path,
                                                      write_config: Any, cli: Any) -> None:
     wf = make_workflow(tmp_path, onnx_model, {"crash": {"type": "Crash", "how": "kill"}})

@@ -53,6 +53,8 @@ class StepOutcome:
     log_file: str | None = None
     exit_code: int | None = None
     python: str | None = None
+    #: the exit code the error asks for (2 for bad input found while running, else 1)
+    error_exit_code: int | None = None
 
 
 class System:

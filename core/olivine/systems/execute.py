@@ -91,6 +91,8 @@ def execute_to_outcome(request: StepRequest, progress: ProgressSink) -> StepOutc
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
+        code = exc.exit_code if isinstance(exc, OlivineError) else 1
         return StepOutcome(model=None, error=str(exc) or type(exc).__name__,
-                           error_type=type(exc).__name__, traceback=traceback.format_exc())
+                           error_type=type(exc).__name__, traceback=traceback.format_exc(),
+                           error_exit_code=code)
     return StepOutcome(model=output.to_dict(), peak_rss_mb=round(peak, 1))

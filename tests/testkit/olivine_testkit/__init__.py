@@ -105,6 +105,7 @@ class FailConfig:
     """Options of ``Fail``."""
 
     message: str = "something went wrong"
+    kind: str = attrs.field(default="runtime", validator=attrs.validators.in_(["runtime", "usage"]))
 
 
 class Fail(Pass):
@@ -117,6 +118,10 @@ class Fail(Pass):
         """Fail."""
         _record(self.name, context)
         (context.work_dir / "half-written.onnx").write_text("garbage")
+        if config.kind == "usage":
+            from olivine.errors import UsageError
+
+            raise UsageError(config.message)
         raise RuntimeError(config.message)
 
 
