@@ -95,3 +95,14 @@ def olivine_subprocess(*args: str, env: dict[str, str] | None = None, cwd: Path 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "olivine", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def only_test_plugins(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Load only the example and testkit plugins (messages that list installed names stay fixed)."""
+    from olivine.plugins import get_plugin_host
+
+    monkeypatch.setenv("OLIVINE_LOAD_PLUGINS", "olivine-example,olivine-testkit")
+    yield get_plugin_host(fresh=True)
+    monkeypatch.delenv("OLIVINE_LOAD_PLUGINS")
+    get_plugin_host(fresh=True)

@@ -12,6 +12,11 @@ import pytest
 from conftest import HELLO_MODEL, olivine_subprocess
 
 
+@pytest.fixture(autouse=True)
+def _known_plugins(only_test_plugins: Any) -> None:
+    """Messages list installed names: pin the set of plugins."""
+
+
 def base() -> dict[str, Any]:
     return {
         "input_model": {"type": "ONNXModel", "model_path": str(HELLO_MODEL)},

@@ -26,6 +26,7 @@ from olivine.config.sections import (
     SearchStrategy,
 )
 from olivine.config.typed import Problems, is_missing, show, structure
+from olivine.search.space import Dimension, check_values, split_search
 from olivine.errors import ConfigError, did_you_mean
 from olivine.evaluation import EvaluatorConfig, MetricConfig
 from olivine.models import HfModel, ModelHandle, OnnxModel
@@ -83,6 +84,8 @@ class PassEntry:
     type: str
     config: Any
     disable_search: bool = False
+    #: searched options and their values (empty without a search strategy)
+    search: dict[str, list[Any]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -98,6 +101,12 @@ class WorkflowConfig:
     workflow_id: str = "default_workflow"
     source: str | None = None
     base_dir: str = "."
+
+    raw: dict[str, Any] = attrs.field(factory=dict, eq=False)
+
+    def dimensions(self) -> list[Dimension]:
+        """Every searched option of every pass, in workflow order."""
+        return [Dimension(p.name, k, tuple(v)) for p in self.passes for k, v in p.search.items()]
 
     def host_system(self) -> SystemEntry:
         """The system that runs the passes."""
@@ -117,7 +126,8 @@ class WorkflowConfig:
             "systems": {n: {"type": s.type, **typed.unstructure(s.config)} for n, s in self.systems.items()},
             "data_configs": [typed.unstructure(d) for d in self.data_configs.values()],
             "evaluators": {n: typed.unstructure(e) for n, e in self.evaluators.items()},
-            "passes": {p.name: {"type": p.type, **typed.unstructure(p.config)} for p in self.passes},
+            "passes": {p.name: {"type": p.type, **typed.unstructure(p.config),
+                                **{k: list(v) for k, v in p.search.items()}} for p in self.passes},
             "engine": typed.unstructure(self.engine),
         }
 
@@ -332,7 +342,7 @@ def _undefined(what: str, name: str, defined: Mapping[str, Any]) -> str:
 
 
 def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataConfig],
-            problems: Problems) -> list[PassEntry]:
+            problems: Problems, searching: bool) -> list[PassEntry]:
     out: list[PassEntry] = []
     for name, entry in raw.items():
         path = f"passes.{name}"
@@ -359,7 +369,9 @@ def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataCon
         if options is None:
             continue
         cfg_path = f"{path}.config" if "config" in entry else path
-        cfg = structure(options, cls.Config, cfg_path, problems)
+        fixed, space = split_search(options, cls.Config, cfg_path, problems,
+                                    searching and not disable_search)
+        cfg = check_values(fixed, space, cls.Config, cfg_path, problems)
         if is_missing(cfg):
             continue
         for field in attrs.fields(cls.Config):
@@ -367,7 +379,7 @@ def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataCon
             if field.metadata.get("data_config") and ref is not None and ref not in data:
                 problems.add(f"{cfg_path}.{field.name}", _undefined("data config", ref, data))
         out.append(PassEntry(name, host.passes.canonical(str(ptype)) or str(ptype), cfg,
-                             bool(disable_search)))
+                             bool(disable_search), space))
     return out
 
 
@@ -438,9 +450,16 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
     if not isinstance(raw.get("data_configs") or [], list | dict):
         problems.add("data_configs", f"expected a list, got {show(raw.get('data_configs'))}")
     evaluators = _evaluators(_section(raw, "evaluators", problems), host, data, problems)
-    passes = _passes(_section(raw, "passes", problems), host, data, problems)
     engine = _engine(raw, problems)
+    searching = isinstance(engine.search_strategy, SearchStrategy)
+    passes = _passes(_section(raw, "passes", problems), host, data, problems, searching)
     eprefix = "engine." if isinstance(raw.get("engine"), Mapping) else ""
+    if len(systems) == 1 and DEFAULT_SYSTEM not in systems:
+        only = next(iter(systems))  # one system defined: it is the host and the target
+        engine = attrs.evolve(engine, host=engine.host or only, target=engine.target or only)
+    elif systems and DEFAULT_SYSTEM not in systems and not (engine.host and engine.target):
+        problems.add(f"{eprefix}target", f"several systems are defined ({', '.join(systems)}); "
+                     "name the host and the target")
     for key in ("host", "target"):
         ref = getattr(engine, key)
         if ref is not None and ref not in systems and not any(
@@ -450,10 +469,13 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
             p.startswith(f"evaluators.{engine.evaluator}") for p in problems.items):
         problems.add(f"{eprefix}evaluator", _undefined("evaluator", engine.evaluator, evaluators))
     _check_chain(model, passes, host, problems)
+    if any(p.search for p in passes) and engine.evaluator is None:
+        problems.add(f"{eprefix}evaluator", "a search needs an evaluator to rank its candidates; "
+                     "name one of evaluators here")
     workflow_id = raw.get("workflow_id", "default_workflow")
     if not isinstance(workflow_id, str):
         problems.add("workflow_id", f"expected string, got {show(workflow_id)}")
-    if not problems:
+    if not problems and systems:
         target = systems[engine.target or engine.host or DEFAULT_SYSTEM]
         accels = target.config.accelerators
         if len(accels) > 1:
@@ -468,4 +490,4 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
     if problems or model is None:
         raise ConfigError(problems.items, source)
     return WorkflowConfig(model, systems, data, evaluators, passes, engine,
-                          str(workflow_id), source, str(base))
+                          str(workflow_id), source, str(base), dict(raw))

@@ -1,0 +1,1 @@
+"""Searching over pass options: spaces, samplers, ranking and the frontier plot."""
