@@ -26,11 +26,11 @@ from olivine.config.sections import (
     SearchStrategy,
 )
 from olivine.config.typed import Problems, is_missing, show, structure
-from olivine.search.space import Dimension, check_values, split_search
 from olivine.errors import ConfigError, did_you_mean
 from olivine.evaluation import EvaluatorConfig, MetricConfig
 from olivine.models import HfModel, ModelHandle, OnnxModel
 from olivine.plugins import PluginHost
+from olivine.search.space import Dimension, check_values, split_search
 
 #: Pass types provided by plugins of this repository, for "which plugin would provide it".
 KNOWN_PROVIDERS = {
