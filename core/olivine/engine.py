@@ -20,13 +20,14 @@ from olivine.cache import DEFAULT_LIBRARIES, Cache, library_versions
 from olivine.config.typed import unstructure
 from olivine.config.workflow import PassEntry, WorkflowConfig
 from olivine.errors import GoalsNotMetError, OlivineError, PassError
-from olivine.evaluation import EvalContext, goal_met
+from olivine.evaluation import EvalContext
 from olivine.events import RunInfo, StepInfo
 from olivine.models import ModelHandle, handle_from_dict
 from olivine.output import check_output_dir, publish
 from olivine.passes import Pass
 from olivine.plugins import PluginHost
 from olivine.report import render_summary
+from olivine.search.rank import judge, objectives
 from olivine.systems.base import StepRequest, System
 
 log = logging.getLogger("olivine.engine")
@@ -119,9 +120,14 @@ class Engine:
             model = self.wf.input_model.handle
             model_id = cache.model_identity(model)
             report["input_model"] = {**model.to_dict(), "id": model_id}
-            for i, entry in enumerate(self.wf.passes):
-                model, model_id = self._step(cache, run_dir, i, entry, model, model_id, report)
-            self._evaluate(model, report)
+            if self.wf.dimensions():
+                from olivine.search.driver import run_search
+
+                model = run_search(self, cache, run_dir, model, model_id, report)
+            else:
+                model, model_id = self.run_chain(cache, run_dir, self.wf.passes, model, model_id,
+                                                 report["steps"])
+                self._evaluate(model, report)
         except OlivineError as exc:
             error = exc
         except KeyboardInterrupt:
@@ -136,7 +142,8 @@ class Engine:
             assert model is not None
             size = sum(f.stat().st_size for f in model.files())
             summary = render_summary(report, output_dir, size)
-            result_model = publish(output_dir, model, report, summary)
+            extras = [p for p in (run_dir / "frontier.png", run_dir / "frontier.html") if p.exists()]
+            result_model = publish(output_dir, model, report, summary, extras)
             report["output_model"] = result_model.to_dict(relative_to=output_dir)
             report["output_dir"] = str(output_dir)
         else:
@@ -155,8 +162,15 @@ class Engine:
         return RunResult("succeeded", output_dir, result_model, report["metrics"], report,
                          output_dir / "run.json")
 
+    def run_chain(self, cache: Cache, run_dir: Path, entries: list[PassEntry], model: ModelHandle,
+                  model_id: str, steps: list[dict[str, Any]]) -> tuple[ModelHandle, str]:
+        """Run ``entries`` in order from ``model``; append each step's record to ``steps``."""
+        for i, entry in enumerate(entries):
+            model, model_id = self._step(cache, run_dir, i, entry, model, model_id, steps)
+        return model, model_id
+
     def _step(self, cache: Cache, run_dir: Path, index: int, entry: PassEntry, model: ModelHandle,
-              model_id: str, report: dict[str, Any]) -> tuple[ModelHandle, str]:
+              model_id: str, steps: list[dict[str, Any]]) -> tuple[ModelHandle, str]:
         cls = self.host.passes.get(entry.type)
         assert cls is not None
         plugin = self.host.passes.owner(entry.type) or ""
@@ -176,7 +190,7 @@ class Engine:
             "config": config, "key": key, "input_id": model_id, "libraries": libraries,
             "system": self.wf.host_system().name,
         }
-        report["steps"].append(record)
+        steps.append(record)
         self.host.events.step_started(step=step)
         t0 = time.perf_counter()
         hit = cache.lookup(key)
@@ -257,37 +271,32 @@ class Engine:
         if name is None:
             return
         evaluator = self.wf.evaluators[name]
-        context = EvalContext(self.accelerator, self.wf.data_configs, self.wf.input_model.handle)
-        baseline: dict[str, dict[str, float]] = {}
-        if self.wf.engine.evaluate_input_model:
-            baseline = self._measure(self.wf.input_model.handle, evaluator.metrics, context)
-            report["metrics"]["input_model"] = baseline
-        measured = self._measure(model, evaluator.metrics, context)
+        baseline = self.baseline(report)
+        measured = self.measure(model, evaluator.metrics)
         report["metrics"]["output_model"] = measured
-        failed = []
-        goals = []
-        for metric in evaluator.metrics:
-            cls = self.host.evaluators.get(metric.type)
-            defaults = getattr(cls, "sub_types", {}).get(metric.type.lower(), {})
-            for sub in metric.sub_types:
-                if sub.goal is None:
-                    continue
-                hib = sub.higher_is_better
-                if hib is None:
-                    hib = defaults.get(sub.name, True)
-                value = measured[metric.name][sub.name]
-                base = baseline.get(metric.name, {}).get(sub.name)
-                ok = goal_met(sub.goal, value, base, hib)
-                goals.append({"metric": f"{metric.name}-{sub.name}", "goal": unstructure(sub.goal),
-                              "value": value, "baseline": base, "met": ok})
-                if not ok:
-                    against = f", input model {base:g}" if base is not None else ""
-                    failed.append(f"{metric.name}-{sub.name} = {value:g} (goal {sub.goal.type} "
-                                  f"{sub.goal.value:g}{against})")
+        goals, missed = judge(objectives(evaluator, self.host), measured, baseline)
         report["goals"] = goals
-        if failed:
+        if missed:
             raise GoalsNotMetError("the output model does not meet the evaluator's goals: "
-                                   + "; ".join(failed))
+                                   + "; ".join(missed))
+
+    def baseline(self, report: dict[str, Any]) -> dict[str, Any]:
+        """The input model's metrics (measured once, kept in the report), if asked for."""
+        name = self.wf.engine.evaluator
+        if name is None or not self.wf.engine.evaluate_input_model:
+            return {}
+        if "input_model" not in report["metrics"]:
+            metrics = self.wf.evaluators[name].metrics
+            report["metrics"]["input_model"] = self.measure(self.wf.input_model.handle, metrics)
+        return dict(report["metrics"]["input_model"])
+
+    def eval_context(self) -> EvalContext:
+        """The context evaluators get: target accelerator, data configs, the input model."""
+        return EvalContext(self.accelerator, self.wf.data_configs, self.wf.input_model.handle)
+
+    def measure(self, model: ModelHandle, metrics: list[Any]) -> dict[str, Any]:
+        """Every metric of ``metrics`` on ``model``: ``{metric: {sub: value}}``."""
+        return self._measure(model, metrics, self.eval_context())
 
     def _measure(self, model: ModelHandle, metrics: list[Any], context: EvalContext) -> dict[str, Any]:
         out: dict[str, dict[str, float]] = {}

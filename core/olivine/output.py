@@ -65,7 +65,7 @@ def _copy_model(model: ModelHandle, dest: Path) -> ModelHandle:
 
 
 def publish(output_dir: Path, model: ModelHandle, report: dict[str, Any],
-            summary: str = "") -> ModelHandle:
+            summary: str = "", extras: list[Path] | None = None) -> ModelHandle:
     """Write the model files and ``run.json`` into ``output_dir`` in one rename."""
     output_dir = output_dir.resolve()
     check_output_dir(output_dir)
@@ -81,6 +81,8 @@ def publish(output_dir: Path, model: ModelHandle, report: dict[str, Any],
         (staging / REPORT).write_text(json.dumps(report, indent=2, default=str))
         if summary:
             (staging / "summary.txt").write_text(summary)
+        for extra in extras or []:
+            shutil.copy2(extra, staging / extra.name)
         old = None
         if output_dir.exists():
             old = output_dir.parent / f".{output_dir.name}.olivine-old-{os.getpid()}"

@@ -29,6 +29,16 @@ def render_summary(report: dict[str, Any], output_dir: Path | None, size_bytes: 
             peak_text = f"{peak:,.0f} MiB peak" if isinstance(peak, int | float) else ""
             lines.append(f"  {i}. {s['name']:<{width}}  {s['pass']:<{pwidth}}  "
                          f"{s.get('status', '?'):<6}  {s.get('duration_s', 0):7.2f} s  {peak_text}")
+    search = report.get("search")
+    if search:
+        cands = search.get("candidates", [])
+        lines.append(f"  search ({search['sampler']}, {search['execution_order']}): {len(cands)} "
+                     f"candidates, {search.get('failed', 0)} failed, "
+                     f"{len(search.get('frontier', []))} on the Pareto frontier")
+        best = next((c for c in cands if c["id"] == search.get("best")), None)
+        if best:
+            chosen = ", ".join(f"{k}={v}" for k, v in best["choice"].items())
+            lines.append(f"  chosen: {best['id']} ({chosen})")
     for which, metrics in report.get("metrics", {}).items():
         flat = ", ".join(f"{m}-{k}={v:.4g}" for m, subs in metrics.items() for k, v in subs.items())
         lines.append(f"  {which.replace('_', ' ')}: {flat}")

@@ -74,6 +74,19 @@ class System:
         """
         raise NotImplementedError
 
+    #: how many candidates of a search this system runs at once
+    parallelism: int = 1
+
+    def run_candidates(self, engine: Any, cache: Any, run_dir: Path, model: Any, model_id: str,
+                       choices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run search candidates (their chains and metrics); default: one after another here.
+
+        Each result is a record for ``run.json`` with ``status`` and ``metrics`` or ``error``.
+        """
+        from olivine.search.driver import run_candidate
+
+        return [run_candidate(engine, cache, run_dir, model, model_id, c) for c in choices]
+
     def log_dir(self) -> Path | None:
         """Where child-process logs go (set by the engine)."""
         return getattr(self, "_log_dir", None)

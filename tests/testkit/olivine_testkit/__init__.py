@@ -43,7 +43,11 @@ class ScaleConfig:
 
     factor: float = attrs.field(default=2.0, validator=attrs.validators.gt(0),
                                 metadata={"help": "multiply every float initializer by this"})
-    note: str = attrs.field(default="", metadata={"help": "free text (changes the cache key)"})
+    note: str = attrs.field(default="", metadata={"help": "free text (changes the cache key)"},
+                            )
+    pad: int = attrs.field(default=0, metadata={"help": "write factor*pad bytes of padding",
+                                                "search": (0, 1000)})
+    fail_above: float | None = attrs.field(default=None, metadata={"help": "fail if factor is larger"})
 
 
 class Scale(Pass):
@@ -60,6 +64,8 @@ class Scale(Pass):
         from onnx import numpy_helper
 
         _record(self.name, context)
+        if config.fail_above is not None and config.factor > config.fail_above:
+            raise ValueError(f"factor {config.factor} is above {config.fail_above}")
         proto = onnx.load(str(model.model_file()))
         for i, init in enumerate(proto.graph.initializer):
             arr = numpy_helper.to_array(init)
@@ -70,6 +76,8 @@ class Scale(Pass):
         out = context.work_dir / "model.onnx"
         onnx.save_model(proto, str(out), save_as_external_data=True, location="model.onnx.data",
                         size_threshold=0)
+        if config.pad:
+            (context.work_dir / "padding.bin").write_bytes(b"\0" * int(config.factor * config.pad))
         return OnnxModel(path=str(context.work_dir), onnx_file_name="model.onnx")
 
 
