@@ -96,6 +96,10 @@ class Registry(Generic[T]):
         installed = ", ".join(self.primary_names()) or "none"
         return f"unknown {self.what} {name!r}{did_you_mean(name, self.names())}; installed: {installed}"
 
+    def owned_by(self, plugin: str) -> list[str]:
+        """The names (without aliases) that ``plugin`` registered."""
+        return sorted(n for k, (n, _, o) in self._items.items() if o == plugin and k not in self._aliases)
+
     def primary_names(self) -> list[str]:
         """Names under which a class is registered by its own ``name`` (no aliases)."""
         return sorted(n for k, (n, _, _) in self._items.items() if k not in self._aliases)
@@ -188,10 +192,9 @@ class PluginHost:
                 "module": info.module,
                 "builtin": info.builtin,
                 "hooks": hooks,
-                "passes": [n for n, c, o in self.passes.items()
-                           if o == info.name and getattr(c, "name", n) == n],
-                "metric_types": [n for n, _, o in self.evaluators.items() if o == info.name],
-                "systems": [n for n, _, o in self.systems.items() if o == info.name],
+                "passes": self.passes.owned_by(info.name),
+                "metric_types": self.evaluators.owned_by(info.name),
+                "systems": self.systems.owned_by(info.name),
                 "commands": sorted(c.name for c in self.commands.values() if c.plugin == info.name),
             })
         return out
