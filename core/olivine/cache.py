@@ -175,6 +175,12 @@ class Cache:
         work.mkdir(parents=True)
         return work
 
+    def state_dir(self, key: str) -> Path:
+        """A folder for step ``key`` that persists across attempts (checkpoints to resume from)."""
+        folder = self.root / "state" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def commit(self, key: str, work_dir: Path, model: ModelHandle, meta: Mapping[str, Any]) -> CachedStep:
         """Move a finished work folder into place atomically and return the cached step."""
         final = self.step_dir(key)
@@ -196,6 +202,7 @@ class Cache:
                 return found
             shutil.rmtree(final)
         os.rename(staging, final)
+        shutil.rmtree(self.root / "state" / key, ignore_errors=True)
         return CachedStep(key, model_final, record["output_id"], record)
 
     def discard(self, work_dir: Path) -> None:
@@ -230,6 +237,8 @@ class Cache:
                 freed += row["size_bytes"]
                 shutil.rmtree(row["path"], ignore_errors=True)
                 removed += 1
+        if older_than_s is None:
+            shutil.rmtree(self.root / "state", ignore_errors=True)
         for stale in (self.root / "tmp").iterdir():
             key = stale.name.split(".")[0]
             lock_path = self.root / "locks" / f"{key}.lock"

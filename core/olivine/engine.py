@@ -227,7 +227,7 @@ class Engine:
             step_name=entry.name, device=self.accelerator.device,
             execution_provider=self.accelerator.execution_provider,
             data_configs={n: unstructure(d) for n, d in self.wf.data_configs.items()},
-            log_level=self.log_level)
+            log_level=self.log_level, state_dir=str(cache.state_dir(key)))
 
         def progress(done: float, total: float | None, message: str) -> None:
             self.host.events.step_progress(step=step, done=done, total=total, message=message)

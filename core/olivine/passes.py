@@ -33,6 +33,9 @@ class PassContext:
     step_name: str
     accelerator: Accelerator
     data_configs: Mapping[str, Any] = attrs.field(factory=dict)
+    #: a folder that survives a failed or killed attempt of this same step (same cache key),
+    #: for checkpoints to resume from; removed once the step succeeds
+    state_dir: Path | None = None
     logger: logging.Logger = attrs.field(factory=lambda: logging.getLogger("olivine.pass"))
     progress_fn: ProgressFn | None = None
 

@@ -155,3 +155,20 @@ def test_python_environment_runs_steps_with_its_interpreter(tmp_path: Path, onnx
     report = json.loads((tmp_path / "out" / "run.json").read_text())
     assert report["steps"][0]["python"] == str(python)
     assert report["steps"][0]["output_model"]["attributes"]["python"] == str(python)
+
+
+def test_a_step_resumes_from_its_checkpoint_after_a_crash(tmp_path: Path, onnx_model: Path,
+                                                          runs_file: Path, write_config: Any,
+                                                          cli: Any) -> None:
+    wf = make_workflow(tmp_path, onnx_model, {"train": {"type": "Train", "steps": 6, "die_at": 4}})
+    code, _, err = cli("run", "--config", str(write_config(wf)))
+    assert code == 1 and "killed by SIGKILL" in err
+    state = list((tmp_path / "cache" / "state").iterdir())
+    assert len(state) == 1 and (state[0] / "step.txt").read_text() == "3"
+    code, _, err = cli("run", "--config", str(write_config(wf)))
+    assert code == 0, err
+    assert [line.split()[0] for line in runs_file.read_text().splitlines()] == [
+        "Train-from-0", "Train-from-3"]
+    report = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert report["steps"][0]["output_model"]["attributes"]["resumed_from"] == 3
+    assert list((tmp_path / "cache" / "state").iterdir()) == []  # removed once the step succeeded

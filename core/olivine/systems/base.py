@@ -35,6 +35,7 @@ class StepRequest:
     execution_provider: str
     data_configs: dict[str, Any] = attrs.field(factory=dict)
     log_level: int = 1
+    state_dir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The request as JSON data."""

@@ -74,7 +74,7 @@ def execute(request: StepRequest, progress: ProgressSink) -> tuple[ModelHandle, 
         work_dir=Path(request.work_dir), step_name=request.step_name,
         accelerator=Accelerator(request.device, request.execution_provider),
         data_configs=data_configs, logger=logging.getLogger(f"olivine.pass.{request.pass_name}"),
-        progress_fn=progress)
+        progress_fn=progress, state_dir=Path(request.state_dir) if request.state_dir else None)
     model = handle_from_dict(request.model)
     with PeakSampler() as sampler:
         output = cls().run(model, config, context)

@@ -158,6 +158,38 @@ class Crash(Pass):
         os._exit(7)
 
 
+@attrs.frozen
+class TrainConfig:
+    """Options of ``Train``."""
+
+    steps: int = 10
+    die_at: int | None = attrs.field(default=None, metadata={"help": "SIGKILL itself at this step "
+                                                                     "unless resuming past it"})
+
+
+class Train(Pass):
+    """Count to ``steps``, checkpointing each step in ``context.state_dir`` (resumable)."""
+
+    name = "Train"
+    Config = TrainConfig
+    isolate = True
+
+    def run(self, model: Any, config: TrainConfig, context: PassContext) -> OnnxModel:
+        """Resume from the checkpoint, count, record where it started."""
+        assert context.state_dir is not None
+        ckpt = context.state_dir / "step.txt"
+        start = int(ckpt.read_text()) if ckpt.exists() else 0
+        _record(f"{self.name}-from-{start}", context)
+        for step in range(start + 1, config.steps + 1):
+            if config.die_at == step and start < step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            ckpt.write_text(str(step))
+            context.progress(step, config.steps, f"step {step}")
+        out = _copy_model(model, context)
+        return OnnxModel(path=out.path, onnx_file_name=out.onnx_file_name,
+                         attributes={"resumed_from": start})
+
+
 class WhereAmI(Pass):
     """Copy the model and record the interpreter and pid in its attributes."""
 
@@ -200,7 +232,7 @@ class WeightStats(Evaluator):
 @olivine.hookimpl
 def register_passes(register: Any) -> None:
     """Register the test passes."""
-    for cls in (Scale, Sleep, Fail, Crash, WhereAmI):
+    for cls in (Scale, Sleep, Fail, Crash, WhereAmI, Train):
         register(cls)
 
 
