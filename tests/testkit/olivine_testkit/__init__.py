@@ -164,7 +164,7 @@ class TrainConfig:
 
     steps: int = 10
     die_at: int | None = attrs.field(default=None, metadata={"help": "SIGKILL itself at this step "
-                                                                     "unless resuming past it"})
+                                                                     "on a first attempt"})
 
 
 class Train(Pass):
@@ -181,7 +181,7 @@ class Train(Pass):
         start = int(ckpt.read_text()) if ckpt.exists() else 0
         _record(f"{self.name}-from-{start}", context)
         for step in range(start + 1, config.steps + 1):
-            if config.die_at == step and start < step:
+            if config.die_at == step and start == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
             ckpt.write_text(str(step))
             context.progress(step, config.steps, f"step {step}")
