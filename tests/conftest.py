@@ -1,7 +1,8 @@
 """Fixtures shared by olivine's tests.
 
 Threads are pinned to one per library: on a 2-core machine torch and ONNX Runtime
-thread pools fight each other and make tests slow and noisy.
+thread pools fight each other and make tests slow and noisy. Helpers that tests
+import live in ``olivine_testutil`` (several folders have a conftest.py).
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-HELLO_MODEL = REPO / "examples" / "hello" / "model"
-SHARED = REPO.parent / "shared"
+from olivine_testutil import HELLO_MODEL  # noqa: E402
 
 
 @pytest.fixture
@@ -41,26 +38,6 @@ def runs_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "runs.txt"
     monkeypatch.setenv("OLIVINE_TESTKIT_RUNS", str(path))
     return path
-
-
-def executions(runs_file: Path) -> list[str]:
-    """``["Scale s1", ...]``: one entry per real pass execution so far."""
-    if not runs_file.exists():
-        return []
-    return [" ".join(line.split()[:2]) for line in runs_file.read_text().splitlines()]
-
-
-def make_workflow(tmp_path: Path, model: Path, passes: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A current-form workflow dict on ``model`` writing under ``tmp_path``."""
-    wf: dict[str, Any] = {
-        "input_model": {"type": "ONNXModel", "model_path": str(model)},
-        "passes": passes,
-        "output_dir": str(tmp_path / "out"),
-        "cache_dir": str(tmp_path / "cache"),
-        "log_severity_level": 3,
-    }
-    wf.update(extra)
-    return wf
 
 
 @pytest.fixture
@@ -87,14 +64,6 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
         return code, out.out, out.err
 
     return run
-
-
-def olivine_subprocess(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-                       timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m olivine ARGS`` in a fresh process."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "olivine", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture

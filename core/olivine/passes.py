@@ -73,10 +73,14 @@ class Pass:
     version: ClassVar[str] = "1"
 
     @classmethod
-    def check(cls, config: Any, accelerator: Accelerator) -> list[str]:
+    def check(cls, config: Any, accelerator: Accelerator,
+              model: ModelHandle | None = None) -> list[str]:
         """Problems with ``config`` for ``accelerator`` found before running (``[]`` if none).
 
-        Each message is reported under the pass's path in the workflow config.
+        ``model`` is the pass's input when it is known before the run (the workflow's
+        input model, for the first pass), else ``None``. Read only what is cheap (a
+        config file, not weights). Each message is reported under the pass's path in
+        the workflow config.
         """
         return []
 

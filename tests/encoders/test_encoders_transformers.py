@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-
 import olivine
+import pytest
 from olivine.cli import main
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HELLO_MODEL, olivine_subprocess
+from olivine_testutil import HELLO_MODEL, olivine_subprocess
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +64,7 @@ CASES: list[tuple[str, list[Mutation], list[str]]] = [
      ["passes.stamp.doc_strng: unknown key (did you mean 'doc_string'?)"]),
     ("unknown pass type", [setp("passes.stamp.type", "OnnxMetadat")],
      ["passes.stamp.type: unknown pass type 'OnnxMetadat' (did you mean 'OnnxMetadata'?); "
-      "installed: Crash, Fail, OnnxMetadata, Scale, Sleep, WhereAmI"]),
+      "installed: Crash, Fail, OnnxMetadata, Scale, Sleep, Train, WhereAmI"]),
     ("validator", [setp("passes.stamp", {"type": "Scale", "factor": -1})],
      ["passes.stamp.factor: must be > 0, got -1.0"]),
     ("plugin validator", [setp("passes.stamp.metadata", {"9x": "y"})],
@@ -193,7 +193,7 @@ def test_pass_from_a_known_plugin_that_is_not_installed(tmp_path: Path) -> None:
     proc = olivine_subprocess("run", "--config", str(path), env={"OLIVINE_LOAD_PLUGINS": "testkit"})
     assert proc.returncode == 2
     assert ("passes.convert.type: unknown pass type 'ModelBuilder'; installed: Crash, Fail, Scale, "
-            "Sleep, WhereAmI; ModelBuilder is provided by the olivine-modelbuilder plugin, which "
+            "Sleep, Train, WhereAmI; ModelBuilder is provided by the olivine-modelbuilder plugin, which "
             "is not installed") in proc.stderr
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import olivine
 import onnxruntime as ort
 import pytest
-from conftest import executions, make_workflow, olivine_subprocess
+from olivine_testutil import executions, make_workflow, olivine_subprocess
 
 
 def _outputs(model_dir: Path) -> np.ndarray:

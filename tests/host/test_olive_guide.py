@@ -10,8 +10,8 @@ from typing import Any
 
 import olivine
 import pytest
-from conftest import HELLO_MODEL, SHARED
 from olivine.config.loader import parse_text
+from olivine_testutil import HELLO_MODEL, SHARED
 
 GUIDE = SHARED / "seed" / "olive-guide.de.md"
 

@@ -6,7 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from conftest import olivine_subprocess
+from olivine_testutil import olivine_subprocess
 
 
 def _plugins(env: dict[str, str] | None = None) -> list[dict[str, object]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from conftest import executions, make_workflow
+from olivine_testutil import executions, make_workflow
 
 
 def _start(config: Path, *extra: str) -> subprocess.Popen[str]:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from olivine.models import OnnxModel
 
 from modelbuilder.helpers import genai_greedy, op_counts
-from olivine.models import OnnxModel
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +65,7 @@ def test_saved_config_reruns_from_the_cache(int4_output: tuple[Path, int, str, s
     saved["output_dir"] = str(tmp_path / "again")
     config = tmp_path / "config.json"
     config.write_text(json.dumps(saved))
-    code, stdout, stderr = cli("run", "--config", str(config))
+    code, _, stderr = cli("run", "--config", str(config))
     assert code == 0, stderr
     report = json.loads((tmp_path / "again" / "run.json").read_text())
     assert report["steps"][0]["status"] == "cached"
@@ -130,3 +130,16 @@ def test_demo(cli: Any, tmp_path: Path) -> None:
     # tied embeddings: the builder shares one int4 matrix for the embedding and the LM head
     assert op_counts(OnnxModel(path=str(tmp_path / "demo"),
                                onnx_file_name="model.onnx"))["GatherBlockQuantized"] == 1
+
+
+@pytest.mark.slow
+def test_demo_with_its_defaults(cli: Any, tmp_path: Path) -> None:
+    """The README's first command, as typed (45 s of training on this machine)."""
+    code, stdout, stderr = cli("demo", "-o", str(tmp_path / "demo"), "--cache_dir",
+                               str(tmp_path / "cache"))
+    assert code == 0, stderr
+    reply = stdout.split("assistant: ", 1)[1]
+    assert len(reply.split()) >= 2
+    model = next((tmp_path / "cache" / "demo-models").iterdir())
+    report = json.loads((model / "olivine_training.json").read_text())["report"]
+    assert report["seconds"] >= 45 and report["last_loss"] < report["first_loss"] - 2.5

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from olivine.accelerator import Accelerator
 
 from modelbuilder.helpers import genai_greedy, graph, node_attrs, op_counts
-from olivine.accelerator import Accelerator
 
 
 def inputs_of(node_op: str, handle: Any) -> list[list[str]]:
@@ -86,7 +86,9 @@ def test_algorithm_rtn_and_k_quant(built: Any, trained_model: Path, build: Any) 
     # ORT's default quantizer and the rtn/k_quant one name their weights differently
     assert inputs_of("MatMulNBits", default)[0][1].endswith("weight_Q4")
     assert inputs_of("MatMulNBits", rtn)[0][1].endswith("weight_Q4G32")
-    # k_quant searches scales (and always stores zero points); rtn takes max/min
+    # k_quant searches scales and always stores zero points (is_symmetric does not apply)
+    assert all(len(i) == 4 and i[3].endswith("_zp") for i in inputs_of("MatMulNBits", k_quant))
+    assert all(len(i) == 3 for i in inputs_of("MatMulNBits", rtn))
     name = inputs_of("MatMulNBits", k_quant)[0][2]
     assert not np.allclose(initializer(rtn, inputs_of("MatMulNBits", rtn)[0][2]),
                            initializer(k_quant, name))
@@ -126,7 +128,7 @@ def test_exclude_embeds(trained_model: Path, build: Any) -> None:
 
 def test_exclude_lm_head(trained_model: Path, build: Any) -> None:
     handle = build(trained_model, precision="fp32", exclude_lm_head=True)
-    assert [o.name for o in graph(handle).output][0] == "hidden_states"
+    assert next(o.name for o in graph(handle).output) == "hidden_states"
     assert op_counts(handle)["MatMul"] == 10
 
 

@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 import pytest
-
 from olivine.api import validate
 from olivine.errors import ConfigError
 from olivine_modelbuilder import builder_info
@@ -16,10 +15,9 @@ from olivine_modelbuilder import builder_info
 
 def workflow(tmp_path: Any, options: dict[str, Any], device: str = "cpu",
              provider: str = "CPUExecutionProvider") -> dict[str, Any]:
-    model = tmp_path / "model"
-    model.mkdir(exist_ok=True)
+    # a hub id: option checks only (a local folder would also have its config.json checked)
     return {
-        "input_model": {"type": "HfModel", "model_path": str(model)},
+        "input_model": {"type": "HfModel", "model_path": "Qwen/Qwen2.5-0.5B-Instruct"},
         "systems": {"local_system": {"type": "LocalSystem", "accelerators": [
             {"device": device, "execution_providers": [provider]}]}},
         "passes": {"builder": {"type": "ModelBuilder", **options}},

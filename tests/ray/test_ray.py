@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import executions, make_workflow
+from olivine_testutil import executions, make_workflow
 
 pytest.importorskip("olivine_ray")
 

@@ -7,6 +7,7 @@ reports every problem at once, each with its path in the user's document.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -483,9 +484,16 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
                          f"one accelerator per run is supported, got {len(accels)}; "
                          "write one workflow per device")
         accel = (accels[0] if accels else AcceleratorConfig()).resolved()
-        for entry in passes:
+        for i, entry in enumerate(passes):
             cls = host.passes.get(entry.type)
-            for msg in cls.check(entry.config, accel) if cls else []:
+            if cls is None:
+                continue
+            known = model.handle if (i == 0 and model is not None) else None
+            if known is not None and "model" in inspect.signature(cls.check).parameters:
+                found = cls.check(entry.config, accel, model=known)
+            else:
+                found = cls.check(entry.config, accel)
+            for msg in found:
                 problems.add(f"passes.{entry.name}", msg)
     if problems or model is None:
         raise ConfigError(problems.items, source)

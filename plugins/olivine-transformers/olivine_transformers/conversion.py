@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-
 from olivine.accelerator import Accelerator
 from olivine.models import ModelHandle, OnnxModel
 from olivine.passes import Pass, PassContext
@@ -19,17 +18,17 @@ TASKS = ("feature-extraction", "text-classification", "sequence-classification",
          "token-classification", "fill-mask", "question-answering", "text-generation")
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:  # type: ignore[type-arg]
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name}: expected a number >= 0, got {value}")
 
 
-def _opset(instance: Any, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
+def _opset(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if not 9 <= value <= 23:
         raise ValueError(f"target_opset: expected an ONNX opset between 9 and 23, got {value}")
 
 
-def _io_config(instance: Any, attribute: attrs.Attribute, value: dict[str, Any] | None) -> None:  # type: ignore[type-arg]
+def _io_config(instance: Any, attribute: attrs.Attribute, value: dict[str, Any] | None) -> None:
     allowed = {"input_names", "output_names", "dynamic_axes", "input_shapes", "input_types"}
     for key in value or {}:
         if key not in allowed:
@@ -91,7 +90,8 @@ class OnnxConversion(Pass):
     version = "1"
 
     @classmethod
-    def check(cls, config: ConversionConfig, accelerator: Accelerator) -> list[str]:
+    def check(cls, config: ConversionConfig, accelerator: Accelerator,
+              model: Any = None) -> list[str]:
         """Option combinations that cannot work."""
         problems = []
         if (config.model_script is None) != (config.model_loader is None):

@@ -9,6 +9,7 @@ tokenize text for the model without going back to the original checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,9 @@ def copy_sidecar_files(model: ModelHandle, dest: Path) -> list[str]:
     src = Path(model.path)
     if not src.is_dir():
         return []
-    skip = set()
-    try:
+    skip: set[str] = set()
+    with contextlib.suppress(OSError, TypeError):
         skip = external_data_names(model_file(model))
-    except (OSError, TypeError, FileNotFoundError):
-        pass
     copied = []
     for f in sorted(src.iterdir()):
         if not f.is_file() or f.suffix == ".onnx" or f.name in skip or f.name in ("run.json",
@@ -95,6 +94,32 @@ def copy_hf_sidecar_files(hf_folder: Path, dest: Path) -> list[str]:
             shutil.copy2(f, dest / name)
             copied.append(name)
     return copied
+
+
+def model_facts(model: ModelHandle) -> dict[str, Any]:
+    """``model_type``, ``num_attention_heads``, ``hidden_size``: from the handle's attributes,
+    else from the ``config.json`` beside the model (an ONNX folder given as workflow input)."""
+    facts: dict[str, Any] = {}
+    folder = Path(model.path)
+    cfg_file = (folder.parent if folder.is_file() else folder) / "config.json"
+    if cfg_file.is_file():
+        import json
+
+        try:
+            cfg = json.loads(cfg_file.read_text())
+        except ValueError:
+            cfg = {}
+        for key, names in (("model_type", ("model_type",)),
+                           ("num_attention_heads", ("num_attention_heads", "n_head")),
+                           ("hidden_size", ("hidden_size", "n_embd", "d_model"))):
+            value = next((cfg[n] for n in names if cfg.get(n) is not None), None)
+            if value is not None:
+                facts[key] = value
+    attrs = model.attrs_dict()
+    for key in ("model_type", "num_attention_heads", "hidden_size"):
+        if attrs.get(key) is not None:
+            facts[key] = attrs[key]
+    return facts
 
 
 def output_handle(source: ModelHandle, folder: Path, file_name: str = "model.onnx",

@@ -1,0 +1,206 @@
+"""Running a model to measure it: ONNX Runtime sessions and transformers/torch models.
+
+A runner takes numpy feeds and returns ``{output_name: array}``. ONNX and torch
+runners of the same exported model name their outputs alike (``last_hidden_state``,
+``logits``), because ``OnnxConversion`` exports the transformers output fields under
+their own names. Heavy libraries are imported here; import this module lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from olivine.errors import UsageError
+from olivine.models import HfModel, ModelHandle, OnnxModel
+
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class OnnxRunner:
+    """An ONNX Runtime session over an ONNX model handle (or a ``.onnx`` path)."""
+
+    kind = "onnx"
+
+    def __init__(self, model: OnnxModel | str | Path, provider: str = "CPUExecutionProvider",
+                 intra_op_num_threads: int | None = None, inter_op_num_threads: int | None = None,
+                 graph_optimization_level: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = model.model_file() if isinstance(model, OnnxModel) else Path(model)
+        if path.is_dir():
+            path = OnnxModel(path=str(path)).model_file()
+        if not path.is_file():
+            raise UsageError(f"no ONNX model at {str(path)!r}")
+        self.path = path
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if intra_op_num_threads:
+            options.intra_op_num_threads = int(intra_op_num_threads)
+        if inter_op_num_threads:
+            options.inter_op_num_threads = int(inter_op_num_threads)
+        if graph_optimization_level is not None:
+            options.graph_optimization_level = ort.GraphOptimizationLevel(graph_optimization_level)
+        available = ort.get_available_providers()
+        if provider not in available:
+            raise UsageError(f"execution provider {provider} is not available in this onnxruntime "
+                             f"(available: {', '.join(available)})")
+        self.session = ort.InferenceSession(str(path), options, providers=[provider])
+        self.inputs = {i.name: (i.shape, i.type) for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.vocab_size = _vocab_size(path.parent)
+
+    @property
+    def input_names(self) -> list[str]:
+        """The session's input names."""
+        return list(self.inputs)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on ``feeds`` (extra entries are dropped); return every output by name."""
+        outs = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
+        return dict(zip(self.output_names, outs, strict=True))
+
+    def input_spec(self, batch_size: int, seq_len: int) -> dict[str, tuple[list[int], str]]:
+        """Each input's concrete shape (dynamic dims become batch/sequence) and ORT type."""
+        spec = {}
+        for name, (shape, typ) in self.inputs.items():
+            dims = []
+            for axis, dim in enumerate(shape):
+                if isinstance(dim, int) and dim > 0:
+                    dims.append(dim)
+                elif "past" in name and axis == 2:
+                    dims.append(0)
+                else:
+                    dims.append(batch_size if axis == 0 else seq_len)
+            spec[name] = (dims, typ)
+        return spec
+
+
+class TorchRunner:
+    """A transformers model (the reference of ONNX exports), run with torch on CPU."""
+
+    kind = "hf"
+
+    def __init__(self, model: HfModel, output_names: list[str] | None = None) -> None:
+        import torch
+        from olivine_transformers._export import auto_class
+
+        kwargs = model.load_options()
+        kwargs.setdefault("attn_implementation", "eager")
+        try:
+            self.model = auto_class(model.task).from_pretrained(model.path, **kwargs).eval()
+        except OSError as exc:
+            raise UsageError(f"cannot load {model.path!r} for task {model.task!r}: {exc}") from exc
+        if hasattr(self.model.config, "use_cache"):
+            self.model.config.use_cache = False
+        import inspect
+
+        params = inspect.signature(self.model.forward).parameters
+        self.input_names = [n for n in TEXT_INPUTS if n in params]
+        if "token_type_ids" in self.input_names and not getattr(
+                self.model.config, "type_vocab_size", 0):
+            self.input_names.remove("token_type_ids")
+        self.path = Path(model.path)
+        self.vocab_size = int(getattr(self.model.config, "vocab_size", 1000))
+        self._torch = torch
+        self.output_names = output_names
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run with keyword inputs; return the tensor fields of the output by name."""
+        torch = self._torch
+        inputs = {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()
+                  if k in self.input_names}
+        with torch.no_grad():
+            out = self.model(**inputs, return_dict=True)
+        result = {}
+        for key, value in out.items():
+            if isinstance(value, torch.Tensor):
+                result[key] = value.float().numpy() if value.is_floating_point() else value.numpy()
+        return result
+
+    def input_spec(self, batch_size: int, seq_len: int) -> dict[str, tuple[list[int], str]]:
+        """Text inputs of the given shape."""
+        return {n: ([batch_size, seq_len], "tensor(int64)") for n in self.input_names}
+
+
+Runner = OnnxRunner | TorchRunner
+
+
+def _vocab_size(folder: Path, default: int = 100) -> int:
+    """``vocab_size`` from the config.json beside an ONNX model (random ids stay in range)."""
+    import json
+
+    try:
+        return int(json.loads((folder / "config.json").read_text()).get("vocab_size") or default)
+    except (OSError, ValueError, TypeError):
+        return default
+
+
+def make_runner(model: ModelHandle, user_config: Mapping[str, Any] | None = None,
+                provider: str = "CPUExecutionProvider") -> Runner:
+    """A runner for ``model``; ``user_config`` may set threads and the execution provider."""
+    cfg = dict(user_config or {})
+    if isinstance(model, OnnxModel):
+        return OnnxRunner(model, provider=str(cfg.get("execution_provider", provider)),
+                          intra_op_num_threads=cfg.get("intra_op_num_threads"),
+                          inter_op_num_threads=cfg.get("inter_op_num_threads"),
+                          graph_optimization_level=cfg.get("graph_optimization_level"))
+    if isinstance(model, HfModel):
+        return TorchRunner(model)
+    raise UsageError(f"cannot run a {model.kind} model; give an ONNX or Hugging Face model")
+
+
+_NP_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+             "tensor(float16)": np.float16, "tensor(double)": np.float64, "tensor(bool)": np.bool_}
+
+
+def dummy_feeds(runner: Runner, batch_size: int = 1, seq_len: int = 128,
+                seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for ``runner``: token ids, all-ones masks, zero type ids, float noise."""
+    rng = np.random.default_rng(seed)
+    vocab = getattr(runner, "vocab_size", 1000)
+    feeds: dict[str, np.ndarray] = {}
+    for name, (shape, typ) in runner.input_spec(batch_size, seq_len).items():
+        dtype = _NP_TYPES.get(typ, np.float32)
+        if name == "input_ids":
+            feeds[name] = rng.integers(min(100, vocab // 2), vocab, shape).astype(dtype)
+        elif "mask" in name:
+            feeds[name] = np.ones(shape, dtype)
+        elif name == "position_ids":
+            feeds[name] = np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype)
+        elif np.issubdtype(dtype, np.integer):
+            feeds[name] = np.zeros(shape, dtype)
+        else:
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def data_batches(model: ModelHandle, metric: Any, context: Any, max_samples: int | None = None,
+                 required: bool = False) -> Any:
+    """The metric's data config loaded for ``model`` (a TextData), or ``None`` when it has none."""
+    if metric.data_config is None:
+        if required:
+            raise UsageError(f"metric {metric.name!r} ({metric.type}) needs data: set its "
+                             "data_config to a name in data_configs")
+        return None
+    dc = context.data_configs.get(metric.data_config)
+    if dc is None:
+        raise UsageError(f"metric {metric.name!r}: data config {metric.data_config!r} is not "
+                         "defined")
+    from olivine_transformers.data import load_text_data
+
+    tokenizer_model = model if isinstance(model, OnnxModel) else context.reference or model
+    return load_text_data(dc, tokenizer_model if _has_tokenizer(tokenizer_model) else model,
+                          max_samples=max_samples)
+
+
+def _has_tokenizer(model: ModelHandle | None) -> bool:
+    if model is None:
+        return False
+    folder = Path(model.path)
+    folder = folder.parent if folder.is_file() else folder
+    return any((folder / n).exists() for n in ("tokenizer.json", "tokenizer_config.json",
+                                               "vocab.txt")) or bool(
+        model.attrs_dict().get("hf_model_path"))

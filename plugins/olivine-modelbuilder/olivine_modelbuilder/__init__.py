@@ -1,0 +1,30 @@
+"""olivine-modelbuilder: the ``ModelBuilder`` pass and the ``auto-opt``, ``capture-onnx-graph``,
+``generate`` and ``demo`` commands.
+
+This module is what the entry point names and every ``olivine`` command imports
+it, so it stays light: torch, transformers and onnxruntime-genai are imported
+inside the code that runs a build or a generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import olivine
+
+
+@olivine.hookimpl
+def register_passes(register: Any) -> None:
+    """Register ``ModelBuilder``."""
+    from olivine_modelbuilder.passes import ModelBuilder
+
+    register(ModelBuilder)
+
+
+@olivine.hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``auto-opt``, ``capture-onnx-graph``, ``generate`` and ``demo``."""
+    from olivine_modelbuilder import cli
+
+    for name, help_text, configure, handler in cli.COMMANDS:
+        register(name, help_text, configure, handler)

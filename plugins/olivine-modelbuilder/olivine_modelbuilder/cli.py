@@ -1,0 +1,270 @@
+"""The ``auto-opt``, ``capture-onnx-graph``, ``generate`` and ``demo`` commands.
+
+Each command turns its flags into an Olive-style workflow dict and runs it on
+the same engine as ``olivine run`` (``--save_config`` writes that dict). Flags
+follow Olive's CLI. Problems a user can fix are found before the engine starts:
+the model folder, the precision/provider pair, the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from olivine.accelerator import DEFAULT_PROVIDER, EXECUTION_PROVIDERS, PROVIDER_SHORT_NAMES
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], output: str) -> None:
+    from olivine.cli import add_log_level
+
+    p.add_argument("-m", "--model_name_or_path", "--model-name-or-path", dest="model",
+                   required=True, help="a Hugging Face model folder or hub id (org/name)")
+    p.add_argument("-o", "--output_path", "--output-path", dest="output_path", default=output,
+                   help=f"output folder (default: {output})")
+    p.add_argument("--device", choices=("cpu", "gpu", "npu"), default="cpu",
+                   help="target device (default: cpu)")
+    p.add_argument("--provider", choices=EXECUTION_PROVIDERS, default=None, metavar="PROVIDER",
+                   help="ONNX Runtime execution provider (default: CPUExecutionProvider for cpu, "
+                        "CUDAExecutionProvider for gpu)")
+    p.add_argument("--precision", choices=precisions, default="fp32",
+                   help="model precision (default: fp32)")
+    p.add_argument("--task", default="text-generation", help="transformers task")
+    p.add_argument("-a", "--adapter_path", dest="adapter_path", default=None,
+                   help="a LoRA adapter folder for the model (needs peft)")
+    p.add_argument("--trust_remote_code", action="store_true",
+                   help="allow the model's own code from its repository")
+    p.add_argument("--use_ort_genai", action="store_true",
+                   help="accepted for Olive; the output always includes genai_config.json")
+    p.add_argument("--use_model_builder", action="store_true",
+                   help="accepted for Olive; the conversion always uses the model builder")
+    p.add_argument("--use_dynamo_exporter", action="store_true",
+                   help="accepted for Olive; ignored (the model builder uses no torch exporter)")
+    p.add_argument("--save_config", "--save_config_file", dest="save_config", nargs="?",
+                   const="", default=None, metavar="FILE",
+                   help="write the workflow config that this command runs (default FILE: "
+                        "config.json in the output folder, written after the run)")
+    p.add_argument("--dry_run", "--dry-run", dest="dry_run", action="store_true",
+                   help="check everything, print (or --save_config) the workflow, do not run")
+    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None,
+                   help="step cache folder (default: $OLIVINE_CACHE_DIR or .olivine-cache)")
+    add_log_level(p)
+
+
+def configure_auto_opt(p: argparse.ArgumentParser) -> None:
+    """Flags of ``olivine auto-opt`` (Olive's names)."""
+    _add_model_flags(p, PRECISIONS, "auto-opt-output")
+
+
+def configure_capture(p: argparse.ArgumentParser) -> None:
+    """Flags of ``olivine capture-onnx-graph``."""
+    _add_model_flags(p, FLOAT_PRECISIONS, "capture-output")
+
+
+def provider_of(args: argparse.Namespace) -> str:
+    """The execution provider the flags name (``--provider``, else the device's default)."""
+    return str(args.provider or DEFAULT_PROVIDER[args.device])
+
+
+def cache_dir_of(args: argparse.Namespace) -> str:
+    """The cache folder the flags name."""
+    return str(args.cache_dir or os.environ.get("OLIVINE_CACHE_DIR") or ".olivine-cache")
+
+
+def build_workflow(args: argparse.Namespace, model_path: str,
+                   options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Olive-style workflow dict for the flags: one ModelBuilder step."""
+    input_model: dict[str, Any] = {"type": "HfModel", "model_path": model_path, "task": args.task}
+    if args.trust_remote_code:
+        input_model["load_kwargs"] = {"trust_remote_code": True}
+    if args.adapter_path:
+        input_model["adapter_path"] = str(Path(args.adapter_path).expanduser().resolve())
+    return {
+        "workflow_id": args.command,
+        "input_model": input_model,
+        "systems": {"local_system": {"type": "LocalSystem", "accelerators": [
+            {"device": args.device, "execution_providers": [provider_of(args)]}]}},
+        "passes": {"builder": {"type": "ModelBuilder", "precision": args.precision,
+                               **(options or {})}},
+        "host": "local_system",
+        "target": "local_system",
+        "output_dir": str(Path(args.output_path).expanduser().resolve()),
+        "cache_dir": str(Path(cache_dir_of(args)).expanduser().resolve()),
+        "log_severity_level": 1 if args.log_level is None else args.log_level,
+    }
+
+
+def preflight(args: argparse.Namespace) -> str:
+    """Check the flags, the model and the output folder; return the model path to use."""
+    from olivine.accelerator import Accelerator
+    from olivine.errors import UsageError
+    from olivine.output import check_output_dir
+
+    from olivine_modelbuilder.config import ModelBuilderConfig, check_config, resolve_provider
+    from olivine_modelbuilder.modelinfo import check_buildable, read_model
+
+    provider = provider_of(args)
+    accelerator = Accelerator(args.device, provider)
+    config = ModelBuilderConfig(precision=args.precision)
+    problems = check_config(config, accelerator)
+    if problems:
+        short = PROVIDER_SHORT_NAMES.get(provider, provider)
+        reason = problems[0].split(": ", 1)[-1]
+        raise UsageError(f"--precision {args.precision} with --provider {provider} ({short}): "
+                         f"{reason}")
+    check_output_dir(Path(args.output_path).expanduser().resolve())
+    info = read_model(args.model)
+    check_buildable(info, precision=args.precision, provider=resolve_provider(config, accelerator)
+                    or "cpu", block_size=config.int4_block_size, algo=config.int4_algo,
+                    symmetric=config.int4_is_symmetric)
+    return info.path
+
+
+def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bool = True) -> int:
+    """Run (or with ``--dry_run`` only show) ``workflow``; honour ``--save_config``.
+
+    ``summary`` prints the run's summary and the output folder on stdout.
+    """
+    from olivine.api import run, validate
+
+    validated = validate(workflow)
+    if args.dry_run:
+        if args.save_config:
+            _save(Path(args.save_config), workflow)
+        else:
+            print(json.dumps(workflow, indent=2))
+        return 0
+    result = run(validated)
+    if args.save_config is not None:
+        target = Path(args.save_config) if args.save_config else Path(workflow["output_dir"]) / \
+            "config.json"
+        _save(target, workflow)
+    if summary and workflow["log_severity_level"] < 4:
+        text = result.report_path.parent / "summary.txt"
+        if text.is_file():
+            print(text.read_text(), end="")
+        print(f"  model: {result.output_dir}")
+        print(f"  try: olivine generate -m {result.output_dir} -p \"Hello\" --chat")
+    return 0
+
+
+def _save(path: Path, workflow: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(workflow, indent=2) + "\n")
+    print(f"workflow config: {path} (run it with: olivine run --config {path})", file=sys.stderr)
+
+
+def cmd_auto_opt(args: argparse.Namespace) -> int:
+    """``olivine auto-opt``: convert and quantize a Hugging Face LLM for onnxruntime-genai."""
+    model_path = preflight(args)
+    return run_workflow(args, build_workflow(args, model_path))
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    """``olivine capture-onnx-graph``: export to ONNX without quantization."""
+    model_path = preflight(args)
+    return run_workflow(args, build_workflow(args, model_path))
+
+
+def configure_generate(p: argparse.ArgumentParser) -> None:
+    """Flags of ``olivine generate``."""
+    p.add_argument("-m", "--model", "--model_path", dest="model", required=True,
+                   help="an onnxruntime-genai model folder (the output of auto-opt)")
+    p.add_argument("-p", "--prompt", required=True, help="the prompt")
+    p.add_argument("--chat", action="store_true",
+                   help="wrap the prompt in the model's chat template as a user turn")
+    p.add_argument("--system", default=None, help="with --chat: a system message")
+    p.add_argument("--max_length", "--max-length", dest="max_length", type=int, default=256,
+                   help="tokens in all, prompt included (default: 256)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads (default: 0, ONNX Runtime's choice)")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """``olivine generate``: stream a reply and print prefill latency and decode speed."""
+    from olivine.errors import UsageError
+
+    from olivine_modelbuilder.generate import check_model_folder, run_generate
+
+    if args.max_length < 2:
+        raise UsageError(f"--max_length: expected at least 2, got {args.max_length}")
+    check_model_folder(args.model)
+    run_generate(args.model, args.prompt, chat=args.chat, system=args.system,
+                 max_length=args.max_length, threads=args.threads)
+    return 0
+
+
+def configure_demo(p: argparse.ArgumentParser) -> None:
+    """Flags of ``olivine demo``."""
+    from olivine.cli import add_log_level
+
+    p.add_argument("-o", "--output_path", "--output-path", dest="output_path",
+                   default="olivine-demo", help="output folder (default: olivine-demo)")
+    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None,
+                   help="cache folder for the trained model and the steps (default: "
+                        "$OLIVINE_CACHE_DIR or .olivine-cache)")
+    p.add_argument("--train_seconds", type=float, default=45.0,
+                   help="how long to train the tiny model the first time (default: 45)")
+    p.add_argument("--retrain", action="store_true", help="train again even if one is cached")
+    p.add_argument("-p", "--prompt", default="Shall I compare thee to a summer's day?",
+                   help="what to ask the model")
+    p.add_argument("--max_length", type=int, default=96, help="tokens in all (default: 96)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads for generation")
+    add_log_level(p)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``olivine demo``: train a tiny model, auto-opt it to int4, chat with it."""
+    from olivine.errors import UsageError
+    from olivine.output import check_output_dir
+
+    from olivine_modelbuilder.generate import run_generate
+    from olivine_modelbuilder.tinymodel import TinySpec, cached_model
+
+    if args.train_seconds <= 0:
+        raise UsageError(f"--train_seconds: expected a positive number, got {args.train_seconds}")
+    output = Path(args.output_path).expanduser().resolve()
+    check_output_dir(output)
+    cache = Path(cache_dir_of(args)).expanduser().resolve()
+    quiet = args.log_level is not None and args.log_level >= 3
+
+    def say(message: str) -> None:
+        """A progress line on stderr (silent from --log_level 3)."""
+        if not quiet:
+            print(f"demo: {message}", file=sys.stderr, flush=True)
+
+    spec = TinySpec(seconds=args.train_seconds)
+    say(f"a tiny Qwen2 model trained on the Sonnets (cached under {cache / 'demo-models'})")
+    model_dir = cached_model(spec, cache / "demo-models", log=say, retrain=args.retrain)
+    say(f"model: {model_dir}")
+    auto = argparse.Namespace(
+        command="auto-opt", model=str(model_dir), output_path=str(output), device="cpu",
+        provider="CPUExecutionProvider", precision="int4", task="text-generation",
+        adapter_path=None, trust_remote_code=False, save_config=None, dry_run=False,
+        cache_dir=str(cache), log_level=args.log_level if args.log_level is not None else 2)
+    say("olivine auto-opt --precision int4 ...")
+    preflight(auto)
+    run_workflow(auto, build_workflow(auto, str(model_dir)), summary=False)
+    say(f"int4 model: {output}")
+    say(f"olivine generate -m {output} --chat -p {json.dumps(args.prompt)}")
+    print(f"user: {args.prompt}\nassistant: ", end="", flush=True)
+    run_generate(output, args.prompt, chat=True, max_length=args.max_length, threads=args.threads)
+    return 0
+
+
+COMMANDS = (
+    ("auto-opt", "convert and quantize a Hugging Face LLM for onnxruntime-genai (Olive's flags)",
+     configure_auto_opt, cmd_auto_opt),
+    ("capture-onnx-graph", "export a Hugging Face LLM to ONNX with the model builder, no "
+     "quantization", configure_capture, cmd_capture),
+    ("generate", "stream a reply from an onnxruntime-genai model folder; print prefill latency "
+     "and decode tokens/s", configure_generate, cmd_generate),
+    ("demo", "train a tiny model here, auto-opt it to int4 and chat with it (no downloads)",
+     configure_demo, cmd_demo),
+)

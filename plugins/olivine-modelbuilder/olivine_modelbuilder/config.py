@@ -1,0 +1,178 @@
+"""The options of the ``ModelBuilder`` pass and the checks made before anything runs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+from olivine.accelerator import Accelerator
+from olivine.errors import did_you_mean
+
+from olivine_modelbuilder import builder_info
+
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
+Provider = Literal["cpu", "cuda", "dml", "webgpu", "NvTensorRtRtx"]
+Algorithm = Literal["default", "rtn", "k_quant", "rtn_last", "k_quant_last", "k_quant_mixed",
+                    "k_quant_linear"]
+
+#: Builder option names that a pass option (or the input model) sets; refused in extra_options
+#: so that one value never has two places. ``int4_*`` are the builder's old names: its help says
+#: they still work, but 0.18 reads none of them (checked in its source), so they would be ignored.
+OWNED_OPTIONS = {
+    "block_size": "the pass option int4_block_size",
+    "int4_block_size": "the pass option int4_block_size",
+    "accuracy_level": "the pass option int4_accuracy_level",
+    "int4_accuracy_level": "the pass option int4_accuracy_level",
+    "is_symmetric": "the pass option int4_is_symmetric",
+    "int4_is_symmetric": "the pass option int4_is_symmetric",
+    "algo_config": "the pass option int4_algo",
+    "int4_algo_config": "the pass option int4_algo",
+    "exclude_embeds": "the pass option exclude_embeds",
+    "exclude_lm_head": "the pass option exclude_lm_head",
+    "hf_remote": "input_model.load_kwargs.trust_remote_code",
+    "adapter_path": "input_model.adapter_path",
+    "config_only": "nothing: it writes no model; ModelBuilder always builds one",
+}
+
+#: Search options of genai_config.json (``search`` section) that onnxruntime-genai reads.
+SEARCH_OPTIONS = ("do_sample", "max_length", "min_length", "num_beams", "num_return_sequences",
+                  "temperature", "top_k", "top_p", "repetition_penalty", "length_penalty",
+                  "diversity_penalty", "early_stopping", "no_repeat_ngram_size",
+                  "past_present_share_buffer", "random_seed", "chunk_size")
+
+_SCALARS = (str, int, float, bool)
+
+
+def _check_block_size(instance: Any, attribute: Any, value: int) -> None:
+    if not 16 <= value <= 256 or value & (value - 1):
+        raise ValueError(f"int4_block_size: must be a power of two from 16 to 256 "
+                         f"(16, 32, 64, 128 or 256), got {value}")
+
+
+def _check_accuracy(instance: Any, attribute: Any, value: int | None) -> None:
+    if value is not None and not 0 <= value <= 4:
+        raise ValueError(f"int4_accuracy_level: must be 0 (unset), 1 (fp32), 2 (fp16), 3 (bf16) "
+                         f"or 4 (int8), got {value}")
+
+
+def _check_extra_options(instance: Any, attribute: Any, value: dict[str, Any]) -> None:
+    known = builder_info.known_options()
+    unknown = []
+    for key, item in value.items():
+        if key in OWNED_OPTIONS:
+            raise ValueError(f"extra_options.{key}: set through {OWNED_OPTIONS[key]}, not "
+                             "extra_options")
+        if key not in known:
+            unknown.append(key)
+            continue
+        ok = isinstance(item, _SCALARS) or (
+            isinstance(item, list) and all(isinstance(i, str) for i in item))
+        if not ok:
+            raise ValueError(f"extra_options.{key}: expected a string, number, bool or list of "
+                             f"strings, got {type(item).__name__}")
+    if unknown:
+        first = unknown[0]
+        more = f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+        raise ValueError(
+            f"extra_options.{first}: unknown model-builder option{did_you_mean(first, known)}"
+            f"{more}; onnxruntime-genai {builder_info.genai_version()} would silently ignore it. "
+            f"Known options: {', '.join(sorted(known))}")
+
+
+def _check_search(instance: Any, attribute: Any, value: dict[str, Any]) -> None:
+    for key, item in value.items():
+        if key not in SEARCH_OPTIONS:
+            raise ValueError(f"search.{key}: unknown search option{did_you_mean(key, SEARCH_OPTIONS)}"
+                             f"; known: {', '.join(SEARCH_OPTIONS)}")
+        if not isinstance(item, int | float | bool):
+            raise ValueError(f"search.{key}: expected a number or bool, got {item!r}")
+
+
+@attrs.frozen
+class ModelBuilderConfig:
+    """Options of ``ModelBuilder`` (Olive's names; ``olivine passes ModelBuilder`` lists them)."""
+
+    precision: Precision = attrs.field(metadata={
+        "help": "weights and activations: fp32, fp16, bf16, int8 or int4 (int8/int4 quantize "
+                "the MatMul weights to MatMulNBits; activations stay fp32 on CPU)"})
+    int4_block_size: int = attrs.field(default=32, validator=_check_block_size, metadata={
+        "help": "weights per quantization block (16, 32, 64, 128, 256); int4 and int8",
+        "aliases": ("block_size",)})
+    int4_accuracy_level: int | None = attrs.field(default=None, validator=_check_accuracy, metadata={
+        "help": "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the builder's "
+                "default, 4 on cpu and webgpu, 0 elsewhere)",
+        "aliases": ("accuracy_level",)})
+    int4_is_symmetric: bool = attrs.field(default=True, metadata={
+        "help": "symmetric quantization (no zero points); false stores a zero point per block",
+        "aliases": ("is_symmetric",)})
+    int4_algo: Algorithm = attrs.field(default="default", metadata={
+        "help": "weight quantization method: default (ORT's blockwise quantizer), rtn, k_quant "
+                "(always stores zero points), or the builder's compound aliases (rtn_last, "
+                "k_quant_last, k_quant_mixed, k_quant_linear: the last MatMul, and more, in int8)",
+        "aliases": ("int4_algo_config", "algo_config")})
+    execution_provider: Provider | None = attrs.field(default=None, metadata={
+        "help": "build for this provider (cpu, cuda, dml, webgpu, NvTensorRtRtx); null: the "
+                "workflow's target accelerator"})
+    exclude_embeds: bool = attrs.field(default=False, metadata={
+        "help": "leave the embedding out: the model takes inputs_embeds instead of input_ids"})
+    exclude_lm_head: bool = attrs.field(default=False, metadata={
+        "help": "leave the LM head out: the model returns hidden_states instead of logits"})
+    extra_options: dict[str, Any] = attrs.field(factory=dict, validator=_check_extra_options,
+                                                metadata={
+        "help": "other model-builder options, passed through (names are checked against the "
+                "installed builder, which ignores names it does not know)"})
+    search: dict[str, Any] = attrs.field(factory=dict, validator=_check_search, metadata={
+        "help": "generation defaults written into genai_config.json's search section "
+                "(max_length, do_sample, top_k, temperature, ...)"})
+    use_ort_genai: bool = attrs.field(default=True, metadata={
+        "help": "accepted for Olive configs; the output always has genai_config.json and the "
+                "tokenizer, so onnxruntime-genai can load it"})
+    use_dynamo_exporter: bool = attrs.field(default=False, metadata={
+        "help": "accepted for Olive configs; ignored: the model builder writes the ONNX graph "
+                "itself and uses no torch exporter"})
+
+
+def resolve_provider(config: ModelBuilderConfig, accelerator: Accelerator) -> str | None:
+    """The builder's provider name: the option, else the accelerator's (``None`` if unsupported)."""
+    if config.execution_provider is not None:
+        return config.execution_provider
+    short = accelerator.provider_short
+    return short if short in builder_info.BUILDER_PROVIDERS else None
+
+
+def check_config(config: ModelBuilderConfig, accelerator: Accelerator) -> list[str]:
+    """Problems of ``config`` for ``accelerator`` that are known before the model is read."""
+    provider = resolve_provider(config, accelerator)
+    if provider is None:
+        return [f"the model builder cannot target {accelerator.execution_provider} (the workflow's "
+                f"accelerator); it builds for {', '.join(builder_info.BUILDER_PROVIDERS)}: set "
+                "execution_provider, or use a system whose accelerator is one of those"]
+    problems = []
+    valid = builder_info.VALID_COMBINATIONS.get(provider, ())
+    if config.precision not in valid:
+        why = (" (the builder writes it, but ONNX Runtime's CPU provider cannot run it: fp16 "
+               "fails in a Cast kernel at the first decode step, bf16 when the session is created)"
+               if provider == "cpu" else "")
+        problems.append(f"precision: {config.precision} cannot run on the {provider} provider"
+                        f"{why}; use one of {', '.join(valid)}")
+    if config.int4_algo != "default" and config.precision not in ("int4", "int8"):
+        problems.append(f"int4_algo: {config.int4_algo} quantizes weights, but precision is "
+                        f"{config.precision}; use precision int4 or int8")
+    return problems
+
+
+def builder_options(config: ModelBuilderConfig) -> dict[str, Any]:
+    """The builder's ``extra_options`` for ``config`` (its names and values)."""
+    options: dict[str, Any] = dict(config.extra_options)
+    if config.precision in ("int4", "int8"):
+        options["block_size"] = config.int4_block_size
+        options["is_symmetric"] = config.int4_is_symmetric
+        if config.int4_accuracy_level is not None:
+            options["accuracy_level"] = config.int4_accuracy_level
+        if config.int4_algo != "default":
+            options["algo_config"] = config.int4_algo
+    if config.exclude_embeds:
+        options["exclude_embeds"] = True
+    if config.exclude_lm_head:
+        options["exclude_lm_head"] = True
+    return options

@@ -1,0 +1,91 @@
+"""The ``ModelBuilder`` pass: a Hugging Face causal LM in, an onnxruntime-genai model out."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from olivine.accelerator import Accelerator
+from olivine.errors import UsageError
+from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine.passes import Pass, PassContext
+
+from olivine_modelbuilder.config import (
+    ModelBuilderConfig,
+    builder_options,
+    check_config,
+    resolve_provider,
+)
+
+
+class ModelBuilder(Pass):
+    """Convert a Hugging Face text-generation model with onnxruntime-genai's model builder.
+
+    The output folder holds model.onnx, its external data, genai_config.json, the
+    tokenizer files and the chat template: everything ``onnxruntime_genai.Model``
+    and ``olivine generate`` need.
+    """
+
+    name: ClassVar[str] = "ModelBuilder"
+    aliases: ClassVar[tuple[str, ...]] = ("model_builder", "GenAIModelBuilder")
+    Config: ClassVar[type] = ModelBuilderConfig
+    accepts: ClassVar[tuple[str, ...]] = ("hf",)
+    produces: ClassVar[str] = "onnx"
+    libraries: ClassVar[tuple[str, ...]] = ("onnxruntime-genai", "onnx-ir", "onnxruntime", "onnx",
+                                            "torch", "transformers")
+    isolate: ClassVar[bool] = True
+    version: ClassVar[str] = "1"
+
+    @classmethod
+    def check(cls, config: Any, accelerator: Accelerator,
+              model: ModelHandle | None = None) -> list[str]:
+        """Refuse what builds but cannot run: precision/provider pairs, and, when the input
+        model is a local folder, its architecture, tokenizer and shapes (config.json only)."""
+        problems = check_config(config, accelerator)
+        provider = resolve_provider(config, accelerator)
+        if problems or provider is None or not isinstance(model, HfModel) or not model.is_local():
+            return problems
+        from olivine_modelbuilder.modelinfo import check_buildable, read_model
+
+        try:
+            info = read_model(model.path)
+            check_buildable(info, precision=config.precision, provider=provider,
+                            block_size=config.int4_block_size, algo=config.int4_algo,
+                            symmetric=config.int4_is_symmetric)
+        except UsageError as exc:
+            return [str(exc)]
+        return []
+
+    def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
+        """Check the model folder, run the builder into ``context.work_dir``, return the handle."""
+        from olivine_modelbuilder.build import build_model
+        from olivine_modelbuilder.modelinfo import KNOWN_INACCURATE, check_buildable, read_model
+
+        if not isinstance(model, HfModel):
+            raise UsageError(f"ModelBuilder takes Hugging Face models, got a {model.kind} model")
+        provider = resolve_provider(config, context.accelerator)
+        problems = check_config(config, context.accelerator)
+        if problems or provider is None:
+            raise UsageError("; ".join(problems))
+        context.progress(0, None, "reading the model's config")
+        info = read_model(model.path)
+        check_buildable(info, precision=config.precision, provider=provider,
+                        block_size=config.int4_block_size, algo=config.int4_algo,
+                        symmetric=config.int4_is_symmetric)
+        if info.architecture in KNOWN_INACCURATE:
+            context.logger.warning("%s: %s", info.architecture, KNOWN_INACCURATE[info.architecture])
+        load = model.load_options()
+        layers = info.text_config().get("num_hidden_layers")
+        model_file = build_model(
+            info.path, context.work_dir, precision=config.precision, provider=provider,
+            options=builder_options(config), local=info.local,
+            trust_remote_code=bool(load.get("trust_remote_code", False)),
+            adapter_path=model.adapter_path, search=config.search,
+            num_layers=layers if isinstance(layers, int) else None,
+            norm_epsilon=info.norm_epsilon(),
+            progress=context.progress, logger=context.logger)
+        context.progress(1, 1, "done")
+        attributes = {"is_generative": True, "genai_config": "genai_config.json",
+                      "precision": config.precision, "execution_provider": provider,
+                      "architecture": info.architecture}
+        return OnnxModel(path=str(context.work_dir), onnx_file_name=model_file.name,
+                         attributes=attributes)

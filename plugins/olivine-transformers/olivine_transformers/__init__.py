@@ -1,0 +1,26 @@
+"""olivine-transformers: ONNX export of transformers models, ONNX Runtime fusions, float16.
+
+Registers ``OnnxConversion``, ``OrtTransformersOptimization`` and
+``OnnxFloatToFloat16``. Importing this package is cheap: torch, transformers and
+onnxruntime are imported when a pass runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import olivine
+
+from olivine_transformers.conversion import OnnxConversion
+from olivine_transformers.optimization import OnnxFloatToFloat16, OrtTransformersOptimization
+
+__version__ = "0.1.0"
+__all__ = ["OnnxConversion", "OnnxFloatToFloat16", "OrtTransformersOptimization"]
+
+
+@olivine.hookimpl
+def register_passes(register: Any) -> None:
+    """Register this plugin's passes."""
+    register(OnnxConversion)
+    register(OrtTransformersOptimization)
+    register(OnnxFloatToFloat16)

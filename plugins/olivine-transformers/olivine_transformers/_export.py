@@ -1,0 +1,392 @@
+"""The work of ``OnnxConversion``: load, export with torch.onnx, validate with ONNX Runtime.
+
+Facts this module is built on (measured with torch 2.13, transformers 5.24, ORT 1.32):
+
+* transformers 5 reordered ``BertModel.forward``'s positional arguments, so the
+  exporter's positional inputs are bound by keyword through :class:`KeywordWrapper`.
+* ONNX Runtime's attention fusion recognizes the TorchScript exporter's graph of
+  *eager* attention only, so the model is loaded with ``attn_implementation="eager"``.
+* The sample inputs carry padding: a trace without padding may drop the mask logic.
+* Reference outputs are computed before the export, which runs the model under a tracer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import logging
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from olivine.errors import OlivineError, UsageError
+from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine.passes import PassContext
+
+from olivine_transformers.conversion import ConversionConfig
+from olivine_transformers.onnx_io import copy_hf_sidecar_files, save_proto
+
+log = logging.getLogger("olivine.pass.OnnxConversion")
+
+#: Inputs a transformers text model may take, in the order they are exported.
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: Output fields that are never exported (they are optional extras or caches).
+SKIPPED_OUTPUTS = ("hidden_states", "attentions", "cross_attentions", "past_key_values")
+EXPORT_SHAPE = (2, 7)
+VALIDATION_SHAPE = (3, 11)
+
+
+class KeywordWrapper(torch.nn.Module):
+    """Calls ``model`` with keyword inputs and returns the chosen output fields as a tuple."""
+
+    def __init__(self, model: torch.nn.Module, input_names: Sequence[str],
+                 output_fields: Sequence[str] | None, extra_kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+        self.output_fields = list(output_fields) if output_fields is not None else None
+        self.extra_kwargs = dict(extra_kwargs)
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Bind ``args`` to the input names and select outputs."""
+        out = self.model(**dict(zip(self.input_names, args, strict=True)), **self.extra_kwargs)
+        if self.output_fields is None:  # a plain torch module
+            return tuple(out) if isinstance(out, list | tuple) else (out,)
+        return tuple(out[name] for name in self.output_fields)
+
+
+# -- loading --------------------------------------------------------------------------------
+def auto_class(task: str) -> Any:
+    """The transformers Auto class for ``task``."""
+    import transformers
+
+    names = {
+        "feature-extraction": "AutoModel",
+        "text-classification": "AutoModelForSequenceClassification",
+        "sequence-classification": "AutoModelForSequenceClassification",
+        "token-classification": "AutoModelForTokenClassification",
+        "fill-mask": "AutoModelForMaskedLM",
+        "question-answering": "AutoModelForQuestionAnswering",
+        "text-generation": "AutoModelForCausalLM",
+    }
+    if task not in names:
+        raise UsageError(f"OnnxConversion: task {task!r} is not supported; supported tasks: "
+                         f"{', '.join(names)}")
+    return getattr(transformers, names[task])
+
+
+def load_hf_model(handle: HfModel, config: ConversionConfig) -> torch.nn.Module:
+    """Load a transformers model for export (eval mode, no KV cache)."""
+    if handle.adapter_path:
+        raise UsageError("OnnxConversion does not merge LoRA adapters; merge it first "
+                         "(MergeAdapterWeights) or export the base model")
+    kwargs = handle.load_options()
+    if config.attn_implementation:
+        kwargs.setdefault("attn_implementation", config.attn_implementation)
+    if config.torch_dtype:
+        dtype = getattr(torch, config.torch_dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise UsageError(f"torch_dtype: {config.torch_dtype!r} is not a torch dtype "
+                             "(float32, float16, bfloat16)")
+        kwargs["dtype"] = dtype
+    cls = auto_class(handle.task)
+    try:
+        model = cls.from_pretrained(handle.path, **kwargs)
+    except OSError as exc:
+        raise UsageError(f"cannot load {handle.path!r} as a transformers model for task "
+                         f"{handle.task!r}: {exc}") from exc
+    model.eval()
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
+    return model
+
+
+def load_script_model(path: str, config: ConversionConfig) -> torch.nn.Module:
+    """Call ``model_loader(path)`` from ``model_script``."""
+    script = Path(str(config.model_script)).expanduser()
+    if not script.is_file():
+        raise UsageError(f"model_script: no such file {str(script)!r}")
+    spec = importlib.util.spec_from_file_location(f"olivine_user_model_{script.stem}", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    loader = getattr(module, str(config.model_loader), None)
+    if not callable(loader):
+        raise UsageError(f"model_loader: {script} defines no function {config.model_loader!r}")
+    model = loader(path)
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"model_loader {config.model_loader!r} returned "
+                         f"{type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def text_input_names(model: torch.nn.Module) -> list[str]:
+    """The text inputs ``model.forward`` accepts, in export order."""
+    params = inspect.signature(model.forward).parameters
+    names = [n for n in TEXT_INPUTS if n in params]
+    cfg = getattr(model, "config", None)
+    if "token_type_ids" in names and not getattr(cfg, "type_vocab_size", 0):
+        names.remove("token_type_ids")
+    if "input_ids" not in names:
+        raise UsageError(f"{type(model).__name__}.forward takes no input_ids; give "
+                         "io_config.input_names for this model")
+    return names
+
+
+def text_inputs(names: Sequence[str], batch: int, seq: int, vocab: int,
+                seed: int) -> dict[str, torch.Tensor]:
+    """Random token inputs; every row after the first is right-padded by a few tokens."""
+    gen = torch.Generator().manual_seed(seed)
+    low = min(max(vocab // 10, 1), 1000)
+    out: dict[str, torch.Tensor] = {}
+    mask = torch.ones(batch, seq, dtype=torch.int64)
+    for row in range(1, batch):
+        mask[row, seq - min(row * 2, seq - 1):] = 0
+    for name in names:
+        if name == "input_ids":
+            out[name] = torch.randint(low, vocab, (batch, seq), generator=gen, dtype=torch.int64)
+        elif name == "attention_mask":
+            out[name] = mask
+        else:
+            out[name] = torch.zeros(batch, seq, dtype=torch.int64)
+    return out
+
+
+def io_config_inputs(io: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    """Random inputs of the shapes and types ``io_config`` gives (for model_loader models)."""
+    names = list(io.get("input_names") or [])
+    shapes = io.get("input_shapes")
+    types = io.get("input_types") or ["float32"] * len(names)
+    if not shapes or len(shapes) != len(names) or len(types) != len(names):
+        raise UsageError("io_config: input_shapes (and input_types, if given) need one entry per "
+                         f"input name ({len(names)} names)")
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape, dtype in zip(names, shapes, types, strict=True):
+        tdtype = getattr(torch, str(dtype), None)
+        if not isinstance(tdtype, torch.dtype):
+            raise UsageError(f"io_config.input_types: {dtype!r} is not a torch dtype")
+        if tdtype.is_floating_point:
+            out[name] = torch.randn(*shape, generator=gen).to(tdtype)
+        else:
+            out[name] = torch.randint(0, 100, tuple(shape), generator=gen, dtype=tdtype)
+    return out
+
+
+# -- outputs --------------------------------------------------------------------------------
+def output_fields(model: torch.nn.Module, sample: dict[str, torch.Tensor]) -> list[str]:
+    """Tensor fields of the model's output for ``sample``, without caches and extras."""
+    with torch.no_grad():
+        out = model(**sample, return_dict=True)
+    return [k for k, v in out.items() if isinstance(v, torch.Tensor) and k not in SKIPPED_OUTPUTS]
+
+
+def default_dynamic_axes(inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor],
+                         batch: int, seq: int) -> dict[str, dict[int, str]]:
+    """Batch and sequence axes of inputs, and of outputs whose axes have those sizes."""
+    axes: dict[str, dict[int, str]] = {}
+    for name in inputs:
+        axes[name] = {0: "batch_size", 1: "sequence_length"}
+    for name, value in outputs.items():
+        dims: dict[int, str] = {}
+        if value.dim() >= 1 and value.shape[0] == batch:
+            dims[0] = "batch_size"
+        if value.dim() >= 2 and value.shape[1] == seq:
+            dims[1] = "sequence_length"
+        axes[name] = dims
+    return axes
+
+
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """Silence the tracer's warnings about Python values becoming constants."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor as float32/int numpy (bfloat16 is widened)."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.cpu().numpy()
+
+
+# -- the pass -------------------------------------------------------------------------------
+def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) -> OnnxModel:
+    """Export ``model`` into ``context.work_dir``; return the validated ONNX handle."""
+    context.progress(0, 5, f"loading {model.path}")
+    io = dict(config.io_config or {})
+    is_hf = config.model_loader is None
+    if is_hf:
+        assert isinstance(model, HfModel)
+        torch_model = load_hf_model(model, config)
+        input_names = list(io.get("input_names") or text_input_names(torch_model))
+        vocab = int(getattr(torch_model.config, "vocab_size", 1000))
+        sample = text_inputs(input_names, *EXPORT_SHAPE, vocab, seed=0)
+        check = text_inputs(input_names, *VALIDATION_SHAPE, vocab, seed=1)
+        fields: list[str] | None = output_fields(torch_model, sample)
+        output_names = list(io.get("output_names") or fields or [])
+        if len(output_names) > len(fields or []):
+            raise UsageError(f"io_config.output_names: {len(output_names)} names, but the model "
+                             f"returns {len(fields or [])} outputs ({', '.join(fields or [])})")
+        fields = (fields or [])[:len(output_names)]
+    else:
+        torch_model = load_script_model(model.path, config)
+        input_names = list(io["input_names"])
+        sample = io_config_inputs(io, seed=0)
+        check = io_config_inputs(io, seed=1)
+        fields = None
+    wrapper = KeywordWrapper(torch_model, input_names, fields,
+                             {"return_dict": True} if is_hf else {}).eval()
+    context.progress(1, 5, "running torch on sample inputs")
+    with torch.no_grad():
+        sample_out = wrapper(*sample.values())
+        reference = [to_numpy(t) for t in wrapper(*check.values())]
+    if not is_hf:
+        output_names = list(io.get("output_names") or [f"output_{i}" for i in range(len(sample_out))])
+    if io.get("dynamic_axes") is not None:
+        dynamic_axes = {k: {int(a): str(n) for a, n in dict(v).items()}
+                        for k, v in io["dynamic_axes"].items()}
+    elif config.dynamic_axes and is_hf:
+        dynamic_axes = default_dynamic_axes(sample, dict(zip(output_names, sample_out, strict=True)),
+                                            *EXPORT_SHAPE)
+    else:
+        dynamic_axes = {}
+    exporter = "dynamo" if config.use_dynamo_exporter else "torchscript"
+    context.progress(2, 5, f"exporting with the {exporter} exporter (opset {config.target_opset})")
+    proto = _export(wrapper, sample, input_names, output_names, dynamic_axes, config, model.path)
+    if config.save_as_external_data:
+        import onnx
+
+        target = context.work_dir / "model.onnx"
+        onnx.save_model(proto, str(target), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+    else:
+        target = save_proto(proto, context.work_dir)
+    del proto
+    diffs: dict[str, float] = {}
+    if config.validate:
+        context.progress(3, 5, "validating ONNX Runtime outputs against torch")
+        diffs = validate(target, check, input_names, output_names, reference, config)
+        log.info("export validated: max abs difference %s", diffs)
+    context.progress(4, 5, "writing tokenizer and config files")
+    attributes: dict[str, Any] = {
+        "exporter": exporter, "opset": config.target_opset,
+        "input_names": input_names, "output_names": output_names,
+        "validation_max_abs_diff": diffs,
+    }
+    if is_hf:
+        assert isinstance(model, HfModel)
+        _write_sidecars(model, torch_model, context.work_dir)
+        cfg = torch_model.config
+        attributes.update({
+            "hf_model_path": model.path, "task": model.task,
+            "model_type": getattr(cfg, "model_type", None),
+            "num_attention_heads": getattr(cfg, "num_attention_heads", None),
+            "hidden_size": getattr(cfg, "hidden_size", None),
+        })
+    context.progress(5, 5, "done")
+    return OnnxModel(path=str(context.work_dir), onnx_file_name=target.name,
+                     attributes={**model.attrs_dict(), **attributes})
+
+
+def _export(wrapper: torch.nn.Module, sample: dict[str, torch.Tensor], input_names: list[str],
+            output_names: list[str], dynamic_axes: dict[str, dict[int, str]],
+            config: ConversionConfig, source: str) -> Any:
+    """Run torch.onnx.export into a temporary folder; return the loaded ModelProto."""
+    import onnx
+
+    args = tuple(sample.values())
+    with tempfile.TemporaryDirectory(prefix="olivine-export-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            with torch.no_grad(), quiet_export():
+                if config.use_dynamo_exporter:
+                    if importlib.util.find_spec("onnxscript") is None:
+                        raise UsageError("use_dynamo_exporter needs the onnxscript package: pip "
+                                         "install onnxscript (or olivine-transformers[dynamo])")
+                    program = torch.onnx.export(
+                        wrapper, args, dynamo=True, input_names=input_names,
+                        output_names=output_names, dynamic_axes=dynamic_axes or None,
+                        opset_version=config.target_opset, external_data=False)
+                    assert program is not None
+                    program.save(str(path))
+                else:
+                    torch.onnx.export(
+                        wrapper, args, str(path), dynamo=False, input_names=input_names,
+                        output_names=output_names, dynamic_axes=dynamic_axes or None,
+                        opset_version=config.target_opset, do_constant_folding=True)
+        except UsageError:
+            raise
+        except Exception as exc:  # the exporter raises many types; name the cause plainly
+            exporter = "dynamo" if config.use_dynamo_exporter else "TorchScript"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OlivineError(f"torch.onnx ({exporter} exporter, opset {config.target_opset}) "
+                               f"could not export {source}: {type(exc).__name__}: {first}") from exc
+        return onnx.load(str(path), load_external_data=True)
+
+
+def validate(path: Path, inputs: dict[str, torch.Tensor], input_names: list[str],
+             output_names: list[str], reference: list[np.ndarray],
+             config: ConversionConfig) -> dict[str, float]:
+    """Run ``path`` in ONNX Runtime on ``inputs``; compare with ``reference``; raise on mismatch."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph_inputs = {i.name for i in session.get_inputs()}
+        feeds = {n: to_numpy(inputs[n]) for n in input_names if n in graph_inputs}
+        outputs = session.run(output_names, feeds)
+    except Exception as exc:
+        raise OlivineError(f"the exported model does not run in ONNX Runtime: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    shape = "x".join(str(s) for s in next(iter(inputs.values())).shape)
+    diffs: dict[str, float] = {}
+    bad = []
+    for name, got, want in zip(output_names, outputs, reference, strict=True):
+        if got.shape != want.shape:
+            bad.append(f"output {name!r} has shape {list(got.shape)} in ONNX Runtime but "
+                       f"{list(want.shape)} in torch")
+            continue
+        diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) \
+            if got.size else 0.0
+        diffs[name] = diff
+        if not np.allclose(got, want, atol=config.atol, rtol=config.rtol):
+            rel = diff / max(float(np.max(np.abs(want))), 1e-12)
+            bad.append(f"output {name!r} differs from torch by max abs {diff:.3g} (max relative to "
+                       f"the output's range {rel:.3g}); tolerance atol={config.atol:g}, "
+                       f"rtol={config.rtol:g}")
+    if bad:
+        raise OlivineError(f"exported model does not match torch on sample inputs {shape}: "
+                           + "; ".join(bad))
+    return diffs
+
+
+def _write_sidecars(model: HfModel, torch_model: torch.nn.Module, dest: Path) -> None:
+    """Copy (or, for a hub id, save) the tokenizer and config beside the ONNX model."""
+    if model.is_local():
+        copied = copy_hf_sidecar_files(Path(model.path), dest)
+        if "config.json" in copied:
+            return
+    torch_model.config.save_pretrained(str(dest))  # type: ignore[union-attr,operator]
+    try:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(model.path, **{
+            k: v for k, v in model.load_options().items()
+            if k in ("trust_remote_code", "revision", "token")}).save_pretrained(str(dest))
+    except (OSError, ValueError) as exc:
+        log.warning("no tokenizer saved beside the ONNX model: %s", exc)

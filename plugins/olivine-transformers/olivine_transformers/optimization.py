@@ -1,0 +1,152 @@
+"""``OrtTransformersOptimization`` (ONNX Runtime transformer fusions) and ``OnnxFloatToFloat16``.
+
+Light module: onnxruntime is imported by :mod:`._fusion` when a pass runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from olivine.accelerator import Accelerator
+from olivine.config.typed import ALIASES
+from olivine.errors import did_you_mean
+from olivine.models import ModelHandle, OnnxModel
+from olivine.passes import Pass, PassContext
+
+#: onnxruntime.transformers.optimizer.MODEL_TYPES of ORT 1.17 .. 1.32; checked again at run time.
+FUSION_MODEL_TYPES = ("bart", "bert", "bert_tf", "bert_keras", "clip", "conformer", "gpt2",
+                      "gpt2_tf", "gpt_neox", "mmdit", "phi", "qwen3", "sam2", "swin", "t5", "tnlr",
+                      "unet", "vae", "vit")
+
+#: transformers ``model_type`` values whose graphs the ``bert`` fuser handles.
+BERT_LIKE = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert", "mpnet",
+             "albert", "deberta", "ernie", "minilm", "xlm", "flaubert", "layoutlm", "bert-generation")
+
+#: Olive/ONNX Runtime names of graph optimization levels.
+OPT_LEVELS = {"disable": 0, "disabled": 0, "basic": 1, "extended": 2, "layout": 99, "all": 99}
+
+
+def _opt_level(value: int | str | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    return OPT_LEVELS.get(str(value).lower(), -1)
+
+
+def _check_opt_level(instance: Any, attribute: attrs.Attribute, value: int | str | None) -> None:
+    level = _opt_level(value)
+    if level is not None and level not in (0, 1, 2, 99):
+        raise ValueError(f"opt_level: expected 0, 1, 2 or 99 (or disable, basic, extended, all), "
+                         f"got {value!r}{did_you_mean(str(value), list(OPT_LEVELS))}")
+
+
+def _check_model_type(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and value not in FUSION_MODEL_TYPES and value not in BERT_LIKE:
+        raise ValueError(
+            f"model_type: ONNX Runtime's transformer optimizer does not know {value!r}"
+            f"{did_you_mean(value, FUSION_MODEL_TYPES)}; it knows "
+            f"{', '.join(FUSION_MODEL_TYPES)} (encoders like roberta or distilbert use 'bert')")
+
+
+@attrs.frozen
+class FusionConfig:
+    """Options of ``OrtTransformersOptimization`` (Olive's names)."""
+
+    model_type: str | None = attrs.field(
+        default=None, validator=_check_model_type,
+        metadata={"help": "fuser to use (bert, gpt2, t5, vit, ...); default: from the model's "
+                          "transformers model_type recorded by OnnxConversion"})
+    num_heads: int = attrs.field(default=0, metadata={"help": "attention heads; 0: detect"})
+    hidden_size: int = attrs.field(default=0, metadata={"help": "hidden size; 0: detect"})
+    opt_level: int | str | None = attrs.field(
+        default=None, validator=_check_opt_level,
+        metadata={ALIASES: ("optimization_level",),
+                  "help": "ONNX Runtime graph optimizations before fusion: 0/disable, 1/basic, "
+                          "2/extended, 99/all; default: the fuser's choice for the model type"})
+    only_onnxruntime: bool = attrs.field(
+        default=False, metadata={"help": "only ONNX Runtime's optimizer, no Python fusions"})
+    use_gpu: bool = attrs.field(default=False, metadata={"help": "optimize for a GPU provider"})
+    optimization_options: dict[str, Any] | None = attrs.field(
+        default=None, metadata={"help": "FusionOptions switches, e.g. {\"enable_gelu\": false}"})
+    float16: bool = attrs.field(default=False, metadata={"help": "convert to float16 after fusion"})
+    keep_io_types: bool = attrs.field(
+        default=True, metadata={"help": "with float16: keep float32 inputs and outputs"})
+    force_fp32_ops: list[str] | None = attrs.field(
+        default=None, metadata={"help": "with float16: op types kept in float32"})
+    force_fp32_nodes: list[str] | None = attrs.field(
+        default=None, metadata={"help": "with float16: node names kept in float32"})
+    require_fused: list[str] = attrs.field(
+        factory=list, metadata={"help": "fail unless each of these op types was fused at least "
+                                        "once (e.g. [\"Attention\"])"})
+
+    def level(self) -> int | None:
+        """``opt_level`` as ONNX Runtime's integer."""
+        return _opt_level(self.opt_level)
+
+
+class OrtTransformersOptimization(Pass):
+    """Fuse attention, layer norm, GELU and embeddings with ONNX Runtime's transformer optimizer."""
+
+    name = "OrtTransformersOptimization"
+    aliases = ("ort_transformers_optimization", "OrtTransformerOptimization")
+    Config = FusionConfig
+    accepts = ("onnx",)
+    produces = "onnx"
+    libraries = ("onnx", "onnxruntime")
+    version = "1"
+
+    @classmethod
+    def check(cls, config: FusionConfig, accelerator: Accelerator,
+              model: Any = None) -> list[str]:
+        """float16 targets GPUs."""
+        if config.float16 and accelerator.device == "cpu":
+            return ["float16: ONNX Runtime runs fused float16 models on GPU execution providers; "
+                    "target a gpu accelerator or set float16 to false"]
+        return []
+
+    def run(self, model: ModelHandle, config: FusionConfig, context: PassContext) -> OnnxModel:
+        """Fuse, optionally convert to float16, record the fused-op counts."""
+        from olivine_transformers._fusion import fuse
+
+        return fuse(model, config, context)
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name}: expected a positive number, got {value}")
+
+
+@attrs.frozen
+class Float16Config:
+    """Options of ``OnnxFloatToFloat16`` (Olive's names)."""
+
+    keep_io_types: bool = attrs.field(
+        default=False, metadata={"help": "keep float32 model inputs and outputs"})
+    op_block_list: list[str] | None = attrs.field(
+        default=None, metadata={"help": "op types left in float32 (default: ONNX Runtime's list)"})
+    node_block_list: list[str] | None = attrs.field(
+        default=None, metadata={"help": "node names left in float32"})
+    min_positive_val: float = attrs.field(default=1e-7, validator=_positive,
+                                          metadata={"help": "smaller magnitudes clamp to this"})
+    max_finite_val: float = attrs.field(default=1e4, validator=_positive,
+                                        metadata={"help": "larger magnitudes clamp to this"})
+    force_fp16_initializers: bool = attrs.field(
+        default=False, metadata={"help": "convert float initializers feeding blocked ops too"})
+
+
+class OnnxFloatToFloat16(Pass):
+    """Convert an ONNX model's float32 weights and computation to float16."""
+
+    name = "OnnxFloatToFloat16"
+    aliases = ("onnx_float_to_float16", "OnnxFloat16")
+    Config = Float16Config
+    accepts = ("onnx",)
+    produces = "onnx"
+    libraries = ("onnx", "onnxruntime")
+    version = "1"
+
+    def run(self, model: ModelHandle, config: Float16Config, context: PassContext) -> OnnxModel:
+        """Convert and save."""
+        from olivine_transformers._fusion import to_float16
+
+        return to_float16(model, config, context)
