@@ -16,12 +16,31 @@ from typing import Any, ClassVar
 import attrs
 
 
-def _freeze(value: Any) -> Any:
+class FrozenDict(dict[str, Any]):
+    """A read-only, hashable dict: nested mappings inside handle attributes."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("model handle attributes are read-only")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only  # type: ignore
+
+
+def _freeze_value(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+        return FrozenDict({str(k): _freeze_value(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        return tuple(_freeze_value(v) for v in value)
     return value
+
+
+def _freeze(value: Any) -> Any:
+    """Top-level mapping -> sorted (key, value) pairs; nested mappings -> FrozenDict."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze_value(v)) for k, v in value.items()))
+    return tuple(tuple(p) if isinstance(p, list) else p for p in value)
 
 
 @attrs.frozen

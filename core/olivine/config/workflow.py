@@ -448,6 +448,8 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
     systems = _systems(_section(raw, "systems", problems), host, problems)
     data = _data_configs(raw.get("data_configs") or [], problems) \
         if isinstance(raw.get("data_configs") or [], list | dict) else {}
+    # relative data files resolve from the working directory, then from the config's folder
+    data = {n: d if d.script_dir else attrs.evolve(d, script_dir=str(base)) for n, d in data.items()}
     if not isinstance(raw.get("data_configs") or [], list | dict):
         problems.add("data_configs", f"expected a list, got {show(raw.get('data_configs'))}")
     evaluators = _evaluators(_section(raw, "evaluators", problems), host, data, problems)
