@@ -51,6 +51,7 @@ class OnnxRunner:
         self.inputs = {i.name: (i.shape, i.type) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.vocab_size = _vocab_size(path.parent)
+        self.head_size = _head_size(path.parent)
 
     @property
     def input_names(self) -> list[str]:
@@ -72,6 +73,8 @@ class OnnxRunner:
                     dims.append(dim)
                 elif "past" in name and axis == 2:
                     dims.append(0)
+                elif "past" in name and axis == 3 and self.head_size:
+                    dims.append(self.head_size)  # onnxruntime-genai models: 'kv_cache_dim'
                 else:
                     dims.append(batch_size if axis == 0 else seq_len)
             spec[name] = (dims, typ)
@@ -126,6 +129,22 @@ class TorchRunner:
 
 
 Runner = OnnxRunner | TorchRunner
+
+
+def _head_size(folder: Path) -> int | None:
+    """The attention head size of a decoder, from genai_config.json or config.json."""
+    import json
+
+    try:
+        if (folder / "genai_config.json").is_file():
+            cfg = json.loads((folder / "genai_config.json").read_text())
+            return int(cfg["model"]["decoder"]["head_size"])
+        if (folder / "config.json").is_file():
+            cfg = json.loads((folder / "config.json").read_text())
+            return int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    except (KeyError, ValueError, TypeError, ZeroDivisionError):
+        return None
+    return None
 
 
 def _vocab_size(folder: Path, default: int = 100) -> int:
