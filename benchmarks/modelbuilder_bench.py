@@ -35,8 +35,9 @@ QWEN_05B = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 
 def build_model(folder: Path, layers: int) -> Path:
     """Save a random bf16 Qwen2 of the 0.5B shape (``layers`` decoder layers) with a tokenizer."""
     import torch
-    from olivine_modelbuilder.tinymodel import train_tokenizer
     from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from olivine_modelbuilder.tinymodel import train_tokenizer
 
     if (folder / "config.json").exists():
         return folder

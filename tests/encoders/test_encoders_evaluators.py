@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import olivine
 import pytest
+
+import olivine
 from olivine.cli import main
 
 SENTENCES = Path(__file__).resolve().parents[2] / "examples" / "minilm" / "sentences.jsonl"

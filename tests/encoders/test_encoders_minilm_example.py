@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import olivine
 import pytest
+
+import olivine
 
 
 def _example(name: str, model: Path, tmp_path: Path, max_samples: int) -> dict[str, Any]:

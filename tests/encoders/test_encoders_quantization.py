@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import olivine
 import pytest
+
+import olivine
 from olivine.cli import main
 
 SENTENCES = Path(__file__).resolve().parents[2] / "examples" / "minilm" / "sentences.jsonl"

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import olivine
 import pytest
+
+import olivine
 from olivine.cli import main
 
 

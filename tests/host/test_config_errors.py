@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from olivine_testutil import HELLO_MODEL, olivine_subprocess
 
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from olivine import hookspecs
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import olivine
 import onnxruntime as ort
 import pytest
+
+import olivine
 from olivine_testutil import executions, make_workflow, olivine_subprocess
 
 

@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import olivine
 import pytest
+
+import olivine
 from olivine.config.loader import parse_text
 from olivine_testutil import HELLO_MODEL, SHARED
 

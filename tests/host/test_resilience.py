@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
 from olivine_testutil import executions, make_workflow
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from olivine_testutil import executions, make_workflow
 
 METRICS = {"e": {"metrics": [{"name": "w", "type": "weight_stats", "sub_types": [

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from olivine_modelbuilder.tinymodel import TinySpec, cached_model
 
 #: The briefly trained model of the correctness tests (about 5 s to train on one core).

@@ -35,6 +35,7 @@ def genai_greedy(folder: str | Path, ids: list[int], new_tokens: int,
     masked until then, as transformers' ``min_new_tokens`` does).
     """
     import onnxruntime_genai as og
+
     from olivine_modelbuilder.generate import load_model
 
     model, _, _ = load_model(folder, threads=1)

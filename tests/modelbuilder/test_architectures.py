@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from olivine_modelbuilder import builder_info
 
 from modelbuilder.helpers import genai_greedy
+from olivine_modelbuilder import builder_info
 
 #: model_type -> config overrides that keep the model tiny and convertible on CPU.
 FAMILIES: dict[str, dict[str, Any]] = {
@@ -87,8 +87,9 @@ ARCHITECTURE_OF = {
 def make_family(model_type: str, overrides: dict[str, Any], tokenizer: Any, folder: Path) -> Any:
     """Save a tiny random ``model_type`` model and the tokenizer into ``folder``."""
     import torch
-    from olivine_modelbuilder.tinymodel import TinySpec, model_config
     from transformers import AutoModelForCausalLM
+
+    from olivine_modelbuilder.tinymodel import TinySpec, model_config
 
     spec = TinySpec(model_type=model_type, hidden_size=overrides.get("hidden_size", 64),
                     intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -104,6 +105,7 @@ def make_family(model_type: str, overrides: dict[str, Any], tokenizer: Any, fold
 def genai_last_logits(folder: str, ids: list[int]) -> np.ndarray:
     """onnxruntime-genai's logits for the last prompt token."""
     import onnxruntime_genai as og
+
     from olivine_modelbuilder.generate import load_model
 
     model, _, _ = load_model(folder, threads=1)
@@ -139,6 +141,7 @@ def test_inaccurate_family_converts_but_differs(model_type: str, tokenizer: Any,
                                                 ) -> None:
     """OLMo gets RMSNorm for its LayerNorm: it runs, and is off. When fixed, this fails."""
     import torch
+
     from olivine_modelbuilder.modelinfo import KNOWN_INACCURATE
 
     folder = tmp_path / model_type
@@ -159,10 +162,10 @@ def test_layernorm_epsilon_is_taken_from_config(model_type: str, key: str, token
                                                 tmp_path: Path) -> None:
     """The builder alone writes epsilon 1e-6 for these (logits off by ~1%); olivine writes 1e-5."""
     import torch
-    from olivine.models import OnnxModel
-    from olivine_modelbuilder.build import build_model
 
     from modelbuilder.helpers import node_attrs
+    from olivine.models import OnnxModel
+    from olivine_modelbuilder.build import build_model
 
     folder = tmp_path / model_type
     model = make_family(model_type, FAMILIES[model_type], tokenizer, folder)
@@ -206,6 +209,7 @@ def test_sliding_window_model_generates_fewer_tokens_than_its_window(
     import io
 
     import onnxruntime_genai as og
+
     from olivine_modelbuilder.generate import run_generate
 
     folder = tmp_path / "gemma2"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from olivine.errors import UsageError
 from olivine_modelbuilder.modelinfo import check_buildable, read_model
 
@@ -189,6 +190,7 @@ def test_evidence_cpu_attention_fails_for_those_shapes(tokenizer: Any, tmp_path:
                                                        model_type: str, overrides: dict[str, Any],
                                                        kernel_message: str) -> None:
     import onnxruntime_genai as og
+
     from olivine_modelbuilder.build import build_model
     from olivine_modelbuilder.generate import load_model
 
@@ -235,6 +237,7 @@ def test_evidence_k_quant_fails_on_an_odd_block_count(tokenizer: Any, tmp_path: 
 def test_evidence_half_precision_on_cpu_builds_but_fails_at_run_time(trained_model: Path,
                                                                       tmp_path: Path) -> None:
     import onnxruntime_genai as og
+
     from olivine_modelbuilder.build import build_model
     from olivine_modelbuilder.generate import load_model
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from olivine.models import OnnxModel
 
 from modelbuilder.helpers import genai_greedy, op_counts
+from olivine.models import OnnxModel
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from olivine_modelbuilder.tinymodel import chat_turn
 
 from modelbuilder.helpers import genai_greedy
+from olivine_modelbuilder.tinymodel import chat_turn
 
 PROMPTS = ["Shall I compare thee to a summer's day?", "When forty winters shall besiege thy brow,",
            "My mistress' eyes are nothing like the sun;"]

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from olivine.accelerator import Accelerator
 
 from modelbuilder.helpers import genai_greedy, graph, node_attrs, op_counts
+from olivine.accelerator import Accelerator
 
 
 def inputs_of(node_op: str, handle: Any) -> list[list[str]]:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import pytest
+
 from olivine.api import validate
 from olivine.errors import ConfigError
 from olivine_modelbuilder import builder_info

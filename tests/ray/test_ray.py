@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from olivine_testutil import executions, make_workflow
 
 pytest.importorskip("olivine_ray")

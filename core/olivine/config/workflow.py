@@ -51,6 +51,7 @@ KNOWN_PROVIDERS = {
     "lora": "olivine-lora",
     "qlora": "olivine-lora",
     "mergeadapterweights": "olivine-lora",
+    "extractadapters": "olivine-lora",
 }
 
 TOP_KEYS = ("input_model", "systems", "data_configs", "evaluators", "passes", "engine",

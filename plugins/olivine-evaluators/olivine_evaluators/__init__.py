@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import olivine
-
 from olivine_evaluators.metrics import ALL
 
 __version__ = "0.1.0"

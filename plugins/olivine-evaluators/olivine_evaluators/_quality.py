@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from olivine.errors import UsageError
 from olivine.evaluation import EvalContext, MetricConfig
 from olivine.models import ModelHandle
-
 from olivine_evaluators.runtime import Runner, data_batches, dummy_feeds, make_runner
 
 PREFERRED_OUTPUTS = ("sentence_embedding", "last_hidden_state", "logits")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from olivine.errors import UsageError
 from olivine.models import HfModel, ModelHandle, OnnxModel
 
@@ -88,6 +89,7 @@ class TorchRunner:
 
     def __init__(self, model: HfModel, output_names: list[str] | None = None) -> None:
         import torch
+
         from olivine_transformers._export import auto_class
 
         kwargs = model.load_options()

@@ -37,7 +37,8 @@ def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], ou
                    help="model precision (default: fp32)")
     p.add_argument("--task", default="text-generation", help="transformers task")
     p.add_argument("-a", "--adapter_path", dest="adapter_path", default=None,
-                   help="a LoRA adapter folder for the model (needs peft)")
+                   help="a LoRA adapter folder for the model, or the output folder of olivine "
+                        "finetune; it is baked into the weights (needs peft)")
     p.add_argument("--trust_remote_code", action="store_true",
                    help="allow the model's own code from its repository")
     p.add_argument("--use_ort_genai", action="store_true",
@@ -84,7 +85,9 @@ def build_workflow(args: argparse.Namespace, model_path: str,
     if args.trust_remote_code:
         input_model["load_kwargs"] = {"trust_remote_code": True}
     if args.adapter_path:
-        input_model["adapter_path"] = str(Path(args.adapter_path).expanduser().resolve())
+        from olivine_modelbuilder.passes import adapter_folder
+
+        input_model["adapter_path"] = str(adapter_folder(args.adapter_path))
     return {
         "workflow_id": args.command,
         "input_model": input_model,
@@ -105,7 +108,6 @@ def preflight(args: argparse.Namespace) -> str:
     from olivine.accelerator import Accelerator
     from olivine.errors import UsageError
     from olivine.output import check_output_dir
-
     from olivine_modelbuilder.config import ModelBuilderConfig, check_config, resolve_provider
     from olivine_modelbuilder.modelinfo import check_buildable, read_model
 
@@ -184,19 +186,29 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
                    help="tokens in all, prompt included (default: 256)")
     p.add_argument("--threads", type=int, default=0,
                    help="intra-op threads (default: 0, ONNX Runtime's choice)")
+    p.add_argument("-a", "--adapter", default=None, metavar="FILE",
+                   help="an .onnx_adapter file to run with (for models with LoRA inputs: "
+                        "olivine generate-adapter / convert-adapters)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """``olivine generate``: stream a reply and print prefill latency and decode speed."""
     from olivine.errors import UsageError
-
     from olivine_modelbuilder.generate import check_model_folder, run_generate
 
     if args.max_length < 2:
         raise UsageError(f"--max_length: expected at least 2, got {args.max_length}")
     check_model_folder(args.model)
+    if args.adapter:
+        try:  # olivine-lora names what does not fit (onnxruntime-genai's errors do not)
+            from olivine_lora.onnx_adapter import check_adapter_file
+        except ImportError:
+            if not Path(args.adapter).is_file():
+                raise UsageError(f"--adapter {args.adapter!r}: no such file") from None
+        else:
+            check_adapter_file(args.model, args.adapter)
     run_generate(args.model, args.prompt, chat=args.chat, system=args.system,
-                 max_length=args.max_length, threads=args.threads)
+                 max_length=args.max_length, threads=args.threads, adapter=args.adapter)
     return 0
 
 
@@ -223,7 +235,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``olivine demo``: train a tiny model, auto-opt it to int4, chat with it."""
     from olivine.errors import UsageError
     from olivine.output import check_output_dir
-
     from olivine_modelbuilder.generate import run_generate
     from olivine_modelbuilder.tinymodel import TinySpec, cached_model
 

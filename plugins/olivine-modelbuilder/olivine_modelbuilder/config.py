@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
+
 from olivine.accelerator import Accelerator
 from olivine.errors import did_you_mean
-
 from olivine_modelbuilder import builder_info
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
@@ -94,22 +94,23 @@ class ModelBuilderConfig:
 
     precision: Precision = attrs.field(metadata={
         "help": "weights and activations: fp32, fp16, bf16, int8 or int4 (int8/int4 quantize "
-                "the MatMul weights to MatMulNBits; activations stay fp32 on CPU)"})
+                "the MatMul weights to MatMulNBits; activations stay fp32 on CPU)",
+        "search": ("fp32", "int8", "int4")})
     int4_block_size: int = attrs.field(default=32, validator=_check_block_size, metadata={
         "help": "weights per quantization block (16, 32, 64, 128, 256); int4 and int8",
-        "aliases": ("block_size",)})
+        "aliases": ("block_size",), "search": (32, 64, 128)})
     int4_accuracy_level: int | None = attrs.field(default=None, validator=_check_accuracy, metadata={
         "help": "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the builder's "
                 "default, 4 on cpu and webgpu, 0 elsewhere)",
-        "aliases": ("accuracy_level",)})
+        "aliases": ("accuracy_level",), "search": (None, 4)})
     int4_is_symmetric: bool = attrs.field(default=True, metadata={
         "help": "symmetric quantization (no zero points); false stores a zero point per block",
-        "aliases": ("is_symmetric",)})
+        "aliases": ("is_symmetric",), "search": (True, False)})
     int4_algo: Algorithm = attrs.field(default="default", metadata={
         "help": "weight quantization method: default (ORT's blockwise quantizer), rtn, k_quant "
                 "(always stores zero points), or the builder's compound aliases (rtn_last, "
                 "k_quant_last, k_quant_mixed, k_quant_linear: the last MatMul, and more, in int8)",
-        "aliases": ("int4_algo_config", "algo_config")})
+        "aliases": ("int4_algo_config", "algo_config"), "search": ("default", "rtn", "k_quant")})
     execution_provider: Provider | None = attrs.field(default=None, metadata={
         "help": "build for this provider (cpu, cuda, dml, webgpu, NvTensorRtRtx); null: the "
                 "workflow's target accelerator"})

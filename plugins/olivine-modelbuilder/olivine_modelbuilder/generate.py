@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
+
 from olivine.errors import UsageError
 
 
@@ -79,11 +80,13 @@ def _run_length(genai_config: dict[str, Any], wanted: int) -> int:
 
 
 def generate(model: Any, tokenizer: Any, genai_config: dict[str, Any], input_ids: list[int],
-             max_length: int, stream: TextIO | None = None, greedy: bool = True) -> GenerationResult:
+             max_length: int, stream: TextIO | None = None, greedy: bool = True,
+             adapter: str | Path | None = None) -> GenerationResult:
     """Generate after ``input_ids`` until EOS or ``max_length`` tokens in all (prompt included).
 
     Text is written to ``stream`` as it is decoded. Prefill is the time to the first
-    new token; decode covers the tokens after it.
+    new token; decode covers the tokens after it. ``adapter`` is an ``.onnx_adapter`` file
+    made active for this generation (the model must have LoRA inputs).
     """
     import onnxruntime_genai as og
 
@@ -96,6 +99,15 @@ def generate(model: Any, tokenizer: Any, genai_config: dict[str, Any], input_ids
         options["do_sample"] = False
     params.set_search_options(**options)
     generator = og.Generator(model, params)
+    adapters = None  # kept alive for as long as the generator runs
+    if adapter is not None:
+        adapters = og.Adapters(model)
+        try:
+            adapters.load(str(adapter), "adapter")
+            generator.set_active_adapter(adapters, "adapter")
+        except RuntimeError as exc:
+            raise UsageError(f"--adapter {str(adapter)!r} cannot be used with this model: {exc}"
+                             ) from None
     decoder = tokenizer.create_stream()
     tokens: list[int] = []
     pieces: list[str] = []
@@ -114,13 +126,15 @@ def generate(model: Any, tokenizer: Any, genai_config: dict[str, Any], input_ids
             stream.write(piece)
             stream.flush()
     end = time.perf_counter()
+    del adapters
     return GenerationResult(len(input_ids), tuple(tokens), "".join(pieces), first - start,
                             end - first)
 
 
 def run_generate(folder: str | Path, prompt: str, *, chat: bool = False, system: str | None = None,
                  max_length: int = 256, threads: int = 0, stream: TextIO | None = None,
-                 report: TextIO | None = None) -> GenerationResult:
+                 report: TextIO | None = None, adapter: str | Path | None = None
+                 ) -> GenerationResult:
     """Load ``folder``, stream a reply to ``prompt`` and report the timings on ``report``."""
     stream = stream if stream is not None else sys.stdout
     report = report if report is not None else sys.stderr
@@ -129,7 +143,7 @@ def run_generate(folder: str | Path, prompt: str, *, chat: bool = False, system:
     ids = [int(i) for i in tokenizer.encode(text)]
     if not ids:
         raise UsageError("--prompt: the prompt encodes to no tokens")
-    result = generate(model, tokenizer, genai_config, ids, max_length, stream)
+    result = generate(model, tokenizer, genai_config, ids, max_length, stream, adapter=adapter)
     stream.write("\n")
     stream.flush()
     report.write(f"prefill: {result.prefill_s * 1000:.1f} ms for {result.prompt_tokens} prompt "

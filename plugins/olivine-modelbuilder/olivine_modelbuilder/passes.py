@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
+
+import attrs
 
 from olivine.accelerator import Accelerator
 from olivine.errors import UsageError
-from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine.models import AdapterModel, HfModel, ModelHandle, OnnxModel
 from olivine.passes import Pass, PassContext
-
 from olivine_modelbuilder.config import (
     ModelBuilderConfig,
     builder_options,
@@ -28,7 +30,7 @@ class ModelBuilder(Pass):
     name: ClassVar[str] = "ModelBuilder"
     aliases: ClassVar[tuple[str, ...]] = ("model_builder", "GenAIModelBuilder")
     Config: ClassVar[type] = ModelBuilderConfig
-    accepts: ClassVar[tuple[str, ...]] = ("hf",)
+    accepts: ClassVar[tuple[str, ...]] = ("hf", "adapter")
     produces: ClassVar[str] = "onnx"
     libraries: ClassVar[tuple[str, ...]] = ("onnxruntime-genai", "onnx-ir", "onnxruntime", "onnx",
                                             "torch", "transformers")
@@ -42,6 +44,8 @@ class ModelBuilder(Pass):
         model is a local folder, its architecture, tokenizer and shapes (config.json only)."""
         problems = check_config(config, accelerator)
         provider = resolve_provider(config, accelerator)
+        if isinstance(model, AdapterModel):
+            model = model.base
         if problems or provider is None or not isinstance(model, HfModel) or not model.is_local():
             return problems
         from olivine_modelbuilder.modelinfo import check_buildable, read_model
@@ -60,8 +64,7 @@ class ModelBuilder(Pass):
         from olivine_modelbuilder.build import build_model
         from olivine_modelbuilder.modelinfo import KNOWN_INACCURATE, check_buildable, read_model
 
-        if not isinstance(model, HfModel):
-            raise UsageError(f"ModelBuilder takes Hugging Face models, got a {model.kind} model")
+        model = with_adapter(model)
         provider = resolve_provider(config, context.accelerator)
         problems = check_config(config, context.accelerator)
         if problems or provider is None:
@@ -89,3 +92,27 @@ class ModelBuilder(Pass):
                       "architecture": info.architecture}
         return OnnxModel(path=str(context.work_dir), onnx_file_name=model_file.name,
                          attributes=attributes)
+
+
+def adapter_folder(path: str | Path) -> Path:
+    """The peft adapter folder at ``path``: the folder, or its ``adapter/`` (olivine finetune's
+    output folder); :class:`UsageError` when neither holds adapter_config.json."""
+    p = Path(path).expanduser()
+    for candidate in (p, p / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate.resolve()
+    raise UsageError(f"{str(path)!r} is not a LoRA adapter folder (no adapter_config.json in it "
+                     "or in its adapter/ folder)")
+
+
+def with_adapter(model: ModelHandle) -> HfModel:
+    """An HfModel to build: ``model`` itself, or the base of an adapter (a LoRA step's output)
+    with ``adapter_path`` set, so that the builder bakes the adapter in."""
+    if isinstance(model, AdapterModel):
+        if not isinstance(model.base, HfModel):
+            raise UsageError("ModelBuilder takes adapters of Hugging Face models; this adapter's "
+                             f"base is a {model.base.kind if model.base else 'missing'} model")
+        return attrs.evolve(model.base, adapter_path=str(adapter_folder(model.path)))
+    if not isinstance(model, HfModel):
+        raise UsageError(f"ModelBuilder takes Hugging Face models, got a {model.kind} model")
+    return model

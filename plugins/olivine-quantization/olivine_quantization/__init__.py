@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import olivine
-
 from olivine_quantization.int8 import (
     OnnxDynamicQuantization,
     OnnxQuantization,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+
 from olivine.accelerator import Accelerator
 from olivine.errors import OlivineError, UsageError
 from olivine.models import ModelHandle, OnnxModel

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 import olivine
 from olivine.systems.base import ProgressSink, StepOutcome, StepRequest, System, SystemConfig
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import olivine
-
 from olivine_transformers.conversion import OnnxConversion
 from olivine_transformers.optimization import OnnxFloatToFloat16, OrtTransformersOptimization
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from olivine.errors import OlivineError, UsageError
 from olivine.models import HfModel, ModelHandle, OnnxModel
 from olivine.passes import PassContext
-
 from olivine_transformers.conversion import ConversionConfig
 from olivine_transformers.onnx_io import copy_hf_sidecar_files, save_proto
 

@@ -8,7 +8,6 @@ from typing import Any
 from olivine.errors import OlivineError, UsageError
 from olivine.models import ModelHandle, OnnxModel
 from olivine.passes import PassContext
-
 from olivine_transformers.onnx_io import (
     copy_sidecar_files,
     load_proto,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+
 from olivine.accelerator import Accelerator
 from olivine.models import ModelHandle, OnnxModel
 from olivine.passes import Pass, PassContext

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from olivine.errors import UsageError
 from olivine.models import ModelHandle
 

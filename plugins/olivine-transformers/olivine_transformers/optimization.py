@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+
 from olivine.accelerator import Accelerator
 from olivine.config.typed import ALIASES
 from olivine.errors import did_you_mean

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 import olivine
 from olivine import Evaluator, MetricConfig, OnnxModel, Pass, PassContext
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 import olivine
 from olivine import OnnxModel, Pass, PassContext
 

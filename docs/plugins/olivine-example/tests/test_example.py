@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import olivine
 import onnxruntime as ort
+
+import olivine
 
 MODEL = Path(__file__).resolve().parents[4] / "examples" / "hello" / "model"
 

@@ -1,0 +1,31 @@
+"""olivine-lora: the ``LoRA``, ``QLoRA``, ``MergeAdapterWeights`` and ``ExtractAdapters`` passes
+and the ``finetune``, ``convert-adapters`` and ``generate-adapter`` commands.
+
+This module is what the entry point names and every ``olivine`` command imports it,
+so it stays light: torch, transformers, peft and onnx are imported inside the code
+that trains, merges or converts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import olivine
+
+
+@olivine.hookimpl
+def register_passes(register: Any) -> None:
+    """Register ``LoRA``, ``QLoRA``, ``MergeAdapterWeights`` and ``ExtractAdapters``."""
+    from olivine_lora.passes import PASSES
+
+    for cls in PASSES:
+        register(cls)
+
+
+@olivine.hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``finetune``, ``convert-adapters`` and ``generate-adapter``."""
+    from olivine_lora import cli
+
+    for name, help_text, configure, handler in cli.COMMANDS:
+        register(name, help_text, configure, handler)

@@ -1,0 +1,90 @@
+"""What needs olivine-modelbuilder's side of the integration (skipped until it is there):
+ModelBuilder taking LoRA's adapter output, ``auto-opt --adapter_path`` taking the output
+folder of ``olivine finetune``, and ``olivine generate --adapter FILE``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lora.conftest import LORA_STEP, workflow
+from lora.helpers import genai_logits, torch_logits
+
+pytest.importorskip("onnxruntime_genai")
+Cli = Callable[..., tuple[int, str, str]]
+PROMPT = "### Question: Give a word that rhymes with night.\n### Answer:"
+
+
+def _builder_takes_adapters() -> bool:
+    from olivine.plugins import get_plugin_host
+
+    cls = get_plugin_host().passes.get("ModelBuilder")
+    return cls is not None and "adapter" in cls.accepts
+
+
+def _generate_has_adapter_flag() -> bool:
+    from olivine.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    parser = sub.choices.get("generate")  # type: ignore[attr-defined]
+    return parser is not None and any("--adapter" in a.option_strings for a in parser._actions)
+
+
+def test_lora_modelbuilder_extract_chain(base_model: Path, tmp_path: Path,
+                                         torch_models: tuple[Any, Any, Any]) -> None:
+    """Olive's chain in one workflow: LoRA -> ModelBuilder -> ExtractAdapters."""
+    if not _builder_takes_adapters():
+        pytest.skip("ModelBuilder does not take adapter models yet (olivine-modelbuilder change)")
+    import olivine
+
+    result = olivine.run(workflow(tmp_path, base_model, {
+        "lora": dict(LORA_STEP), "builder": {"type": "ModelBuilder", "precision": "fp32"},
+        "extract": {"type": "ExtractAdapters"}}))
+    tokenizer, base, peft = torch_models  # the same LoRA step and seed: the same adapter
+    ids = tokenizer(PROMPT)["input_ids"]
+    out = Path(result.output_dir)
+    delta = torch_logits(peft, ids) - torch_logits(base, ids)
+    got = genai_logits(out, ids, out / "adapter.onnx_adapter") - genai_logits(out, ids)
+    assert np.abs(got - delta).max() < 1e-3 * np.abs(delta).max()
+
+
+def test_generate_with_adapter(exported: Path, other_adapter: Path, tmp_path: Path,
+                               cli: Cli, torch_models: tuple[Any, Any, Any]) -> None:
+    if not _generate_has_adapter_flag():
+        pytest.skip("olivine generate has no --adapter yet (olivine-modelbuilder change)")
+    import torch
+
+    tokenizer, base, peft = torch_models
+    ids = tokenizer(PROMPT)["input_ids"]
+    args = ["generate", "-m", str(exported), "-p", PROMPT, "--max_length", str(len(ids) + 6),
+            "--threads", "1"]
+    code, plain, _ = cli(*args)
+    assert code == 0
+    code, tuned, _ = cli(*args, "--adapter", str(exported / "adapter.onnx_adapter"))
+    assert code == 0 and tuned != plain
+    for model, text in ((base, plain), (peft, tuned)):  # greedy, as peft and torch say
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)
+        expected = tokenizer.decode(out[0][len(ids):], skip_special_tokens=True)
+        assert text.strip() == expected.strip()
+    loose = tmp_path / "other.onnx_adapter"
+    assert cli("convert-adapters", "-a", str(other_adapter), "-o", str(loose))[0] == 0
+    code, _, err = cli(*args, "--adapter", str(loose))
+    assert code == 2 and "made for a different base model" in err
+
+
+def test_auto_opt_takes_the_finetune_folder(base_model: Path, trained: Path, tmp_path: Path,
+                                            cli: Cli, torch_models: tuple[Any, Any, Any]) -> None:
+    if not _builder_takes_adapters():
+        pytest.skip("auto-opt --adapter_path takes adapter folders only (olivine-modelbuilder change)")
+    code, _, err = cli("auto-opt", "-m", str(base_model), "--adapter_path", str(trained),
+                       "--precision", "fp32", "-o", str(tmp_path / "onnx"), "--cache_dir",
+                       str(tmp_path / "cache"), "--log_level", "3")
+    assert code == 0, err
+    tokenizer, _, peft = torch_models
+    ids = tokenizer(PROMPT)["input_ids"]
+    assert np.abs(genai_logits(tmp_path / "onnx", ids) - torch_logits(peft, ids)).max() < 1e-3

@@ -1,0 +1,34 @@
+"""QLoRA where bitsandbytes has a 4-bit backend (0.46+ has one for CPU): it trains, and merges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lora.conftest import LORA_STEP, workflow
+from lora.helpers import perplexity
+
+pytest.importorskip("bitsandbytes")
+
+
+def test_qlora_trains_and_merges(base_model: Path, tmp_path: Path, texts: list[str],
+                                 torch_models: tuple[Any, Any, Any]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    import olivine
+
+    step = {**LORA_STEP, "type": "QLoRA", "max_steps": 30}
+    result = olivine.run(workflow(tmp_path, base_model, {"qlora": step,
+                                                         "merge": {"type": "MergeAdapterWeights"}}))
+    steps = result.report["steps"]
+    trained = Path(steps[0]["output_model"]["path"])
+    record = json.loads((trained / "olivine_training.json").read_text())
+    assert record["method"] == "qlora" and record["steps"] == 30
+    losses = [loss for _, loss in record["losses"]]
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    merged = AutoModelForCausalLM.from_pretrained(result.output_dir).eval()
+    tokenizer, base, _ = torch_models
+    assert perplexity(merged, tokenizer, texts) < 0.5 * perplexity(base, tokenizer, texts)
