@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from olivine_testutil import HELLO_MODEL  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """torch's own pool too (it reads OMP_NUM_THREADS only at import, if at all)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def cache_root() -> Path:
+    """Where trained tiny models are kept between test runs ($OLIVINE_TEST_CACHE)."""
+    root = os.environ.get("OLIVINE_TEST_CACHE") or str(Path(tempfile.gettempdir()) /
+                                                       "olivine-modelbuilder-tests")
+    return Path(root)
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ training says why. Torch and ONNX Runtime use one thread each.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,21 +35,6 @@ LORA_STEP: dict[str, Any] = {
     "text_template": TEMPLATE, "max_steps": 40, "learning_rate": 3e-3, "logging_steps": 1,
     "per_device_train_batch_size": 4, "seed": 0,
 }
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def cache_root() -> Path:
-    """Where trained base models are kept between test runs."""
-    root = os.environ.get("OLIVINE_TEST_CACHE") or str(Path(tempfile.gettempdir()) /
-                                                       "olivine-modelbuilder-tests")
-    return Path(root)
 
 
 @pytest.fixture(scope="session")
@@ -173,20 +156,6 @@ def other_adapter(other_base: Path, tmp_path_factory: pytest.TempPathFactory) ->
                 param.normal_(0, 0.05)
     model.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """Run ``olivine ARGS`` in-process; return (exit code, stdout, stderr)."""
-    from olivine.cli import main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 @pytest.fixture

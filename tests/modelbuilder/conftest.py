@@ -8,9 +8,7 @@ Torch and ONNX Runtime use one thread each.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,21 +22,6 @@ TEST_SPEC = TinySpec(vocab_size=512, hidden_size=64, intermediate_size=128, num_
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                      tie_word_embeddings=False, steps=300, seconds=None, batch_size=16,
                      seq_len=48, learning_rate=4e-3, seed=0)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def cache_root() -> Path:
-    """Where trained models are kept between test runs."""
-    root = os.environ.get("OLIVINE_TEST_CACHE") or str(Path(tempfile.gettempdir()) /
-                                                       "olivine-modelbuilder-tests")
-    return Path(root)
 
 
 @pytest.fixture(scope="session")
