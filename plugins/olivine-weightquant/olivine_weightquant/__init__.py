@@ -1,0 +1,29 @@
+"""olivine-weightquant: weight-only int4/int8 quantization (RTN, GPTQ, HQQ, AWQ) and ``olivine quantize``.
+
+The entry point names this module and every ``olivine`` command imports it, so it
+stays light: torch, onnx and transformers are imported inside the passes' ``run``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import olivine
+
+
+@olivine.hookimpl
+def register_passes(register: Any) -> None:
+    """Register the ONNX passes (RTN, HQQ) and the Hugging Face passes (GPTQ, AWQ, RTN)."""
+    from olivine_weightquant import passes
+
+    for cls in (passes.OnnxBlockWiseRtnQuantization, passes.OnnxHqqQuantization, passes.Gptq,
+                passes.Awq, passes.RtnHf):
+        register(cls)
+
+
+@olivine.hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``olivine quantize``."""
+    from olivine_weightquant import cli
+
+    register("quantize", cli.HELP, cli.configure, cli.handle)

@@ -1,0 +1,211 @@
+"""Options of the weight-quantization passes (Olive's names), with their checks.
+
+This module is imported by ``olivine passes`` and config validation, so it imports
+nothing heavy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+OP_TYPES = ("MatMul", "Gather")
+
+
+def _bits(instance: Any, attribute: Any, value: int) -> None:
+    if value not in (4, 8):
+        raise ValueError(f"{attribute.name}: expected 4 or 8, got {value} (ONNX Runtime's MatMulNBits "
+                         "kernels and the genai builder's loaders run 4- and 8-bit weights)")
+
+
+def _optional_bits(instance: Any, attribute: Any, value: int | None) -> None:
+    if value is not None:
+        _bits(instance, attribute, value)
+
+
+def _block(instance: Any, attribute: Any, value: int) -> None:
+    if not 16 <= value <= 256 or value & (value - 1):
+        raise ValueError(f"{attribute.name}: expected a power of two from 16 to 256 (16, 32, 64, 128 "
+                         f"or 256), got {value}; MatMulNBits runs no other block sizes")
+
+
+def _accuracy(instance: Any, attribute: Any, value: int | None) -> None:
+    if value is not None and not 0 <= value <= 4:
+        raise ValueError(f"accuracy_level: expected 0 (unset), 1 (fp32), 2 (fp16), 3 (bf16) or 4 "
+                         f"(int8), got {value}")
+
+
+def _op_types(instance: Any, attribute: Any, value: list[str]) -> None:
+    bad = [v for v in value if v not in OP_TYPES]
+    if bad or not value:
+        raise ValueError(f"op_types_to_quantize: expected a non-empty list of {', '.join(OP_TYPES)}, "
+                         f"got {value}")
+
+
+def _axis(instance: Any, attribute: Any, value: int) -> None:
+    if value != 0:
+        raise ValueError(f"axis: only 0 (blocks along the weight's input dimension, as MatMulNBits "
+                         f"needs) is supported, got {value}")
+
+
+def _positive(instance: Any, attribute: Any, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name}: expected at least 1, got {value}")
+
+
+def _seq(instance: Any, attribute: Any, value: int) -> None:
+    if value < 8:
+        raise ValueError(f"max_seq_len: expected at least 8 tokens, got {value}")
+
+
+def _damp(instance: Any, attribute: Any, value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"damp_percent: expected a fraction in (0, 1], got {value}")
+
+
+def _no_embeds(instance: Any, attribute: Any, value: bool) -> None:
+    if value:
+        raise ValueError("embeds: quantized embeddings cannot be stored in a GPTQ-format checkpoint "
+                         "(the genai builder reads embeddings in float); quantize them in ONNX "
+                         "instead: ModelBuilder int4 with shared embeddings, or "
+                         "OnnxBlockWiseRtnQuantization with op_types_to_quantize [\"Gather\"]")
+
+
+# -- ONNX -----------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class OnnxRtnConfig:
+    """Options of ``OnnxBlockWiseRtnQuantization``."""
+
+    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
+    block_size: int = attrs.field(default=128, validator=_block, metadata={
+        "help": "weights per block along K (16, 32, 64, 128, 256); K need not be a multiple"})
+    is_symmetric: bool = attrs.field(default=True, metadata={
+        "help": "symmetric blocks (no zero points); false stores a zero point per block",
+        "aliases": ("symmetric", "sym")})
+    accuracy_level: int | None = attrs.field(default=None, validator=_accuracy, metadata={
+        "help": "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the kernel's default)"})
+    axis: int = attrs.field(default=0, validator=_axis, metadata={"help": "accepted for Olive; only 0"})
+    op_types_to_quantize: list[str] = attrs.field(factory=lambda: ["MatMul"], validator=_op_types,
+                                                  metadata={
+        "help": "MatMul (-> MatMulNBits) and/or Gather (embedding tables -> GatherBlockQuantized)"})
+    nodes_to_include: list[str] = attrs.field(factory=list, metadata={
+        "help": "only these node names (empty: every eligible node)"})
+    nodes_to_exclude: list[str] = attrs.field(factory=list, metadata={
+        "help": "node names to leave in float (for example /lm_head/MatMul)"})
+    save_as_external_data: bool = attrs.field(default=True, metadata={
+        "help": "accepted for Olive; weights are always written to one external data file"})
+    all_tensors_to_one_file: bool = attrs.field(default=True, metadata={"help": "accepted for Olive"})
+    external_data_name: str | None = attrs.field(default=None, metadata={"help": "accepted for Olive"})
+    size_threshold: int = attrs.field(default=1024, metadata={"help": "accepted for Olive"})
+    convert_attribute: bool = attrs.field(default=False, metadata={"help": "accepted for Olive"})
+
+
+@attrs.frozen
+class OnnxHqqConfig:
+    """Options of ``OnnxHqqQuantization``."""
+
+    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
+    block_size: int = attrs.field(default=128, validator=_block, metadata={
+        "help": "weights per block along K (16, 32, 64, 128, 256)"})
+    accuracy_level: int | None = attrs.field(default=None, validator=_accuracy, metadata={
+        "help": "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the kernel's default)"})
+    axis: int = attrs.field(default=0, validator=_axis, metadata={"help": "accepted for Olive; only 0"})
+    iterations: int = attrs.field(default=20, validator=_positive, metadata={
+        "help": "proximal-solver iterations per block (stops early when the error stops falling)"})
+    nodes_to_include: list[str] = attrs.field(factory=list, metadata={
+        "help": "only these node names (empty: every MatMul with a constant weight)"})
+    nodes_to_exclude: list[str] = attrs.field(factory=list, metadata={
+        "help": "node names to leave in float"})
+    save_as_external_data: bool = attrs.field(default=True, metadata={"help": "accepted for Olive"})
+    all_tensors_to_one_file: bool = attrs.field(default=True, metadata={"help": "accepted for Olive"})
+    external_data_name: str | None = attrs.field(default=None, metadata={"help": "accepted for Olive"})
+    size_threshold: int = attrs.field(default=1024, metadata={"help": "accepted for Olive"})
+    convert_attribute: bool = attrs.field(default=False, metadata={"help": "accepted for Olive"})
+
+
+# -- Hugging Face ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class HfWeightConfig:
+    """Options shared by the passes that write GPTQ-format Hugging Face folders."""
+
+    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
+    group_size: int = attrs.field(default=128, validator=_block, metadata={
+        "help": "weights per block (16, 32, 64, 128, 256); must divide every quantized layer's "
+                "input size", "aliases": ("block_size",)})
+    sym: bool = attrs.field(default=False, metadata={
+        "help": "symmetric blocks; false (Olive's default) fits a zero point per block",
+        "aliases": ("symmetric", "is_symmetric")})
+    lm_head: bool = attrs.field(default=False, metadata={
+        "help": "also quantize the LM head (untied from the embeddings if they were shared)"})
+    lm_head_bits: int | None = attrs.field(default=None, validator=_optional_bits, metadata={
+        "help": "bits for the LM head (null: bits); recorded as a per-module override"})
+    embeds: bool = attrs.field(default=False, validator=_no_embeds, metadata={
+        "help": "accepted for Olive; true is refused (see the message)"})
+
+
+@attrs.frozen
+class RtnHfConfig(HfWeightConfig):
+    """Options of ``RtnHf``."""
+
+    only_lm_head: bool = attrs.field(default=False, metadata={
+        "help": "Olive's option: on a GPTQ-format input only the LM head is quantized anyway (the "
+                "genai builder reads every decoder-layer linear as quantized, so a float input "
+                "cannot keep them in float); implies lm_head"})
+
+
+@attrs.frozen
+class CalibratedConfig(HfWeightConfig):
+    """Options shared by GPTQ and AWQ: the weights' options plus the calibration data."""
+
+    data_config: str | None = attrs.field(default=None, metadata={
+        "data_config": True, "help": "name of a workflow data_configs entry with calibration text"})
+    data_files: list[str] = attrs.field(factory=list, metadata={
+        "help": "local calibration files: .txt, .jsonl, .json, .csv, .tsv or .parquet"})
+    data_name: str | None = attrs.field(default=None, metadata={
+        "help": "a Hugging Face hub dataset id for calibration text (needs datasets and network)",
+        "aliases": ("dataset",)})
+    data_subset: str | None = attrs.field(default=None, metadata={"help": "the dataset's subset"})
+    data_split: str = attrs.field(default="train", metadata={"help": "the dataset's split"})
+    text_field: str = attrs.field(default="text", metadata={
+        "help": "the field (column) holding the text in jsonl, json, csv and parquet files"})
+    max_samples: int = attrs.field(default=128, validator=_positive, metadata={
+        "help": "calibration windows", "aliases": ("nsamples",)})
+    max_seq_len: int = attrs.field(default=512, validator=_seq, metadata={
+        "help": "tokens per calibration window", "aliases": ("seqlen",)})
+    seed: int = attrs.field(default=0, metadata={"help": "shuffles the records of multi-record files"})
+
+
+@attrs.frozen
+class GptqConfig(CalibratedConfig):
+    """Options of ``Gptq``."""
+
+    damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata={
+        "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
+    desc_act: bool | None = attrs.field(default=None, metadata={
+        "help": "act-order: quantize columns by decreasing activation energy (each column keeps its "
+                "block's scale, so no g_idx is needed); null means false", "aliases": ("act_order",)})
+
+
+@attrs.frozen
+class AwqConfig(CalibratedConfig):
+    """Options of ``Awq``."""
+
+    grid: int = attrs.field(default=20, validator=_positive, metadata={
+        "help": "scaling exponents tried per group of linears (0, 1/grid, ..., 1)"})
+
+
+def calibration_problems(config: CalibratedConfig) -> list[str]:
+    """What is wrong with the calibration fields before anything runs."""
+    given = [n for n, v in (("data_config", config.data_config), ("data_files", config.data_files),
+                            ("data_name", config.data_name)) if v]
+    if not given:
+        return ["data_config: calibration data is needed: set data_config (a data_configs entry), "
+                "data_files (local text files) or data_name (a hub dataset)"]
+    if len(given) > 1:
+        return [f"{given[1]}: give one calibration source, not both {given[0]} and {given[1]}"]
+    return []

@@ -1,0 +1,410 @@
+"""Quantize a Hugging Face model's linears into a GPTQ-format folder.
+
+Two drivers:
+
+:func:`calibrated`
+    GPTQ and AWQ. Layer by layer: run the calibration windows through the layer
+    (collecting what the algorithm needs from each linear's input), quantize its
+    linears, run the windows through the quantized layer to get the next layer's
+    inputs, write the layer's shard, drop the layer.
+:func:`streamed`
+    RTN and HQQ (no calibration). Tensor by tensor straight from the safetensors
+    files; a folder that is already quantized (GPTQ format) keeps its quantized
+    linears and gets the others (``lm_head``) added.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from olivine.errors import UsageError
+from olivine_weightquant import core
+from olivine_weightquant.hf_checkpoint import (
+    CheckpointWriter,
+    TensorSource,
+    add_override,
+    iter_quantized,
+    make_quant_config,
+    quant_config_of,
+    read_config,
+)
+from olivine_weightquant.packing import gptq_tensors
+
+log = logging.getLogger("olivine.pass.weightquant")
+Progress = Callable[[float, "float | None", str], None]
+SHARD_BYTES = 1 << 30
+
+
+@attrs.frozen
+class HfOptions:
+    """What to quantize and how."""
+
+    algorithm: str
+    bits: int = 4
+    group_size: int = 128
+    symmetric: bool = True
+    damp_percent: float = 0.01
+    act_order: bool = False
+    lm_head: bool = False
+    lm_head_bits: int | None = None
+    only_lm_head: bool = False
+    batch_tokens: int = 2048
+    awq_grid: int = 20
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the OS (glibc keeps freed tensors' pages otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def check_shape(name: str, n: int, k: int, bits: int, group_size: int) -> None:
+    """Refuse a linear the GPTQ format or ONNX Runtime's loader cannot hold."""
+    per = 32 // bits
+    if k % group_size:
+        sizes = [g for g in (16, 32, 64, 128, 256) if k % g == 0]
+        raise UsageError(f"{name}: its {k} inputs are not a multiple of the block size {group_size}; "
+                         f"the GPTQ checkpoint format and the genai builder's loader need whole blocks "
+                         f"(block sizes that divide {k}: {', '.join(map(str, sizes)) or 'none'})")
+    if k % per or n % per:
+        raise UsageError(f"{name}: a {n}x{k} weight cannot be packed {per} values per int32 word at "
+                         f"{bits} bits")
+
+
+def _tie_off(config: dict[str, Any]) -> None:
+    config["tie_word_embeddings"] = False
+    if isinstance(config.get("text_config"), dict):
+        config["text_config"]["tie_word_embeddings"] = False
+
+
+# -- calibrated: GPTQ and AWQ ---------------------------------------------------------------------
+
+
+class InputCollector:
+    """Forward hooks that sum ``X^T X`` of each linear's input (one sum per distinct input)."""
+
+    def __init__(self, linears: dict[str, torch.nn.Linear], keep_tokens: int = 0) -> None:
+        self.linears = linears
+        self.leader: dict[str, str] = {}
+        self.hessian: dict[str, torch.Tensor] = {}
+        self.abs_mean: dict[str, torch.Tensor] = {}
+        self.samples: dict[str, list[torch.Tensor]] = {}
+        self.tokens: dict[str, int] = {}
+        self.keep_tokens = keep_tokens
+        self._seen: dict[int, str] = {}
+        self._refs: list[torch.Tensor] = []
+        self._first_batch = True
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in linears.items()]
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            x = args[0]
+            if self._first_batch:
+                leader = self._seen.get(id(x))
+                if leader is not None:
+                    self.leader[name] = leader
+                    return
+                self._seen[id(x)] = name
+                self._refs.append(x)  # keep alive: ids must not be reused within the batch
+                self.leader[name] = name
+            elif self.leader[name] != name:
+                return
+            flat = x.reshape(-1, x.shape[-1])
+            h = self.hessian.get(name)
+            if h is None:
+                h = self.hessian[name] = torch.zeros(flat.shape[1], flat.shape[1])
+            if flat.dtype == torch.bfloat16:
+                # bf16 activations: the product runs as a bf16 GEMM (fp32 accumulation, twice
+                # the speed on CPUs with AVX512-BF16); each partial sum is rounded to bf16, an
+                # error (2**-9 relative) of the size the activations themselves carry
+                h.add_((flat.t() @ flat).float())
+            else:
+                flat = flat.float()
+                h.addmm_(flat.t(), flat)
+            self.tokens[name] = self.tokens.get(name, 0) + flat.shape[0]
+            if self.keep_tokens:
+                flat = flat.float()
+                self.abs_mean[name] = self.abs_mean.get(name, 0) + flat.abs().sum(0)
+                kept = sum(s.shape[0] for s in self.samples.get(name, []))
+                if kept < self.keep_tokens:
+                    step = max(1, flat.shape[0] // self.keep_tokens)
+                    self.samples.setdefault(name, []).append(flat[::step][: self.keep_tokens - kept].clone())
+
+        return hook
+
+    def end_batch(self) -> None:
+        """Call after each batch's forward."""
+        self._first_batch = False
+        self._seen.clear()
+        self._refs.clear()
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        for h in self._handles:
+            h.remove()
+
+    def groups(self) -> dict[str, list[str]]:
+        """Leader -> the linears that read the same input."""
+        out: dict[str, list[str]] = {}
+        for name, leader in self.leader.items():
+            out.setdefault(leader, []).append(name)
+        return out
+
+
+def calibrated(folder: Path, target: Path, options: HfOptions, windows: torch.Tensor,
+               progress: Progress | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
+    """GPTQ or AWQ of every decoder-layer linear (and the LM head if asked) into ``target``."""
+    from olivine_weightquant.hf_model import LayerwiseModel, run_layer
+
+    lm = LayerwiseModel(folder, trust_remote_code=trust_remote_code)
+    if options.algorithm == "awq":
+        from olivine_weightquant.awq import check_awq_model
+
+        check_awq_model(lm)
+    plans = _layer_plans(lm, options)
+    per_batch = max(1, options.batch_tokens // windows.shape[1])
+    batches = list(windows.split(per_batch))
+    total = lm.num_layers + (1 if options.lm_head else 0)
+    if progress:
+        progress(0, total, f"embedding {windows.shape[0]} calibration windows of {windows.shape[1]} tokens")
+    captured = lm.capture(batches)
+    hidden = [h for h, _ in captured]
+    kwargs = [k for _, k in captured]
+    del captured
+    writer = CheckpointWriter(target)
+    qc = make_quant_config(options.bits, options.group_size, options.symmetric, method=options.algorithm,
+                           damp_percent=options.damp_percent, act_order=options.act_order)
+    summary: dict[str, Any] = {"layers": lm.num_layers, "linears": 0, "lean_loading": lm.lean}
+    for i in range(lm.num_layers):
+        clock = time.perf_counter()
+        layer = lm.load_layer(i)
+        names = {n: m for n, m in layer.named_modules() if f"{lm.prefix}.{i}.{n}" in plans}
+        keep = 512 if options.algorithm == "awq" else 0
+        collector = InputCollector(names, keep_tokens=keep)
+        with torch.no_grad():
+            for b, h in enumerate(hidden):
+                run_layer(layer, h, kwargs[b][i])
+                collector.end_batch()
+        collector.close()
+        times = [time.perf_counter() - clock]
+        if options.algorithm == "awq":
+            from olivine_weightquant.awq import scale_layer
+
+            scale_layer(layer, collector, options)
+        tensors = _quantize_layer(layer, names, collector, options, lm.dtype, f"{lm.prefix}.{i}.")
+        summary["linears"] += len(names)
+        del collector
+        times.append(time.perf_counter() - clock - sum(times))
+        with torch.no_grad():
+            for b in range(len(hidden)):
+                hidden[b] = run_layer(layer, hidden[b], kwargs[b][i])
+        times.append(time.perf_counter() - clock - sum(times))
+        log.info("layer %d: statistics %.1f s, quantization %.1f s, forward %.1f s", i, *times)
+        for pname, param in layer.named_parameters():
+            full = f"{lm.prefix}.{i}.{pname}"
+            module = pname.rpartition(".")[0]
+            if module in names and pname.endswith("weight"):
+                continue
+            original = lm.source.get(full)
+            tensors[full] = param.detach().to(original.dtype) if options.algorithm == "awq" else original
+        writer.write(f"{i + 1:05d}-of-{lm.num_layers:05d}", tensors)
+        count = len(names)
+        del tensors, layer, names
+        lm.release_layer(i)
+        release_memory()
+        if progress:
+            progress(i + 1, total, f"layer {i + 1}/{lm.num_layers}: {count} linears")
+    config = dict(lm.raw_config)
+    rest: dict[str, torch.Tensor] = {}
+    head_name = lm.lm_head_weight_name() if options.lm_head else None
+    if options.lm_head:
+        rest.update(_quantize_lm_head(lm, hidden, options, qc))
+        _tie_off(config)
+        summary["linears"] += 1
+        if progress:
+            progress(total, total, "lm_head")
+    for name in lm.non_layer_names():
+        if name == "lm_head.weight" and head_name == "lm_head.weight":
+            continue
+        rest[name] = lm.source.get(name)
+    writer.write("embeddings-and-head", rest)
+    config["quantization_config"] = qc
+    writer.finish(folder, config)
+    lm.source.close()
+    return summary
+
+
+def _layer_plans(lm: Any, options: HfOptions) -> set[str]:
+    plans = set()
+    for i in range(lm.num_layers):
+        for name, module in lm.layers[i].named_modules():
+            full = f"{lm.prefix}.{i}.{name}"
+            if isinstance(module, torch.nn.Linear):
+                check_shape(full, module.out_features, module.in_features, options.bits, options.group_size)
+                plans.add(full)
+    if not plans:
+        raise UsageError("no linear layer to quantize in the decoder layers")
+    if options.lm_head:
+        head = lm.model.get_output_embeddings()
+        bits = options.lm_head_bits or options.bits
+        check_shape("lm_head", head.out_features, head.in_features, bits, options.group_size)
+    return plans
+
+
+def _quantize_layer(layer: torch.nn.Module, names: dict[str, Any], collector: InputCollector,
+                    options: HfOptions, dtype: torch.dtype, prefix: str) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for leader, members in collector.groups().items():
+        factor = core.factor_hessian(collector.hessian.pop(leader), options.damp_percent,
+                                     options.act_order) if options.algorithm == "gptq" else None
+        for name in members:
+            module = names[name]
+            w = module.weight.detach().float()
+            if factor is not None:
+                qw, _ = core.gptq(w, factor, options.bits, options.group_size, options.symmetric,
+                                  scale_dtype=torch.float16)
+            else:
+                qw = core.rtn(w, options.bits, options.group_size, options.symmetric, torch.float16)
+            module.weight.data = qw.dequantize(dtype)
+            for key, value in gptq_tensors(qw).items():
+                tensors[f"{prefix}{name}.{key}"] = value
+        del factor
+    missing = set(names) - set(collector.leader)
+    if missing:
+        raise UsageError(f"linears {sorted(missing)} received no calibration input (unused by the "
+                         "layer's forward?)")
+    return tensors
+
+
+def _quantize_lm_head(lm: Any, hidden: list[torch.Tensor], options: HfOptions,
+                      qc: dict[str, Any]) -> dict[str, torch.Tensor]:
+    bits = options.lm_head_bits or options.bits
+    w = lm.lm_head_matrix().float()
+    if options.algorithm == "gptq":
+        norm = lm.final_norm()
+        h = torch.zeros(w.shape[1], w.shape[1])
+        with torch.no_grad():
+            for x in hidden:
+                y = norm(x) if norm is not None else x
+                flat = y.reshape(-1, y.shape[-1]).float()
+                h.addmm_(flat.t(), flat)
+        factor = core.factor_hessian(h, options.damp_percent, options.act_order)
+        qw, _ = core.gptq(w, factor, bits, options.group_size, options.symmetric,
+                          scale_dtype=torch.float16)
+    else:
+        qw = core.rtn(w, bits, options.group_size, options.symmetric, torch.float16)
+    add_override(qc, "lm_head", bits, options.group_size, options.symmetric)
+    return {f"lm_head.{k}": v for k, v in gptq_tensors(qw).items()}
+
+
+# -- streamed: RTN and HQQ ------------------------------------------------------------------------
+
+
+def _linear_shapes(folder: Path, trust_remote_code: bool) -> tuple[dict[str, tuple[int, int]], str | None]:
+    """``{name: (out, in)}`` of every nn.Linear in model order (built on the meta device), and the
+    embedding's name."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    embed = model.get_input_embeddings()
+    embed_name = next((n for n, m in model.named_modules() if m is embed), None)
+    return ({n: (m.out_features, m.in_features) for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear)}, embed_name)
+
+
+def streamed(folder: Path, target: Path, options: HfOptions, progress: Progress | None = None,
+             trust_remote_code: bool = False) -> dict[str, Any]:
+    """RTN (or HQQ with integer zero points) of the linears, tensor by tensor, into ``target``."""
+    config = read_config(folder)
+    qc_in = quant_config_of(config)
+    if qc_in is not None and qc_in.get("quant_method") != "gptq":
+        raise UsageError(f"{folder} is quantized with {qc_in.get('quant_method')!r}; only float "
+                         "models and GPTQ-format folders can be (further) quantized here")
+    linears, embed_name = _linear_shapes(folder, trust_remote_code)
+    source = TensorSource(folder)
+    already = set(iter_quantized(source))
+    head_bits = options.lm_head_bits or options.bits
+    todo: dict[str, int] = {}
+    for name in linears:
+        if name in already:
+            continue
+        is_head = name == "lm_head"
+        if is_head and not options.lm_head:
+            continue
+        if not is_head and qc_in is not None:
+            continue  # a quantized folder: add only the LM head
+        todo[name] = head_bits if is_head else options.bits
+    tied = "lm_head" in todo and not source.has("lm_head.weight")
+    if options.only_lm_head and qc_in is None:
+        raise UsageError(f"only_lm_head: {folder} is a float model, and the genai builder reads every "
+                         "decoder-layer linear of a quantized checkpoint as quantized; quantize the "
+                         "layers first (Gptq or RtnHf), then add the LM head")
+    if not todo:
+        raise UsageError(f"nothing to quantize in {folder}: every linear is already quantized"
+                         + ("" if options.lm_head else " (set lm_head to quantize the LM head)"))
+    for name, bits in todo.items():
+        check_shape(name, *linears[name], bits, options.group_size)
+    qc = dict(qc_in) if qc_in else make_quant_config(options.bits, options.group_size, options.symmetric,
+                                                     method=options.algorithm)
+    qc["dynamic"] = dict(qc.get("dynamic") or {})
+    writer = CheckpointWriter(target)
+    shard: dict[str, torch.Tensor] = {}
+    size = 0
+    count = 0
+
+    def flush() -> None:
+        nonlocal shard, size, count
+        if shard:
+            count += 1
+            writer.write(f"{count:05d}", shard)
+            shard, size = {}, 0
+
+    for name in source.names():
+        module, _, leaf = name.rpartition(".")
+        if module in todo and leaf == "weight":
+            continue
+        shard[name] = source.get(name)
+        size += shard[name].numel() * shard[name].element_size()
+        if size > SHARD_BYTES:
+            flush()
+    for done, (module, bits) in enumerate(todo.items(), 1):
+        weight_name = f"{embed_name}.weight" if module == "lm_head" and tied else f"{module}.weight"
+        w = source.get(weight_name).float()
+        qw = _quantize_plain(w, bits, options)
+        for key, value in gptq_tensors(qw).items():
+            shard[f"{module}.{key}"] = value
+            size += value.numel() * value.element_size()
+        if qc_in is not None or module == "lm_head":
+            add_override(qc, module, bits, options.group_size, options.symmetric)
+        if progress:
+            progress(done, len(todo), module)
+        if size > SHARD_BYTES:
+            flush()
+    flush()
+    if "lm_head" in todo:
+        _tie_off(config)
+    config["quantization_config"] = qc
+    writer.finish(folder, config)
+    source.close()
+    return {"linears": len(todo), "kept_quantized": len(already)}
+
+
+def _quantize_plain(w: torch.Tensor, bits: int, options: HfOptions) -> core.QuantizedWeight:
+    if options.algorithm == "hqq":
+        return core.hqq(w, bits, options.group_size, integer_zeros=True, scale_dtype=torch.float16)
+    return core.rtn(w, bits, options.group_size, options.symmetric, torch.float16)
