@@ -8,7 +8,7 @@ its tree, from getrusage) recorded. Then onnxruntime-genai's decode speed of the
 int4 outputs is measured (greedy, 128 new tokens, median of runs). A 2-layer model of
 the same width shows olivine's own overhead on top of the builder.
 
-    python benchmarks/modelbuilder_bench.py [--work DIR] [--threads 2] [--skip-direct]
+    python benchmarks/modelbuilder_bench.py [--work DIR] [--threads 2] [--repeat 3] [--skip-direct]
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="olivine-mb-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -103,18 +104,28 @@ def main() -> int:
                "--provider", "CPUExecutionProvider", "--log_level", "3"]
     builder = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-p", "int4", "-e", "cpu"]
     for name, model in (("0.5b", big), ("2-layer", small)):
-        out = work / f"olivine-{name}"
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(work / f"cache-{name}", ignore_errors=True)
-        wall, peak = timed([*olivine, "-m", str(model), "-o", str(out), "--cache_dir",
-                            str(work / f"cache-{name}")], env)
-        results[f"olivine_{name}"] = {"wall_s": round(wall, 2), "peak_rss_gib": round(peak, 2)}
-        if not args.skip_direct:
-            direct = work / f"direct-{name}"
-            shutil.rmtree(direct, ignore_errors=True)
-            wall, peak = timed([*builder, "-i", str(model), "-o", str(direct), "-c",
-                                str(work / "hf-cache")], env)
-            results[f"builder_{name}"] = {"wall_s": round(wall, 2), "peak_rss_gib": round(peak, 2)}
+        runs: dict[str, list[tuple[float, float]]] = {"olivine": [], "builder": []}
+        for rep in range(args.repeat):
+            # alternate which goes first, so neither always gets the warmer page cache
+            order = ["olivine", "builder"] if rep % 2 == 0 else ["builder", "olivine"]
+            for tool in order:
+                if tool == "builder" and args.skip_direct:
+                    continue
+                out = work / f"{tool}-{name}"
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(work / f"cache-{name}", ignore_errors=True)
+                if tool == "olivine":
+                    cmd = [*olivine, "-m", str(model), "-o", str(out), "--cache_dir",
+                           str(work / f"cache-{name}")]
+                else:
+                    cmd = [*builder, "-i", str(model), "-o", str(out), "-c", str(work / "hf-cache")]
+                runs[tool].append(timed(cmd, env))
+        for tool, samples in runs.items():
+            if samples:
+                results[f"{tool}_{name}"] = {
+                    "wall_s_median": round(statistics.median(w for w, _ in samples), 2),
+                    "wall_s_all": [round(w, 2) for w, _ in samples],
+                    "peak_rss_gib": round(max(p for _, p in samples), 2)}
     acc4 = work / "olivine-0.5b-acc4-b32"
     shutil.rmtree(acc4, ignore_errors=True)
     wf = work / "acc4.json"
@@ -125,11 +136,11 @@ def main() -> int:
         "output_dir": str(acc4), "cache_dir": str(work / "cache-0.5b"), "log_severity_level": 3}))
     timed([sys.executable, "-m", "olivine", "run", "--config", str(wf)], env)
     results["decode_tok_s"] = {
-        "olivine_default": round(decode_speed(work / "olivine-0.5b", args.threads), 1),
+        "olivine_default": round(decode_speed(work / "olivine-0.5b", args.threads), 1),  # last rep
         "olivine_acc4_block32": round(decode_speed(acc4, args.threads), 1)}
     if not args.skip_direct:
         results["decode_tok_s"]["builder_default"] = round(
-            decode_speed(work / "direct-0.5b", args.threads), 1)
+            decode_speed(work / "builder-0.5b", args.threads), 1)
     print(json.dumps(results, indent=2))
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
