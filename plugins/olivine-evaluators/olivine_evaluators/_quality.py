@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -162,18 +160,9 @@ def accuracy_metric(model: ModelHandle, metric: MetricConfig, context: EvalConte
 
 def load_user_function(script: str, func: str) -> Any:
     """``func`` from the Python file ``script`` (relative paths from the working directory)."""
-    path = Path(script).expanduser()
-    if not path.is_file():
-        raise UsageError(f"user_config.user_script: no such file {script!r}")
-    spec = importlib.util.spec_from_file_location(f"olivine_user_metric_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    fn = getattr(module, func, None)
-    if not callable(fn):
-        raise UsageError(f"user_config.evaluate_func: {path} defines no function {func!r}")
-    return fn
+    from olivine.userscript import load_function
+
+    return load_function(script, func, "user_config.user_script", "user_config.evaluate_func")
 
 
 def custom_metric(model: ModelHandle, metric: MetricConfig, context: EvalContext) -> dict[str, float]:

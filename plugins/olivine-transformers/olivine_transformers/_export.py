@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import inspect
 import logging
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -109,17 +108,10 @@ def load_hf_model(handle: HfModel, config: ConversionConfig) -> torch.nn.Module:
 
 def load_script_model(path: str, config: ConversionConfig) -> torch.nn.Module:
     """Call ``model_loader(path)`` from ``model_script``."""
-    script = Path(str(config.model_script)).expanduser()
-    if not script.is_file():
-        raise UsageError(f"model_script: no such file {str(script)!r}")
-    spec = importlib.util.spec_from_file_location(f"olivine_user_model_{script.stem}", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    loader = getattr(module, str(config.model_loader), None)
-    if not callable(loader):
-        raise UsageError(f"model_loader: {script} defines no function {config.model_loader!r}")
+    from olivine.userscript import load_function
+
+    loader = load_function(str(config.model_script), str(config.model_loader), "model_script",
+                           "model_loader")
     model = loader(path)
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"model_loader {config.model_loader!r} returned "
