@@ -22,6 +22,8 @@ from typing import Any
 
 from olivine.errors import OlivineError, UsageError
 
+from .lowmem import low_memory_quantization
+
 ProgressFn = Callable[[float, "float | None", str], None]
 log = logging.getLogger("olivine.pass.ModelBuilder")
 
@@ -136,8 +138,9 @@ def build_model(source: str, output_dir: Path, *, precision: str, provider: str,
             except (ValueError, NotImplementedError) as exc:
                 raise UsageError(f"the model builder refused the options "
                                  f"{' '.join(pairs) or '(none)'}: {exc}") from None
-            builder.create_model(model_name, input_path, str(output_dir), precision, provider,
-                                 cache_dir, **prepared)
+            with low_memory_quantization():
+                builder.create_model(model_name, input_path, str(output_dir), precision, provider,
+                                     cache_dir, **prepared)
     except NotImplementedError as exc:
         raise UsageError(f"the model builder cannot build this model: {exc}") from None
     finally:
