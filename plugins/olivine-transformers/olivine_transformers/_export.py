@@ -73,6 +73,7 @@ def auto_class(task: str) -> Any:
         "fill-mask": "AutoModelForMaskedLM",
         "question-answering": "AutoModelForQuestionAnswering",
         "text-generation": "AutoModelForCausalLM",
+        "text-generation-with-past": "AutoModelForCausalLM",
     }
     if task not in names:
         raise UsageError(f"OnnxConversion: task {task!r} is not supported; supported tasks: "
@@ -216,9 +217,18 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 # -- the pass -------------------------------------------------------------------------------
 def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) -> OnnxModel:
     """Export ``model`` into ``context.work_dir``; return the validated ONNX handle."""
-    context.progress(0, 5, f"loading {model.path}")
     io = dict(config.io_config or {})
     is_hf = config.model_loader is None
+    if is_hf:
+        from olivine_transformers._decoder import convert_with_past, wants_past
+
+        assert isinstance(model, HfModel)
+        if wants_past(model, io):
+            return convert_with_past(model, config, context)
+    elif io.get("kv_cache"):
+        raise UsageError("io_config.kv_cache needs a transformers causal LM; a model_loader "
+                         "model gives its own past inputs through io_config.input_names")
+    context.progress(0, 5, f"loading {model.path}")
     if is_hf:
         assert isinstance(model, HfModel)
         torch_model = load_hf_model(model, config)
@@ -257,14 +267,7 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
     exporter = "dynamo" if config.use_dynamo_exporter else "torchscript"
     context.progress(2, 5, f"exporting with the {exporter} exporter (opset {config.target_opset})")
     proto = _export(wrapper, sample, input_names, output_names, dynamic_axes, config, model.path)
-    if config.save_as_external_data:
-        import onnx
-
-        target = context.work_dir / "model.onnx"
-        onnx.save_model(proto, str(target), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
-    else:
-        target = save_proto(proto, context.work_dir)
+    target = save_proto(proto, context.work_dir, external=config.save_as_external_data)
     del proto
     diffs: dict[str, float] = {}
     if config.validate:

@@ -16,7 +16,8 @@ from olivine.passes import Pass, PassContext
 
 #: Tasks whose export and validation are implemented (others export like feature-extraction).
 TASKS = ("feature-extraction", "text-classification", "sequence-classification",
-         "token-classification", "fill-mask", "question-answering", "text-generation")
+         "token-classification", "fill-mask", "question-answering", "text-generation",
+         "text-generation-with-past")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
@@ -29,12 +30,46 @@ def _opset(instance: Any, attribute: attrs.Attribute, value: int) -> None:
         raise ValueError(f"target_opset: expected an ONNX opset between 9 and 23, got {value}")
 
 
+#: Olive's KV-cache name templates (``<id>`` is the layer number) and olivine's defaults.
+KV_NAME_KEYS = {"ort_past_key_name": "past_key_values.<id>.key",
+                "ort_past_value_name": "past_key_values.<id>.value",
+                "ort_present_key_name": "present.<id>.key",
+                "ort_present_value_name": "present.<id>.value"}
+#: Olive KVCacheConfig keys accepted but read from the model's config instead.
+KV_DERIVED_KEYS = ("num_hidden_layers", "num_attention_heads", "hidden_size", "batch_size",
+                   "dtype", "past_sequence_length", "shared_kv", "sequence_length_idx")
+
+
+def _kv_cache(value: Any, io: dict[str, Any]) -> None:
+    if value is None or isinstance(value, bool):
+        if value and any(io.get(k) for k in ("input_names", "output_names", "dynamic_axes")):
+            raise ValueError("io_config: input_names, output_names and dynamic_axes cannot be "
+                             "combined with kv_cache (a cached decoder's inputs and outputs are "
+                             "fixed; rename them with kv_cache's ort_*_name templates)")
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"io_config.kv_cache: expected true, false or a mapping of "
+                         f"{', '.join(KV_NAME_KEYS)}; got {value!r}")
+    for key, template in value.items():
+        if key in KV_NAME_KEYS:
+            if "<id>" not in str(template):
+                raise ValueError(f"io_config.kv_cache.{key}: {template!r} has no '<id>' for the "
+                                 "layer number (e.g. 'past_key_<id>')")
+        elif key not in KV_DERIVED_KEYS:
+            raise ValueError(f"io_config.kv_cache: unknown key {key!r}; expected some of "
+                             f"{', '.join(KV_NAME_KEYS)} (sizes come from the model's config)")
+    _kv_cache(True, io)
+
+
 def _io_config(instance: Any, attribute: attrs.Attribute, value: dict[str, Any] | None) -> None:
-    allowed = {"input_names", "output_names", "dynamic_axes", "input_shapes", "input_types"}
+    allowed = {"input_names", "output_names", "dynamic_axes", "input_shapes", "input_types",
+               "kv_cache"}
     for key in value or {}:
         if key not in allowed:
             raise ValueError(f"io_config: unknown key {key!r}; expected some of "
                              f"{', '.join(sorted(allowed))}")
+    if value:
+        _kv_cache(value.get("kv_cache"), value)
 
 
 @attrs.frozen
@@ -51,7 +86,9 @@ class ConversionConfig:
         default=None, validator=_io_config,
         metadata={"help": "input_names, output_names, dynamic_axes ({name: {axis: label}}), "
                           "input_shapes and input_types (for models loaded by model_loader); "
-                          "default: derived from the model's forward and outputs"})
+                          "kv_cache: true (or Olive's ort_*_name templates) exports a causal "
+                          "LM with past_key_values.<i>.key/value inputs and present.<i>.key/"
+                          "value outputs; default: derived from the model's forward"})
     dynamic_axes: bool = attrs.field(
         default=True, metadata={"help": "make batch and sequence axes dynamic (when io_config "
                                         "gives no dynamic_axes)"})

@@ -41,12 +41,18 @@ def load_proto(model: ModelHandle, load_external_data: bool = True) -> Any:
     return onnx.load(str(model_file(model)), load_external_data=load_external_data)
 
 
-def save_proto(proto: Any, folder: Path, file_name: str = "model.onnx") -> Path:
-    """Save ``proto`` into ``folder``; external data (one file) when the model is large."""
+def save_proto(proto: Any, folder: Path, file_name: str = "model.onnx",
+               external: bool = False) -> Path:
+    """Save ``proto`` into ``folder``; external data (one file) when asked or the model is large."""
     import onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / file_name
+    if external:
+        onnx.save_model(proto, str(target), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=file_name + ".data",
+                        size_threshold=0)
+        return target
     large = proto.ByteSize() > EXTERNAL_DATA_THRESHOLD
     onnx.save_model(proto, str(target), save_as_external_data=large,
                     all_tensors_to_one_file=True, location=file_name + ".data")
