@@ -155,50 +155,54 @@ def _shrink(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
 
 def hqq(w: torch.Tensor, bits: int, group_size: int, *, iters: int = 20, lp_norm: float = 0.7,
         beta: float = 10.0, kappa: float = 1.01, integer_zeros: bool = False,
-        scale_dtype: torch.dtype = torch.float32) -> QuantizedWeight:
-    """Half-quadratic quantization (Badri & Shaji, 2023): fit the zero points by a proximal solver.
+        update_scale: bool = True, scale_dtype: torch.dtype = torch.float32) -> QuantizedWeight:
+    """Half-quadratic quantization (after Badri & Shaji, 2023): fit each block's grid, no data.
 
-    Starting from the asymmetric min/max grid, alternate between quantizing and moving
-    each block's zero point so that the sparse (l_p, p < 1) reconstruction error drops;
-    stop when the mean absolute error stops improving. No calibration data. Zero points
+    Each iteration quantizes the block, splits its error into a sparse part (the proximal
+    step of the ``l_p`` norm, ``p = lp_norm < 1``: outliers are let go) and the rest, then
+    moves the zero point (HQQ's closed form) and, with ``update_scale``, the scale (least
+    squares) to fit the rest. Unlike the paper, the start is olivine's RTN grid (clipping
+    searched by squared error) rather than plain min/max, and each block keeps the
+    iterate with the smallest squared error, so no block ends worse than RTN. Zero points
     are fractional unless ``integer_zeros`` (formats that store integer zero points).
+
+    Measured on the tiny trained Qwen2 of the tests (4 bits, asymmetric): at block 32 the
+    KL divergence to fp32 drops 13% below RTN's and perplexity is lower; at block 128
+    it is not better than RTN (see the plugin README).
     """
     n, k = w.shape
     maxq = (1 << bits) - 1
     g = grouped(w.float(), group_size)
-    lo = g.amin(dim=-1, keepdim=True)
-    hi = g.amax(dim=-1, keepdim=True)
-    span = hi - lo
-    span = torch.where(span == 0, torch.full_like(span, float(maxq)), span)
-    inv = (maxq / span).clamp(max=2e4)
-    inv = (1.0 / (1.0 / inv).to(scale_dtype).float())
-    zero = torch.round(-lo * inv)
-    best_zero, best_err = zero.clone(), None
+    scale, zero = _asymmetric_params(g, bits, scale_dtype)
+    scale, zero = scale.unsqueeze(-1), zero.unsqueeze(-1)
+
+    def sq_error(s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        q = torch.clamp(torch.round(g / s + z), 0, maxq)
+        return ((q - z) * s - g).pow(2).sum(dim=-1, keepdim=True)
+
+    best_s, best_z, best_err = scale.clone(), zero.clone(), sq_error(scale, zero)
     for _ in range(iters):
-        q = torch.clamp(torch.round(g * inv + zero), 0, maxq)
-        recon = (q - zero) / inv
-        err_w = _shrink(g - recon, beta, lp_norm)
-        zero = torch.mean(q - (g - err_w) * inv, dim=-1, keepdim=True)
+        q = torch.clamp(torch.round(g / scale + zero), 0, maxq)
+        target = g - _shrink(g - (q - zero) * scale, beta, lp_norm)  # what the grid should fit
+        zero = torch.mean(q - target / scale, dim=-1, keepdim=True)
+        if update_scale:
+            centred = q - zero
+            fitted = (centred * target).sum(-1, keepdim=True) / \
+                centred.pow(2).sum(-1, keepdim=True).clamp(min=1e-12)
+            scale = torch.where(fitted.abs() > 1e-12, fitted, best_s).to(scale_dtype).float()
         if integer_zeros:
             zero = torch.round(zero).clamp(0, maxq)
         beta *= kappa
-        q = torch.clamp(torch.round(g * inv + zero), 0, maxq)
-        err = (g - (q - zero) / inv).abs().mean(dim=-1, keepdim=True)
-        if best_err is None:
-            best_err = err
-            best_zero = zero.clone()
-            continue
+        err = sq_error(scale, zero)
         better = err < best_err
-        if not bool(better.any()):
-            break
-        best_zero = torch.where(better, zero, best_zero)
         best_err = torch.where(better, err, best_err)
-    zero = best_zero
-    q = torch.clamp(torch.round(g * inv + zero), 0, maxq).reshape(n, -1)[:, :k].to(torch.uint8)
-    scales = (1.0 / inv).squeeze(-1).to(scale_dtype)
-    zeros = zero.squeeze(-1)
+        best_s = torch.where(better, scale, best_s)
+        best_z = torch.where(better, zero, best_z)
+    q = torch.clamp(torch.round(g / best_s + best_z), 0, maxq).reshape(n, -1)[:, :k].to(torch.uint8)
+    zeros = best_z.squeeze(-1)
     zeros = zeros.to(torch.uint8) if integer_zeros else zeros.to(scale_dtype)
-    return QuantizedWeight(q, scales, zeros, bits, group_size, symmetric=False)
+    return QuantizedWeight(q, best_s.squeeze(-1).to(scale_dtype), zeros, bits, group_size,
+                           symmetric=False)
 
 
 # -- GPTQ ---------------------------------------------------------------------------------------

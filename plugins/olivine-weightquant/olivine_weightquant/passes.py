@@ -7,6 +7,7 @@ out: ``Gptq``, ``Awq`` and ``RtnHf``; their output feeds ``ModelBuilder``.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar
@@ -123,6 +124,11 @@ class OnnxHqqQuantization(_OnnxWeightPass):
         """HQQ with float zero points (MatMulNBits takes zero points of the scales' type)."""
         from olivine_weightquant.core import hqq
 
+        if config.block_size > 32:
+            logging.getLogger("olivine.pass.OnnxHqqQuantization").warning(
+                "HQQ at block_size %d: measured no better than RTN (OnnxBlockWiseRtnQuantization, "
+                "asymmetric) at blocks above 32; its gain is at block_size 16 or 32",
+                config.block_size)
         return lambda w: hqq(w, config.bits, config.block_size, iters=config.iterations)
 
     def selection(self, config: OnnxHqqConfig) -> Any:
