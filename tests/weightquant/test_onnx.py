@@ -124,7 +124,9 @@ def test_cli_onnx_flags_reach_the_pass(tmp_path: Path, cli) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--algorithm", "gptq", "--data_files", "x.txt"], "--algorithm gptq needs the Hugging Face model"),
+    (["--algorithm", "awq", "--data_files", "x.txt"], "--algorithm awq needs the Hugging Face model"),
+    (["--algorithm", "gptq", "--quantize_embeddings", "--data_files", "x.txt"],
+     "--quantize_embeddings: gptq quantizes MatMul weights"),
     (["--block_size", "48"], "block_size: expected a power of two from 16 to 256"),
     (["--algorithm", "hqq", "--symmetric"], "--symmetric: hqq fits a zero point per block"),
     (["--lm_head"], "--lm_head: applies to Hugging Face models"),
@@ -134,3 +136,13 @@ def test_cli_refusals_on_onnx(tmp_path: Path, cli, args: list[str], message: str
     src = make_onnx(tmp_path / "src")
     code, _, err = cli("quantize", "-m", str(src), "-o", str(tmp_path / "o"), *args, "--dry_run")
     assert code == 2 and message in err, err
+
+
+def test_gptq_on_onnx_needs_the_tokenizer(tmp_path: Path, cli) -> None:
+    src = make_onnx(tmp_path / "src")
+    text = tmp_path / "calib.txt"
+    text.write_text("some calibration text\n" * 20)
+    code, _, err = cli("quantize", "-m", str(src), "-o", str(tmp_path / "o"), "--algorithm", "gptq",
+                       "--data_files", str(text), "--cache_dir", str(tmp_path / "c"), "--log_level", "4")
+    assert code == 2 and "needs the model's tokenizer beside" in err, err
+    assert not (tmp_path / "o").exists()

@@ -179,3 +179,66 @@ def test_hqq_beats_rtn_at_block_32(calibration_free: dict[str, tuple[float, floa
     assert kl_h < 0.95 * kl_r, (kl_h, kl_r)  # measured: 13% lower
     assert ppl_h < ppl_r, (ppl_h, ppl_r)
 
+
+
+# -- GPTQ on an ONNX model's weights ----------------------------------------------------------------
+
+
+def test_gptq_on_onnx_weights_beats_rtn_in_onnx_runtime(tiny_model: Any, tmp_path: Path, cli: Any) -> None:
+    """fp32 ONNX (ModelBuilder) -> `olivine quantize --algorithm gptq` vs RTN, scored in ONNX Runtime."""
+    pytest.importorskip("olivine_modelbuilder", reason="the ModelBuilder pass is not installed")
+    if not tiny_model.plays:
+        pytest.skip("needs the plays corpus")
+    import onnx
+
+    fp32 = olivine.run({
+        "input_model": {"type": "HfModel", "model_path": str(tiny_model.path)},
+        "passes": {"mb": {"type": "ModelBuilder", "precision": "fp32"}},
+        "output_dir": str(tmp_path / "fp32"), "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 4}).output_dir
+    common = ["--precision", "int4", "--block_size", "128", "--asymmetric"]
+    calib = ["--data_files", str(tiny_model.calibration), "--max_samples", "64", "--max_seq_len", "128"]
+    for name, extra in (("gptq", ["--algorithm", "gptq", *calib]), ("rtn", ["--algorithm", "rtn"])):
+        code, _, err = cli("quantize", "-m", str(fp32), "-o", str(tmp_path / name), *common, *extra,
+                           "--cache_dir", str(tmp_path / "cache"), "--log_level", "3")
+        assert code == 0, err
+    graph = onnx.load(str(tmp_path / "gptq" / "model.onnx"), load_external_data=False).graph
+    assert sum(n.op_type == "MatMulNBits" for n in graph.node) == 4 * 5 + 1  # 4 layers + LM head
+    tok = tiny_model.tokenizer()
+    held = tiny_model.heldout_text()
+    fp, gptq, rtn = (tiny.ort_perplexity(Path(f), tok, held)
+                     for f in (fp32, tmp_path / "gptq", tmp_path / "rtn"))
+    print(f"\nONNX Runtime perplexity: fp32 {fp:.4f}, GPTQ on ONNX {gptq:.4f}, RTN {rtn:.4f}")
+    assert fp < gptq < rtn
+    assert rtn - gptq >= (rtn - fp) / 3
+
+
+def test_onnx_gptq_in_several_calibration_passes_gives_the_same_model(tiny_model: Any,
+                                                                      tmp_path: Path) -> None:
+    """A Hessian budget too small for all activations at once only costs more passes."""
+    pytest.importorskip("olivine_modelbuilder", reason="the ModelBuilder pass is not installed")
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    fp32 = olivine.run({
+        "input_model": {"type": "HfModel", "model_path": str(tiny_model.path)},
+        "passes": {"mb": {"type": "ModelBuilder", "precision": "fp32"}},
+        "output_dir": str(tmp_path / "fp32"), "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 4}).output_dir
+    tensors, passes = [], []
+    for budget in (1024, 1):
+        result = olivine.run({
+            "input_model": {"type": "ONNXModel", "model_path": str(fp32)},
+            "passes": {"q": {"type": "OnnxGptqQuantization", "block_size": 64,
+                             "hessian_memory_mb": budget, "data_files": [str(tiny_model.calibration)],
+                             "max_samples": 8, "max_seq_len": 64}},
+            "output_dir": str(tmp_path / f"b{budget}"), "cache_dir": str(tmp_path / "cache"),
+            "log_severity_level": 4})
+        passes.append(result.output_model.attrs_dict()["calibration"]["passes"])
+        model = onnx.load(str(Path(result.output_dir) / "model.onnx"))
+        tensors.append({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
+    assert passes[0] == 1 and passes[1] > 4
+    assert tensors[0].keys() == tensors[1].keys()
+    for name, value in tensors[0].items():
+        np.testing.assert_allclose(tensors[1][name], value, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -16,7 +16,8 @@ def register_passes(register: Any) -> None:
     """Register the ONNX passes (RTN, HQQ) and the Hugging Face passes (GPTQ, AWQ, RTN)."""
     from olivine_weightquant import passes
 
-    for cls in (passes.OnnxBlockWiseRtnQuantization, passes.OnnxHqqQuantization, passes.Gptq,
+    for cls in (passes.OnnxBlockWiseRtnQuantization, passes.OnnxHqqQuantization,
+                passes.OnnxGptqQuantization, passes.Gptq,
                 passes.Awq, passes.RtnHf):
         register(cls)
 

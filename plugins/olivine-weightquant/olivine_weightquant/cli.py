@@ -21,7 +21,8 @@ DATA_FLAGS = ("data_files", "data_name", "text_field", "max_samples", "max_seq_l
 
 #: (model kind, algorithm) -> pass type
 PASSES = {("hf", "rtn"): "RtnHf", ("hf", "gptq"): "Gptq", ("hf", "awq"): "Awq",
-          ("onnx", "rtn"): "OnnxBlockWiseRtnQuantization", ("onnx", "hqq"): "OnnxHqqQuantization"}
+          ("onnx", "rtn"): "OnnxBlockWiseRtnQuantization", ("onnx", "hqq"): "OnnxHqqQuantization",
+          ("onnx", "gptq"): "OnnxGptqQuantization"}
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model_name_or_path", "--model-name-or-path", dest="model", required=True,
                    help="a Hugging Face model folder or hub id, an .onnx file, or a folder holding one")
     p.add_argument("--algorithm", "-a", choices=ALGORITHMS, default="rtn",
-                   help="rtn (default), gptq and awq (need calibration text), hqq (ONNX models)")
+                   help="rtn (default), gptq and awq (need calibration text; awq on Hugging Face "
+                        "models only), hqq (ONNX models)")
     p.add_argument("--precision", choices=("int4", "int8"), default="int4",
                    help="weight precision (default: int4)")
     p.add_argument("-o", "--output_path", "--output-path", dest="output_path", default="quantized-model",
@@ -103,7 +105,7 @@ def pass_config(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         if kind == "onnx":
             raise UsageError(f"--algorithm {algo} needs the Hugging Face model (it calibrates in torch); "
                              "quantize the Hugging Face folder, then convert it with ModelBuilder "
-                             "(olivine auto-opt), or use rtn or hqq on the ONNX model")
+                             "(olivine auto-opt), or use rtn, hqq or gptq on the ONNX model")
         raise UsageError(f"--algorithm {algo} runs on ONNX models (its fractional zero points do not "
                          "fit the GPTQ checkpoint format); convert the model first (olivine auto-opt "
                          "--precision fp32), or use rtn, gptq or awq on the Hugging Face model")
@@ -146,6 +148,14 @@ def pass_config(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         if algo == "rtn":
             cfg["is_symmetric"] = True if args.symmetric is None else args.symmetric
             cfg["op_types_to_quantize"] = ["MatMul", "Gather"] if args.quantize_embeddings else ["MatMul"]
+        if algo == "gptq":
+            if args.quantize_embeddings:
+                refuse("quantize_embeddings", "gptq quantizes MatMul weights; use rtn for embeddings")
+            cfg["is_symmetric"] = bool(args.symmetric)
+            cfg["act_order"] = bool(args.act_order)
+            if args.damp_percent is not None:
+                cfg["damp_percent"] = args.damp_percent
+            _data_flags(args, cfg)
         if args.accuracy_level is not None:
             cfg["accuracy_level"] = args.accuracy_level
         if args.nodes_to_exclude:
@@ -160,14 +170,19 @@ def pass_config(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         if args.damp_percent is not None:
             cfg["damp_percent"] = args.damp_percent
     if algo in CALIBRATED:
-        if args.data_files:
-            cfg["data_files"] = [str(Path(f).expanduser().resolve()) for f in args.data_files]
-        if args.data_name:
-            cfg["data_name"] = args.data_name
-        for flag in ("text_field", "max_samples", "max_seq_len"):
-            if getattr(args, flag) is not None:
-                cfg[flag] = getattr(args, flag)
+        _data_flags(args, cfg)
     return cfg
+
+
+def _data_flags(args: argparse.Namespace, cfg: dict[str, Any]) -> None:
+    """Copy the calibration flags into a pass entry."""
+    if args.data_files:
+        cfg["data_files"] = [str(Path(f).expanduser().resolve()) for f in args.data_files]
+    if args.data_name:
+        cfg["data_name"] = args.data_name
+    for flag in ("text_field", "max_samples", "max_seq_len"):
+        if getattr(args, flag) is not None:
+            cfg[flag] = getattr(args, flag)
 
 
 def build_workflow(args: argparse.Namespace) -> dict[str, Any]:

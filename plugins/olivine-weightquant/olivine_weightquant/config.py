@@ -210,3 +210,43 @@ def calibration_problems(config: CalibratedConfig) -> list[str]:
     if len(given) > 1:
         return [f"{given[1]}: give one calibration source, not both {given[0]} and {given[1]}"]
     return []
+
+
+@attrs.frozen
+class OnnxGptqConfig:
+    """Options of ``OnnxGptqQuantization``: GPTQ on an ONNX model's MatMul weights."""
+
+    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
+    block_size: int = attrs.field(default=128, validator=_block, metadata={
+        "help": "weights per block along K (16, 32, 64, 128, 256)", "aliases": ("group_size",)})
+    is_symmetric: bool = attrs.field(default=False, metadata={
+        "help": "symmetric blocks; false fits a zero point per block", "aliases": ("symmetric", "sym")})
+    accuracy_level: int | None = attrs.field(default=None, validator=_accuracy, metadata={
+        "help": "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the kernel's default)"})
+    damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata={
+        "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
+    act_order: bool = attrs.field(default=False, metadata={
+        "help": "quantize columns by decreasing activation energy (static groups, no g_idx)",
+        "aliases": ("desc_act", "actorder")})
+    hessian_memory_mb: int = attrs.field(default=1024, validator=_positive, metadata={
+        "help": "memory for Hessians at once; more activations per calibration pass, fewer passes"})
+    nodes_to_include: list[str] = attrs.field(factory=list, metadata={
+        "help": "only these MatMul node names (empty: every MatMul with a constant weight)"})
+    nodes_to_exclude: list[str] = attrs.field(factory=list, metadata={
+        "help": "node names to leave in float (for example /lm_head/MatMul)"})
+    data_config: str | None = attrs.field(default=None, metadata={
+        "data_config": True, "help": "name of a workflow data_configs entry with calibration text"})
+    data_files: list[str] = attrs.field(factory=list, metadata={
+        "help": "local calibration files: .txt, .jsonl, .json, .csv, .tsv or .parquet"})
+    data_name: str | None = attrs.field(default=None, metadata={
+        "help": "a Hugging Face hub dataset id for calibration text (needs datasets and network)",
+        "aliases": ("dataset",)})
+    data_subset: str | None = attrs.field(default=None, metadata={"help": "the dataset's subset"})
+    data_split: str = attrs.field(default="train", metadata={"help": "the dataset's split"})
+    text_field: str = attrs.field(default="text", metadata={
+        "help": "the field (column) holding the text in jsonl, json, csv and parquet files"})
+    max_samples: int = attrs.field(default=128, validator=_positive, metadata={
+        "help": "calibration windows", "aliases": ("nsamples",)})
+    max_seq_len: int = attrs.field(default=512, validator=_seq, metadata={
+        "help": "tokens per calibration window", "aliases": ("seqlen",)})
+    seed: int = attrs.field(default=0, metadata={"help": "shuffles the records of multi-record files"})

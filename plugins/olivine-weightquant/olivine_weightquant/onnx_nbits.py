@@ -9,6 +9,7 @@ correctly (ONNX Runtime's own quantizer, given the path of such a model, is not)
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -27,8 +28,8 @@ MS_DOMAIN = "com.microsoft"
 _NP_TYPES = {1: np.float32, 10: np.float16}  # TensorProto FLOAT, FLOAT16
 _INLINE_LIMIT = 1024  # tensors below this many bytes stay inside model.onnx
 
-#: Takes ``W[N, K]`` (torch, float32) and returns a QuantizedWeight.
-QuantizeFn = Callable[[Any], Any]
+#: Takes ``W[N, K]`` (torch, float32) and returns a QuantizedWeight (optionally also ``name=``).
+QuantizeFn = Callable[..., Any]
 
 
 @attrs.frozen
@@ -205,11 +206,14 @@ def _no_candidates_message(path: Path, graph: Any, skipped: dict[str, int]) -> s
 
 def quantize_onnx(source: Path, target_dir: Path, quantize: QuantizeFn, *, bits: int, block_size: int,
                   accuracy_level: int | None, selection: Selection,
-                  progress: Callable[[float, float | None, str], None] | None = None) -> Path:
+                  progress: Callable[[float, float | None, str], None] | None = None,
+                  candidates_hook: Callable[[list[Candidate]], None] | None = None) -> Path:
     """Quantize ``source`` (a .onnx file) into ``target_dir``; return the new model file.
 
-    ``quantize`` maps one ``W[N, K]`` to a QuantizedWeight. MatMul weights are stored
-    as ``[K, N]`` in ONNX and transposed on the way in. Raises :class:`UsageError`
+    ``quantize`` maps one ``W[N, K]`` to a QuantizedWeight. A quantizer that needs to
+    know which weight it is given (GPTQ) has a ``name`` keyword: it is called as
+    ``quantize(w, name=weight_name)``; ``candidates_hook`` sees the chosen nodes first.
+    MatMul weights are stored as ``[K, N]`` in ONNX and transposed on the way in. Raises :class:`UsageError`
     when no node qualifies.
     """
     import onnx
@@ -222,6 +226,9 @@ def quantize_onnx(source: Path, target_dir: Path, quantize: QuantizeFn, *, bits:
     candidates, skipped = find_candidates(graph, selection)
     if not candidates:
         raise UsageError(_no_candidates_message(source, graph, skipped))
+    if candidates_hook is not None:
+        candidates_hook(candidates)
+    named = "name" in inspect.signature(quantize).parameters
     reader = TensorReader(source.parent)
     inits = {t.name: t for t in graph.initializer}
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +250,7 @@ def quantize_onnx(source: Path, target_dir: Path, quantize: QuantizeFn, *, bits:
                     warnings.simplefilter("ignore", UserWarning)
                     w = torch.from_numpy(np.asarray(array))
                 w = w.t() if cand.op_type == "MatMul" else w
-                qw = quantize(w)
+                qw = quantize(w, name=cand.weight) if named else quantize(w)
                 del w, array
                 base = f"{cand.weight}_Q{bits}G{block_size}"
                 if cand.op_type == "MatMul":

@@ -21,6 +21,7 @@ from olivine_weightquant.config import (
     CalibratedConfig,
     GptqConfig,
     HfWeightConfig,
+    OnnxGptqConfig,
     OnnxHqqConfig,
     OnnxRtnConfig,
     RtnHfConfig,
@@ -141,6 +142,66 @@ class OnnxHqqQuantization(_OnnxWeightPass):
 # -- Hugging Face -----------------------------------------------------------------------------------
 
 
+class OnnxGptqQuantization(Pass):
+    """GPTQ of an ONNX model's MatMul weights to MatMulNBits, Hessians from ONNX Runtime runs."""
+
+    name: ClassVar[str] = "OnnxGptqQuantization"
+    aliases: ClassVar[tuple[str, ...]] = ("OnnxGptq",)
+    Config: ClassVar[type] = OnnxGptqConfig
+    accepts: ClassVar[tuple[str, ...]] = ("onnx",)
+    produces: ClassVar[str] = "onnx"
+    libraries: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "torch", "numpy", "transformers")
+    isolate: ClassVar[bool] = True
+    version: ClassVar[str] = "1"
+
+    @classmethod
+    def check(cls, config: Any, accelerator: Accelerator, model: ModelHandle | None = None) -> list[str]:
+        """Refuse a config without (or with two) calibration sources."""
+        return calibration_problems(config)
+
+    def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
+        """Calibrate with ONNX Runtime, then GPTQ every selected MatMul weight."""
+        from transformers import AutoTokenizer
+
+        from olivine_weightquant.data import token_windows
+        from olivine_weightquant.onnx_gptq import OnnxGptq
+        from olivine_weightquant.onnx_nbits import Selection, quantize_onnx
+
+        if not isinstance(model, OnnxModel):
+            raise UsageError(f"{self.name} takes ONNX models, got a {model.kind} model")
+        source = model.model_file()
+        if not source.is_file():
+            raise UsageError(f"ONNX model file {source} does not exist")
+        problems = calibration_problems(config)
+        if problems:
+            raise UsageError(problems[0])
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(source.parent))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{self.name} needs the model's tokenizer beside {source.name} (in "
+                             f"{source.parent}) to tokenize the calibration text: {exc}") from None
+        data = calibration_source(config, context)
+        context.progress(0, None, f"tokenizing calibration text ({data.describe()})")
+        windows = token_windows(data, tokenizer).numpy()
+        gptq = OnnxGptq(source, windows, bits=config.bits, block_size=config.block_size,
+                        symmetric=config.is_symmetric, damp_percent=config.damp_percent,
+                        act_order=config.act_order, memory_mb=config.hessian_memory_mb,
+                        progress=context.progress)
+        selection = Selection(("MatMul",), tuple(config.nodes_to_include), tuple(config.nodes_to_exclude))
+        written = quantize_onnx(source, context.work_dir, gptq, bits=config.bits,
+                                block_size=config.block_size, accuracy_level=config.accuracy_level,
+                                selection=selection, progress=context.progress,
+                                candidates_hook=gptq.plan)
+        _copy_side_files(model, context.work_dir, written)
+        context.logger.info("GPTQ on %d weights, %d calibration passes of %d windows x %d tokens",
+                            len(gptq.losses), gptq.passes, windows.shape[0], windows.shape[1])
+        attributes = {**model.attrs_dict(), "weight_bits": config.bits,
+                      "weight_block_size": config.block_size, "weight_quantization": self.name,
+                      "calibration": {"windows": int(windows.shape[0]),
+                                      "tokens": int(windows.size), "passes": gptq.passes}}
+        return OnnxModel(path=str(context.work_dir), onnx_file_name=written.name, attributes=attributes)
+
+
 def local_folder(model: HfModel) -> Path:
     """The model's folder, downloading a hub id's config, tokenizer and safetensors if needed."""
     if model.is_local():
@@ -169,7 +230,7 @@ def hf_options(config: HfWeightConfig, algorithm: str) -> Any:
                      only_lm_head=bool(getattr(config, "only_lm_head", False)), **extra)
 
 
-def calibration_source(config: CalibratedConfig, context: PassContext) -> Any:
+def calibration_source(config: CalibratedConfig | OnnxGptqConfig, context: PassContext) -> Any:
     """The :class:`~olivine_weightquant.data.TextSource` a calibrated pass reads."""
     from olivine_weightquant.data import TextSource, source_from_data_config
 
