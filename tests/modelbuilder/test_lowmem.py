@@ -90,8 +90,16 @@ def test_same_model_as_the_builders_quantizer(trained_model: Path, tmp_path: Pat
     _same(trained_model, tmp_path, precision, options)
 
 
-def test_same_model_with_tied_embeddings(tied_model: Path, tmp_path: Path) -> None:
-    """Tied int4: the embedding reads the quantized lm_head through GatherBlockQuantized."""
+@pytest.mark.parametrize("columns", [8192, 48])
+def test_same_model_with_tied_embeddings(tied_model: Path, tmp_path: Path, columns: int,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tied int4: the embedding reads the quantized lm_head through GatherBlockQuantized.
+
+    With 48 columns per chunk every weight is quantized in pieces (the last one short).
+    """
+    from olivine_modelbuilder import lowmem
+
+    monkeypatch.setattr(lowmem, "COLUMNS_PER_CHUNK", columns)
     _same(tied_model, tmp_path, "int4", {})
     assert any(node[0] == "GatherBlockQuantized" for node in _contents(tmp_path / "olivine")[0])
 

@@ -75,6 +75,29 @@ def _supported(builder: Any) -> bool:
     )
 
 
+#: Output columns quantized at once: each column's blocks are independent, so a large
+#: weight (the LM head: 896 x 151936) is copied to a contiguous float32 chunk at a time.
+COLUMNS_PER_CHUNK = 8192
+
+
+def _quantize_by_columns(quantizer: Any, array: Any, bfloat16: bool) -> tuple[Any, Any, Any]:
+    """``qbits_block_quant`` over column chunks of ``W[K, N]``, concatenated (same result)."""
+    import numpy as np
+
+    cols = array.shape[1]
+    parts = []
+    for start in range(0, cols, COLUMNS_PER_CHUNK):
+        chunk = array[:, start:start + COLUMNS_PER_CHUNK]
+        # the kernel reads raw memory: a contiguous float32 copy of this chunk only
+        chunk = np.ascontiguousarray(chunk, dtype=np.float32 if bfloat16 else chunk.dtype)
+        parts.append(quantizer.qbits_block_quant(chunk))
+        del chunk
+    if len(parts) == 1:
+        return parts[0]
+    packed, scales, zeros = (np.concatenate([part[i] for part in parts], axis=0) for i in range(3))
+    return packed, scales, zeros
+
+
 def streaming_to_nbits(builder: Any) -> Any | None:
     """Quantize ``builder.model``'s MatMul weights in place, one at a time; return the model.
 
@@ -84,7 +107,6 @@ def streaming_to_nbits(builder: Any) -> Any | None:
     if not _supported(builder):
         return None
     import ml_dtypes
-    import numpy as np
     import onnx_ir as ir
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig,
@@ -121,11 +143,9 @@ def streaming_to_nbits(builder: Any) -> Any | None:
             model.ir_version = 10
     for node in nodes:
         weight = node.inputs[1]
-        array = np.ascontiguousarray(weight.const_value.numpy())  # the kernel reads raw memory
+        array = weight.const_value.numpy()
         bfloat16 = array.dtype == ml_dtypes.bfloat16
-        if bfloat16:
-            array = array.astype(np.float32)
-        packed, scales, zero_points = quantizer.qbits_block_quant(array)
+        packed, scales, zero_points = _quantize_by_columns(quantizer, array, bfloat16)
         if bfloat16:
             scales = scales.astype(ml_dtypes.bfloat16)
         rows, cols = array.shape
