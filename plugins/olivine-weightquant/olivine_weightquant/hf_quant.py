@@ -91,6 +91,43 @@ def _tie_off(config: dict[str, Any]) -> None:
 # -- calibrated: GPTQ and AWQ ---------------------------------------------------------------------
 
 
+#: Above this width ``X^T X`` is summed block by block over its upper triangle only.
+GRAM_BLOCK = 1280
+
+
+def add_gram_upper(h: torch.Tensor, x: torch.Tensor) -> None:
+    """Add ``x^T x`` to ``h`` (float32 ``[K, K]``); wide inputs fill only the upper block triangle.
+
+    ``X^T X`` is symmetric, so for ``K`` above :data:`GRAM_BLOCK` only the blocks on and
+    above the diagonal are computed (10 of 16 for Qwen2.5-0.5B's 4864-wide down_proj
+    input); :func:`mirror_upper` completes the matrix once at the end. bf16 activations
+    multiply as a bf16 GEMM (fp32 accumulation, twice the speed on CPUs with
+    AVX512-BF16); each partial sum is rounded to bf16, an error (2**-9 relative) of the
+    size the activations themselves carry.
+    """
+    if x.dtype != torch.bfloat16:
+        x = x.float()
+    k = x.shape[1]
+    if k <= GRAM_BLOCK:
+        h.add_((x.t() @ x).float())
+        return
+    edges = [*range(0, k, GRAM_BLOCK), k]
+    for a in range(len(edges) - 1):
+        rows = x[:, edges[a]:edges[a + 1]].t()
+        h[edges[a]:edges[a + 1], edges[a]:].add_((rows @ x[:, edges[a]:]).float())
+
+
+def mirror_upper(h: torch.Tensor) -> torch.Tensor:
+    """Complete a matrix filled by :func:`add_gram_upper` (no-op for narrow ones)."""
+    k = h.shape[0]
+    if k <= GRAM_BLOCK:
+        return h
+    edges = [*range(0, k, GRAM_BLOCK), k]
+    for a in range(1, len(edges) - 1):
+        h[edges[a]:, edges[a - 1]:edges[a]] = h[edges[a - 1]:edges[a], edges[a]:].t()
+    return h
+
+
 class InputCollector:
     """Forward hooks that sum ``X^T X`` of each linear's input (one sum per distinct input)."""
 
@@ -124,14 +161,7 @@ class InputCollector:
             h = self.hessian.get(name)
             if h is None:
                 h = self.hessian[name] = torch.zeros(flat.shape[1], flat.shape[1])
-            if flat.dtype == torch.bfloat16:
-                # bf16 activations: the product runs as a bf16 GEMM (fp32 accumulation, twice
-                # the speed on CPUs with AVX512-BF16); each partial sum is rounded to bf16, an
-                # error (2**-9 relative) of the size the activations themselves carry
-                h.add_((flat.t() @ flat).float())
-            else:
-                flat = flat.float()
-                h.addmm_(flat.t(), flat)
+            add_gram_upper(h, flat)
             self.tokens[name] = self.tokens.get(name, 0) + flat.shape[0]
             if self.keep_tokens:
                 flat = flat.float()
@@ -142,6 +172,10 @@ class InputCollector:
                     self.samples.setdefault(name, []).append(flat[::step][: self.keep_tokens - kept].clone())
 
         return hook
+
+    def take_hessian(self, name: str) -> torch.Tensor:
+        """The finished ``X^T X`` of ``name``'s input (removed from the collector)."""
+        return mirror_upper(self.hessian.pop(name))
 
     def end_batch(self) -> None:
         """Call after each batch's forward."""
@@ -266,7 +300,7 @@ def _quantize_layer(layer: torch.nn.Module, names: dict[str, Any], collector: In
                     options: HfOptions, dtype: torch.dtype, prefix: str) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for leader, members in collector.groups().items():
-        factor = core.factor_hessian(collector.hessian.pop(leader), options.damp_percent,
+        factor = core.factor_hessian(collector.take_hessian(leader), options.damp_percent,
                                      options.act_order) if options.algorithm == "gptq" else None
         for name in members:
             module = names[name]
