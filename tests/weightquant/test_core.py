@@ -184,3 +184,22 @@ def test_checkpoint_tensors_repack_into_matmul_nbits_through_the_genai_loader(tm
         np.testing.assert_array_equal(module.qweight.numpy(), blob)
         np.testing.assert_array_equal(module.scales.numpy(), scales)
         np.testing.assert_array_equal(module.qzeros.numpy(), zeros)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_blocked_gram_matrix_equals_the_full_product(dtype: str) -> None:
+    """Wide inputs sum X^T X over the upper block triangle only; the result is the full product."""
+    import torch
+
+    from olivine_weightquant.hf_quant import GRAM_BLOCK, add_gram_upper, mirror_upper
+
+    k = 2 * GRAM_BLOCK + 41  # three blocks, the last one short
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(300, k, generator=gen).to(getattr(torch, dtype)) for _ in range(2)]
+    h = torch.zeros(k, k)
+    for x in batches:
+        add_gram_upper(h, x)
+    h = mirror_upper(h)
+    want = sum((x.t() @ x).float() for x in batches)
+    assert torch.equal(h, h.t())
+    torch.testing.assert_close(h, want, rtol=1e-5, atol=1e-3)
