@@ -146,3 +146,20 @@ def test_gptq_on_onnx_needs_the_tokenizer(tmp_path: Path, cli) -> None:
                        "--data_files", str(text), "--cache_dir", str(tmp_path / "c"), "--log_level", "4")
     assert code == 2 and "needs the model's tokenizer beside" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_onnx_gptq_flags_reach_the_pass(tmp_path: Path, cli) -> None:
+    src = make_onnx(tmp_path / "src")
+    text = tmp_path / "calib.jsonl"
+    text.write_text('{"body": "some text"}\n')
+    code, out, err = cli("quantize", "-m", str(src), "--algorithm", "gptq", "--precision", "int8",
+                         "--block_size", "64", "--symmetric", "--act_order", "--damp_percent", "0.05",
+                         "--accuracy_level", "4", "--nodes_to_exclude", "fc2", "--data_files", str(text),
+                         "--text_field", "body", "--max_samples", "16", "--max_seq_len", "64",
+                         "-o", str(tmp_path / "o"), "--dry_run")
+    assert code == 0, err
+    cfg = json.loads(out)["passes"]["quantize"]
+    assert cfg == {"type": "OnnxGptqQuantization", "bits": 8, "block_size": 64, "is_symmetric": True,
+                   "act_order": True, "damp_percent": 0.05, "data_files": [str(text.resolve())],
+                   "text_field": "body", "max_samples": 16, "max_seq_len": 64, "accuracy_level": 4,
+                   "nodes_to_exclude": ["fc2"]}
