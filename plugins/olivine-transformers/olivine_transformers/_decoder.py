@@ -207,13 +207,10 @@ def _compare(label: str, got: Sequence[np.ndarray], want: Sequence[torch.Tensor]
 def validate_with_past(path: Path, wrapper: CacheWrapper, layout: CacheLayout, vocab: int,
                        config: ConversionConfig) -> dict[str, float]:
     """Compare ONNX Runtime with torch: one cached step, then prefill + 3 decode steps."""
-    import onnxruntime as ort
+    from olivine_transformers._export import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(path)
     except Exception as exc:
         raise OlivineError(f"the exported model does not load in ONNX Runtime: "
                            f"{type(exc).__name__}: {exc}") from exc

@@ -331,17 +331,22 @@ def _export(wrapper: torch.nn.Module, sample: dict[str, torch.Tensor], input_nam
         return onnx.load(str(path), load_external_data=True)
 
 
-def validate(path: Path, inputs: dict[str, torch.Tensor], input_names: list[str],
-             output_names: list[str], reference: list[np.ndarray],
-             config: ConversionConfig) -> dict[str, float]:
-    """Run ``path`` in ONNX Runtime on ``inputs``; compare with ``reference``; raise on mismatch."""
+def cpu_session(path: Path) -> Any:
+    """A one-thread, quiet CPU ONNX Runtime session of ``path`` (validation runs)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def validate(path: Path, inputs: dict[str, torch.Tensor], input_names: list[str],
+             output_names: list[str], reference: list[np.ndarray],
+             config: ConversionConfig) -> dict[str, float]:
+    """Run ``path`` in ONNX Runtime on ``inputs``; compare with ``reference``; raise on mismatch."""
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(path)
         graph_inputs = {i.name for i in session.get_inputs()}
         feeds = {n: to_numpy(inputs[n]) for n in input_names if n in graph_inputs}
         outputs = session.run(output_names, feeds)

@@ -159,9 +159,9 @@ class RtnHfConfig(HfWeightConfig):
                 "cannot keep them in float); implies lm_head"})
 
 
-@attrs.frozen
-class CalibratedConfig(HfWeightConfig):
-    """Options shared by GPTQ and AWQ: the weights' options plus the calibration data."""
+@attrs.frozen(slots=False)  # a mixin: slotted bases on both sides of a class cannot combine
+class CalibrationFields:
+    """Where calibration text comes from and how much of it (GPTQ and AWQ, torch or ONNX)."""
 
     data_config: str | None = attrs.field(default=None, metadata={
         "data_config": True, "help": "name of a workflow data_configs entry with calibration text"})
@@ -179,6 +179,11 @@ class CalibratedConfig(HfWeightConfig):
     max_seq_len: int = attrs.field(default=512, validator=_seq, metadata={
         "help": "tokens per calibration window", "aliases": ("seqlen",)})
     seed: int = attrs.field(default=0, metadata={"help": "shuffles the records of multi-record files"})
+
+
+@attrs.frozen
+class CalibratedConfig(CalibrationFields, HfWeightConfig):
+    """Options shared by GPTQ and AWQ: the weights' options plus the calibration data."""
 
 
 @attrs.frozen
@@ -200,7 +205,7 @@ class AwqConfig(CalibratedConfig):
         "help": "scaling exponents tried per group of linears (0, 1/grid, ..., 1)"})
 
 
-def calibration_problems(config: CalibratedConfig) -> list[str]:
+def calibration_problems(config: CalibrationFields) -> list[str]:
     """What is wrong with the calibration fields before anything runs."""
     given = [n for n, v in (("data_config", config.data_config), ("data_files", config.data_files),
                             ("data_name", config.data_name)) if v]
@@ -213,7 +218,7 @@ def calibration_problems(config: CalibratedConfig) -> list[str]:
 
 
 @attrs.frozen
-class OnnxGptqConfig:
+class OnnxGptqConfig(CalibrationFields):
     """Options of ``OnnxGptqQuantization``: GPTQ on an ONNX model's MatMul weights."""
 
     bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
@@ -234,19 +239,3 @@ class OnnxGptqConfig:
         "help": "only these MatMul node names (empty: every MatMul with a constant weight)"})
     nodes_to_exclude: list[str] = attrs.field(factory=list, metadata={
         "help": "node names to leave in float (for example /lm_head/MatMul)"})
-    data_config: str | None = attrs.field(default=None, metadata={
-        "data_config": True, "help": "name of a workflow data_configs entry with calibration text"})
-    data_files: list[str] = attrs.field(factory=list, metadata={
-        "help": "local calibration files: .txt, .jsonl, .json, .csv, .tsv or .parquet"})
-    data_name: str | None = attrs.field(default=None, metadata={
-        "help": "a Hugging Face hub dataset id for calibration text (needs datasets and network)",
-        "aliases": ("dataset",)})
-    data_subset: str | None = attrs.field(default=None, metadata={"help": "the dataset's subset"})
-    data_split: str = attrs.field(default="train", metadata={"help": "the dataset's split"})
-    text_field: str = attrs.field(default="text", metadata={
-        "help": "the field (column) holding the text in jsonl, json, csv and parquet files"})
-    max_samples: int = attrs.field(default=128, validator=_positive, metadata={
-        "help": "calibration windows", "aliases": ("nsamples",)})
-    max_seq_len: int = attrs.field(default=512, validator=_seq, metadata={
-        "help": "tokens per calibration window", "aliases": ("seqlen",)})
-    seed: int = attrs.field(default=0, metadata={"help": "shuffles the records of multi-record files"})

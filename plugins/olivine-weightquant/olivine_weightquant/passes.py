@@ -18,7 +18,7 @@ from olivine.models import HfModel, ModelHandle, OnnxModel
 from olivine.passes import Pass, PassContext
 from olivine_weightquant.config import (
     AwqConfig,
-    CalibratedConfig,
+    CalibrationFields,
     GptqConfig,
     HfWeightConfig,
     OnnxGptqConfig,
@@ -44,6 +44,17 @@ def _rowwise(fn: Any, w: Any) -> Any:
     return QuantizedWeight(torch.cat([p.q for p in parts]), torch.cat([p.scales for p in parts]),
                            torch.cat([p.zeros for p in parts]), first.bits, first.group_size,
                            first.symmetric)
+
+
+def _onnx_source(model: ModelHandle, pass_name: str) -> tuple[OnnxModel, Path]:
+    """``model`` as an ONNX model and its .onnx file; :class:`UsageError` for other kinds or a
+    missing file."""
+    if not isinstance(model, OnnxModel):
+        raise UsageError(f"{pass_name} takes ONNX models, got a {model.kind} model")
+    source = model.model_file()
+    if not source.is_file():
+        raise UsageError(f"ONNX model file {source} does not exist")
+    return model, source
 
 
 def _copy_side_files(model: OnnxModel, target: Path, written: Path) -> None:
@@ -76,16 +87,12 @@ class _OnnxWeightPass(Pass):
         """Quantize every selected MatMul (and Gather) weight into ``context.work_dir``."""
         from olivine_weightquant.onnx_nbits import quantize_onnx
 
-        if not isinstance(model, OnnxModel):
-            raise UsageError(f"{self.name} takes ONNX models, got a {model.kind} model")
-        source = model.model_file()
-        if not source.is_file():
-            raise UsageError(f"ONNX model file {source} does not exist")
+        onnx_model, source = _onnx_source(model, self.name)
         fn = self.quantizer(config)
         written = quantize_onnx(source, context.work_dir, lambda w: _rowwise(fn, w), bits=config.bits,
                                 block_size=config.block_size, accuracy_level=config.accuracy_level,
                                 selection=self.selection(config), progress=context.progress)
-        _copy_side_files(model, context.work_dir, written)
+        _copy_side_files(onnx_model, context.work_dir, written)
         attributes = {**model.attrs_dict(), "weight_bits": config.bits,
                       "weight_block_size": config.block_size, "weight_quantization": self.name}
         return OnnxModel(path=str(context.work_dir), onnx_file_name=written.name, attributes=attributes)
@@ -167,11 +174,7 @@ class OnnxGptqQuantization(Pass):
         from olivine_weightquant.onnx_gptq import OnnxGptq
         from olivine_weightquant.onnx_nbits import Selection, quantize_onnx
 
-        if not isinstance(model, OnnxModel):
-            raise UsageError(f"{self.name} takes ONNX models, got a {model.kind} model")
-        source = model.model_file()
-        if not source.is_file():
-            raise UsageError(f"ONNX model file {source} does not exist")
+        onnx_model, source = _onnx_source(model, self.name)
         problems = calibration_problems(config)
         if problems:
             raise UsageError(problems[0])
@@ -192,7 +195,7 @@ class OnnxGptqQuantization(Pass):
                                 block_size=config.block_size, accuracy_level=config.accuracy_level,
                                 selection=selection, progress=context.progress,
                                 candidates_hook=gptq.plan)
-        _copy_side_files(model, context.work_dir, written)
+        _copy_side_files(onnx_model, context.work_dir, written)
         context.logger.info("GPTQ on %d weights, %d calibration passes of %d windows x %d tokens",
                             len(gptq.losses), gptq.passes, windows.shape[0], windows.shape[1])
         attributes = {**model.attrs_dict(), "weight_bits": config.bits,
@@ -230,7 +233,7 @@ def hf_options(config: HfWeightConfig, algorithm: str) -> Any:
                      only_lm_head=bool(getattr(config, "only_lm_head", False)), **extra)
 
 
-def calibration_source(config: CalibratedConfig | OnnxGptqConfig, context: PassContext) -> Any:
+def calibration_source(config: CalibrationFields, context: PassContext) -> Any:
     """The :class:`~olivine_weightquant.data.TextSource` a calibrated pass reads."""
     from olivine_weightquant.data import TextSource, source_from_data_config
 
