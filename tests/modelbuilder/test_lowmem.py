@@ -19,17 +19,17 @@ from olivine_modelbuilder.lowmem import low_memory_quantization
 
 
 def _build(source: Path, out: Path, precision: str, options: dict[str, str], low_memory: bool,
-           must_stream: bool = True) -> None:
+           must_stream: bool = True, provider: str = "cpu") -> None:
     from onnxruntime_genai.models import builder
 
     from olivine_modelbuilder.lowmem import _builder_model_classes
 
     pairs = [f"{key}={value}" for key, value in options.items()]
     cache = tempfile.mkdtemp(prefix="olivine-lowmem-test-")
-    prepared = builder.parse_extra_options(None, str(source), str(out), precision, "cpu", cache, pairs)
+    prepared = builder.parse_extra_options(None, str(source), str(out), precision, provider, cache, pairs)
     if not low_memory or not must_stream:
         with low_memory_quantization() if low_memory else contextlib.nullcontext():
-            builder.create_model(None, str(source), str(out), precision, "cpu", cache, **prepared)
+            builder.create_model(None, str(source), str(out), precision, provider, cache, **prepared)
         return
     classes = _builder_model_classes()
     originals = [cls.__dict__["to_nbits"] for cls in classes]
@@ -41,7 +41,7 @@ def _build(source: Path, out: Path, precision: str, options: dict[str, str], low
         cls.to_nbits = refuse  # the fallback would call this
     try:
         with low_memory_quantization():
-            builder.create_model(None, str(source), str(out), precision, "cpu", cache, **prepared)
+            builder.create_model(None, str(source), str(out), precision, provider, cache, **prepared)
     finally:
         for cls, original in zip(classes, originals, strict=True):
             cls.to_nbits = original
@@ -90,6 +90,13 @@ def test_same_model_as_the_builders_quantizer(trained_model: Path, tmp_path: Pat
     _same(trained_model, tmp_path, precision, options)
 
 
+def test_same_model_for_cuda_fp16_weights(trained_model: Path, tmp_path: Path) -> None:
+    """An int4 build for CUDA keeps float16 weights and scales (built here, no GPU needed)."""
+    _same(trained_model, tmp_path, "int4", {}, provider="cuda")
+    tensors = _contents(tmp_path / "olivine")[1]
+    assert tensors["model.layers.0.attn.o_proj.MatMul.weight_scales"].dtype == np.float16
+
+
 @pytest.mark.parametrize("columns", [8192, 48])
 def test_same_model_with_tied_embeddings(tied_model: Path, tmp_path: Path, columns: int,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,10 +118,10 @@ def test_settings_it_does_not_handle_fall_back(tied_model: Path, tmp_path: Path)
 
 
 def _same(model: Path, tmp_path: Path, precision: str, options: dict[str, str],
-          must_stream: bool = True) -> None:
-    _build(model, tmp_path / "builder", precision, options, low_memory=False)
+          must_stream: bool = True, provider: str = "cpu") -> None:
+    _build(model, tmp_path / "builder", precision, options, low_memory=False, provider=provider)
     _build(model, tmp_path / "olivine", precision, options, low_memory=True,
-           must_stream=must_stream)
+           must_stream=must_stream, provider=provider)
     nodes_b, tensors_b, opsets_b = _contents(tmp_path / "builder")
     nodes_o, tensors_o, opsets_o = _contents(tmp_path / "olivine")
     assert any(node[0] == "MatMulNBits" for node in nodes_o)

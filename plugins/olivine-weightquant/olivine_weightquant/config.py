@@ -217,9 +217,9 @@ def calibration_problems(config: CalibrationFields) -> list[str]:
     return []
 
 
-@attrs.frozen
-class OnnxGptqConfig(CalibrationFields):
-    """Options of ``OnnxGptqQuantization``: GPTQ on an ONNX model's MatMul weights."""
+@attrs.frozen(slots=False)
+class _OnnxGptqWeights:
+    """The weight options of ``OnnxGptqQuantization`` (listed before the calibration ones)."""
 
     bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
     block_size: int = attrs.field(default=128, validator=_block, metadata={
@@ -239,3 +239,8 @@ class OnnxGptqConfig(CalibrationFields):
         "help": "only these MatMul node names (empty: every MatMul with a constant weight)"})
     nodes_to_exclude: list[str] = attrs.field(factory=list, metadata={
         "help": "node names to leave in float (for example /lm_head/MatMul)"})
+
+
+@attrs.frozen
+class OnnxGptqConfig(CalibrationFields, _OnnxGptqWeights):
+    """Options of ``OnnxGptqQuantization``: GPTQ on an ONNX model's MatMul weights."""
