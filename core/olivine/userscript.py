@@ -1,4 +1,5 @@
-"""Load a function from a user's Python file (Olive's ``user_script`` + function name)."""
+"""Files a user's config names: a Python file's function (Olive's ``user_script`` + function
+name) and data files found relative to the working directory or ``script_dir``."""
 
 from __future__ import annotations
 
@@ -31,3 +32,18 @@ def load_function(script: str, func: str, script_key: str, func_key: str) -> Cal
     if not callable(fn):
         raise UsageError(f"{func_key}: {path} defines no function {func!r}")
     return fn
+
+
+def resolve_data_file(value: str, script_dir: str | None = None) -> Path:
+    """A data file or folder: as given, from the working directory, then under ``script_dir``.
+
+    Raises :class:`UsageError` naming the value and where it was looked for.
+    """
+    p = Path(value).expanduser()
+    if p.exists():
+        return p.resolve()
+    if script_dir and (Path(script_dir) / p).exists():
+        return (Path(script_dir) / p).resolve()
+    where = ", then under script_dir" if script_dir else ""
+    raise UsageError(f"data file {value!r} does not exist (relative paths are taken from the "
+                     f"working directory{where})")

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from olivine.cli.generated import add_cache_dir
+
 
 def add_builtin(sub: Any) -> None:
     """Add the built-in sub-commands to ``sub`` (an argparse sub-parsers object)."""
@@ -40,8 +42,7 @@ def add_builtin(sub: Any) -> None:
 
     p = sub.add_parser("cache", help="list or clean the step cache")
     p.add_argument("action", choices=["ls", "clean"])
-    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None,
-                   help="cache folder (default: $OLIVINE_CACHE_DIR or .olivine-cache)")
+    add_cache_dir(p, help="cache folder (default: $OLIVINE_CACHE_DIR or .olivine-cache)")
     p.add_argument("--older-than", "--older_than", dest="older_than", default=None,
                    help="with clean: only entries older than this (30m, 12h, 7d)")
     p.add_argument("--json", action="store_true", help="with ls: print JSON")
@@ -192,11 +193,10 @@ def parse_age(text: str) -> float:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """``olivine cache ls|clean``."""
-    import os
-
     from olivine.cache import Cache
+    from olivine.cli.generated import cache_dir
 
-    root = args.cache_dir or os.environ.get("OLIVINE_CACHE_DIR") or ".olivine-cache"
+    root = cache_dir(args.cache_dir)
     if not Path(root).is_dir():
         print(f"no cache at {Path(root).resolve()}")
         return 0

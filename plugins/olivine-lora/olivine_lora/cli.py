@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +21,13 @@ METHODS = {"lora": "LoRA", "qlora": "QLoRA"}
 
 def _common(p: argparse.ArgumentParser, output: str) -> None:
     from olivine.cli import add_log_level
+    from olivine.cli.generated import add_cache_dir, add_dry_run, add_save_config
 
     p.add_argument("-o", "--output_path", "--output-path", dest="output_path", default=output,
                    help=f"output folder (default: {output})")
-    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None,
-                   help="step cache folder (default: $OLIVINE_CACHE_DIR or .olivine-cache)")
-    p.add_argument("--save_config", "--save_config_file", dest="save_config", nargs="?", const="",
-                   default=None, metavar="FILE",
-                   help="write the workflow config this command runs (default FILE: config.json "
-                        "in the output folder, written after the run)")
-    p.add_argument("--dry_run", "--dry-run", dest="dry_run", action="store_true",
-                   help="check everything, print (or --save_config) the workflow, do not run")
+    add_cache_dir(p)
+    add_save_config(p)
+    add_dry_run(p)
     add_log_level(p)
 
 
@@ -93,7 +87,9 @@ def configure_finetune(p: argparse.ArgumentParser) -> None:
 
 def cache_dir_of(args: argparse.Namespace) -> str:
     """The cache folder the flags name."""
-    return str(args.cache_dir or os.environ.get("OLIVINE_CACHE_DIR") or ".olivine-cache")
+    from olivine.cli.generated import cache_dir
+
+    return cache_dir(args.cache_dir)
 
 
 def _model_path(value: str) -> tuple[str, bool]:
@@ -239,27 +235,9 @@ def _preflight_targets(args: argparse.Namespace, model_path: str, config: Any) -
 
 def run_workflow(args: argparse.Namespace, workflow: dict[str, Any]) -> Any:
     """Run (or with ``--dry_run`` only show) ``workflow``; honour ``--save_config``."""
-    from olivine.api import run, validate
+    from olivine.cli.generated import run_generated
 
-    validated = validate(workflow)
-    if args.dry_run:
-        if args.save_config:
-            _save(Path(args.save_config), workflow)
-        else:
-            print(json.dumps(workflow, indent=2))
-        return None
-    result = run(validated)
-    if args.save_config is not None:
-        target = Path(args.save_config) if args.save_config else \
-            Path(workflow["output_dir"]) / "config.json"
-        _save(target, workflow)
-    return result
-
-
-def _save(path: Path, workflow: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(workflow, indent=2) + "\n")
-    print(f"workflow config: {path} (run it with: olivine run --config {path})", file=sys.stderr)
+    return run_generated(workflow, dry_run=args.dry_run, save_config=args.save_config)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

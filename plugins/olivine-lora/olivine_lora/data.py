@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from olivine.errors import UsageError
+from olivine.userscript import resolve_data_file
 from olivine_lora.config import template_fields
 
 LOCAL_KINDS = {"json": "json", "jsonl": "json", "csv": "csv", "tsv": "tsv", "parquet": "parquet",
@@ -109,17 +110,6 @@ def text_options(config: Any, data_config: Any | None) -> TextOptions:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def resolve_path(value: str, script_dir: str | None = None) -> Path:
-    """A data file or folder: as given, from the working directory, then under ``script_dir``."""
-    p = Path(value).expanduser()
-    if p.exists():
-        return p.resolve()
-    if script_dir and (Path(script_dir) / p).exists():
-        return (Path(script_dir) / p).resolve()
-    raise UsageError(f"data file {value!r} does not exist (relative paths are taken from the "
-                     "working directory" + (", then script_dir" if script_dir else "") + ")")
-
-
 def file_kind(path: Path, data_name: str | None = None) -> str:
     """The reader for ``path``: from ``data_name`` (json, csv, ...) or the file's suffix."""
     if data_name and data_name.lower() in LOCAL_KINDS:
@@ -168,7 +158,7 @@ def read_file(path: Path, kind: str) -> list[dict[str, Any]]:
 def _files(paths: Sequence[str], script_dir: str | None) -> list[Path]:
     out: list[Path] = []
     for value in paths:
-        p = resolve_path(value, script_dir)
+        p = resolve_data_file(value, script_dir)
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and
                            f.suffix.lstrip(".").lower() in LOCAL_KINDS)

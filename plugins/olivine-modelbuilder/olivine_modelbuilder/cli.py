@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
 def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], output: str) -> None:
     from olivine.cli import add_log_level
+    from olivine.cli.generated import add_cache_dir, add_dry_run, add_save_config
 
     p.add_argument("-m", "--model_name_or_path", "--model-name-or-path", dest="model",
                    required=True, help="a Hugging Face model folder or hub id (org/name)")
@@ -47,14 +47,9 @@ def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], ou
                    help="accepted for Olive; the conversion always uses the model builder")
     p.add_argument("--use_dynamo_exporter", action="store_true",
                    help="accepted for Olive; ignored (the model builder uses no torch exporter)")
-    p.add_argument("--save_config", "--save_config_file", dest="save_config", nargs="?",
-                   const="", default=None, metavar="FILE",
-                   help="write the workflow config that this command runs (default FILE: "
-                        "config.json in the output folder, written after the run)")
-    p.add_argument("--dry_run", "--dry-run", dest="dry_run", action="store_true",
-                   help="check everything, print (or --save_config) the workflow, do not run")
-    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None,
-                   help="step cache folder (default: $OLIVINE_CACHE_DIR or .olivine-cache)")
+    add_save_config(p)
+    add_dry_run(p)
+    add_cache_dir(p)
     add_log_level(p)
 
 
@@ -75,7 +70,9 @@ def provider_of(args: argparse.Namespace) -> str:
 
 def cache_dir_of(args: argparse.Namespace) -> str:
     """The cache folder the flags name."""
-    return str(args.cache_dir or os.environ.get("OLIVINE_CACHE_DIR") or ".olivine-cache")
+    from olivine.cli.generated import cache_dir
+
+    return cache_dir(args.cache_dir)
 
 
 def build_workflow(args: argparse.Namespace, model_path: str,
@@ -133,33 +130,13 @@ def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bo
 
     ``summary`` prints the run's summary and the output folder on stdout.
     """
-    from olivine.api import run, validate
+    from olivine.cli.generated import print_summary, run_generated
 
-    validated = validate(workflow)
-    if args.dry_run:
-        if args.save_config:
-            _save(Path(args.save_config), workflow)
-        else:
-            print(json.dumps(workflow, indent=2))
-        return 0
-    result = run(validated)
-    if args.save_config is not None:
-        target = Path(args.save_config) if args.save_config else Path(workflow["output_dir"]) / \
-            "config.json"
-        _save(target, workflow)
-    if summary and workflow["log_severity_level"] < 4:
-        text = result.report_path.parent / "summary.txt"
-        if text.is_file():
-            print(text.read_text(), end="")
-        print(f"  model: {result.output_dir}")
+    result = run_generated(workflow, dry_run=args.dry_run, save_config=args.save_config)
+    if result is not None and summary and workflow["log_severity_level"] < 4:
+        print_summary(result)
         print(f"  try: olivine generate -m {result.output_dir} -p \"Hello\" --chat")
     return 0
-
-
-def _save(path: Path, workflow: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(workflow, indent=2) + "\n")
-    print(f"workflow config: {path} (run it with: olivine run --config {path})", file=sys.stderr)
 
 
 def cmd_auto_opt(args: argparse.Namespace) -> int:
@@ -215,12 +192,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def configure_demo(p: argparse.ArgumentParser) -> None:
     """Flags of ``olivine demo``."""
     from olivine.cli import add_log_level
+    from olivine.cli.generated import add_cache_dir
 
     p.add_argument("-o", "--output_path", "--output-path", dest="output_path",
                    default="olivine-demo", help="output folder (default: olivine-demo)")
-    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None,
-                   help="cache folder for the trained model and the steps (default: "
-                        "$OLIVINE_CACHE_DIR or .olivine-cache)")
+    add_cache_dir(p, help="cache folder for the trained model and the steps (default: "
+                          "$OLIVINE_CACHE_DIR or .olivine-cache)")
     p.add_argument("--train_seconds", type=float, default=45.0,
                    help="how long to train the tiny model the first time (default: 45)")
     p.add_argument("--retrain", action="store_true", help="train again even if one is cached")

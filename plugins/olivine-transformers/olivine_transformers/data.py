@@ -30,6 +30,7 @@ import attrs
 
 from olivine.errors import UsageError
 from olivine.models import ModelHandle
+from olivine.userscript import resolve_data_file
 
 HF_TYPES = ("huggingfacecontainer", "textdatacontainer")
 DUMMY_TYPES = ("dummydatacontainer", "transformersdummydatacontainer")
@@ -59,18 +60,6 @@ def _get(cfg: Mapping[str, Any], *names: str, default: Any = None) -> Any:
         if name in cfg and cfg[name] is not None:
             return cfg[name]
     return default
-
-
-def resolve_file(value: str, script_dir: str | None = None) -> Path:
-    """A data file path: as given, from the working directory, then under ``script_dir``."""
-    p = Path(value).expanduser()
-    if p.exists():
-        return p.resolve()
-    if script_dir and (Path(script_dir) / p).exists():
-        return (Path(script_dir) / p).resolve()
-    where = " (or under script_dir)" if script_dir else ""
-    raise UsageError(f"data file {value!r} does not exist (relative paths are taken from the "
-                     f"working directory{where})")
 
 
 def read_records(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
@@ -201,7 +190,7 @@ def load_text_data(data_config: Any, model: ModelHandle | None = None,
                          "hub dataset) or DummyDataContainer")
     files = _get(load, "data_files", "data_file")
     if files:
-        paths = [resolve_file(str(f), getattr(data_config, "script_dir", None))
+        paths = [resolve_data_file(str(f), getattr(data_config, "script_dir", None))
                  for f in (files if isinstance(files, list) else [files])]
         kind = _get(load, "data_name", "type")
         kind = kind if kind in ("text", "txt", "json", "jsonl", "csv", "tsv") else None
@@ -261,7 +250,7 @@ def text_file_data(path: str, model: ModelHandle | None, max_samples: int | None
                    max_length: int = 128, batch_size: int = 1, tokenizer: str | None = None,
                    text_col: str = "text") -> TextData:
     """Tokenized data from a local ``.txt``/``.jsonl``/``.csv`` file (one sample per row)."""
-    p = resolve_file(path)
+    p = resolve_data_file(path)
     records = read_records(p)
     pre = {"input_cols": [text_col], "max_samples": max_samples, "max_length": max_length,
            "model_name": tokenizer}

@@ -8,9 +8,6 @@ that the chosen algorithm or model kind cannot use is an error, never dropped.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ PASSES = {("hf", "rtn"): "RtnHf", ("hf", "gptq"): "Gptq", ("hf", "awq"): "Awq",
 def configure(p: argparse.ArgumentParser) -> None:
     """The flags (Olive's names where Olive has them)."""
     from olivine.cli import add_log_level
+    from olivine.cli.generated import add_cache_dir, add_dry_run
 
     p.add_argument("-m", "--model_name_or_path", "--model-name-or-path", dest="model", required=True,
                    help="a Hugging Face model folder or hub id, an .onnx file, or a folder holding one")
@@ -66,10 +64,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="tokens per calibration window (default 512)")
     p.add_argument("--trust_remote_code", action="store_true",
                    help="allow the model's own code from its repository")
-    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None,
-                   help="step cache folder (default: $OLIVINE_CACHE_DIR or .olivine-cache)")
-    p.add_argument("--dry_run", "--dry-run", dest="dry_run", action="store_true",
-                   help="check the flags and print the workflow without running it")
+    add_cache_dir(p)
+    add_dry_run(p, help="check the flags and print the workflow without running it")
     add_log_level(p)
 
 
@@ -187,10 +183,12 @@ def _data_flags(args: argparse.Namespace, cfg: dict[str, Any]) -> None:
 
 def build_workflow(args: argparse.Namespace) -> dict[str, Any]:
     """The workflow dict for the flags."""
+    from olivine.cli.generated import cache_dir
+
     kind, input_model = model_kind(args.model)
     if args.trust_remote_code and kind == "hf":
         input_model["load_kwargs"] = {"trust_remote_code": True}
-    cache = args.cache_dir or os.environ.get("OLIVINE_CACHE_DIR") or ".olivine-cache"
+    cache = cache_dir(args.cache_dir)
     return {
         "workflow_id": "quantize",
         "input_model": input_model,
@@ -203,19 +201,12 @@ def build_workflow(args: argparse.Namespace) -> dict[str, Any]:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``olivine quantize``."""
-    from olivine.api import run, validate
+    from olivine.cli.generated import print_summary, run_generated
     from olivine.output import check_output_dir
 
     workflow = build_workflow(args)
-    validated = validate(workflow)
-    if args.dry_run:
-        print(json.dumps(workflow, indent=2))
-        return 0
-    check_output_dir(Path(workflow["output_dir"]))
-    result = run(validated)
-    if workflow["log_severity_level"] < 4:
-        summary = result.report_path.parent / "summary.txt"
-        if summary.is_file():
-            print(summary.read_text(), end="")
-        print(f"  model: {result.output_dir}", file=sys.stdout)
+    result = run_generated(workflow, dry_run=args.dry_run,
+                           before_run=lambda: check_output_dir(Path(workflow["output_dir"])))
+    if result is not None and workflow["log_severity_level"] < 4:
+        print_summary(result)
     return 0
