@@ -83,18 +83,20 @@ def calibration_feeds(session: Any, window: np.ndarray,
     return feeds
 
 
-def collect_hessians(model_file: Path, activations: dict[str, int], windows: np.ndarray,
+def collect_hessians(model_file: Path, graph: Any, activations: dict[str, int], windows: np.ndarray,
                      threads: int | None = None) -> dict[str, Any]:
     """``X^T X / tokens`` (torch float32, ``[K, K]``) of each named activation on ``windows``.
 
-    ``activations`` maps tensor names to their ONNX element type (the graph outputs
-    added to read them).
+    ``graph`` is the model at ``model_file`` loaded without its weights (it is copied,
+    not changed); ``activations`` maps tensor names to their ONNX element type (the
+    graph outputs added to read them).
     """
     import onnx
     import onnxruntime as ort
     import torch
 
-    proto = onnx.load(str(model_file), load_external_data=False)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(graph)
     existing = {o.name for o in proto.graph.output}
     for name, elem_type in activations.items():
         if name not in existing:
@@ -147,6 +149,7 @@ class OnnxGptq:
         self.types: dict[str, int] = {}  # activation -> ONNX element type
         self.readers: dict[str, int] = {}  # activation -> weights still to quantize
         self.factors: dict[str, Any] = {}
+        self.graph: Any = None  # the model without weights, read once by plan()
         self.losses: dict[str, float] = {}
         self.passes = 0
 
@@ -154,8 +157,7 @@ class OnnxGptq:
         """Record each candidate MatMul's activation input, its width and its element type."""
         import onnx
 
-        graph = onnx.load(str(self.model_file), load_external_data=False).graph
-        types = {t.name: t.data_type for t in graph.initializer}
+        self.graph = onnx.load(str(self.model_file), load_external_data=False)
         for cand in candidates:
             if cand.op_type != "MatMul":
                 continue
@@ -166,7 +168,7 @@ class OnnxGptq:
             if activation not in self.sizes:
                 self.order.append(activation)
                 self.sizes[activation] = int(cand.shape[1])
-                self.types[activation] = types[cand.weight]
+                self.types[activation] = cand.data_type
 
     def _collect_next(self, first: str) -> None:
         start = self.order.index(first)
@@ -186,7 +188,7 @@ class OnnxGptq:
                                    f"{len(self.windows)} windows")
         from olivine_weightquant.core import factor_hessian
 
-        hessians = collect_hessians(self.model_file, group, self.windows)
+        hessians = collect_hessians(self.model_file, self.graph, group, self.windows)
         for activation in list(hessians):
             self.factors[activation] = factor_hessian(hessians.pop(activation), self.damp_percent,
                                                       self.act_order)

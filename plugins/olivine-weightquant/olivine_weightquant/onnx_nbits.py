@@ -49,6 +49,7 @@ class Candidate:
     weight: str
     op_type: str
     shape: tuple[int, int]
+    data_type: int  # the weight's ONNX element type
 
 
 class TensorReader:
@@ -188,7 +189,7 @@ def find_candidates(graph: Any, selection: Selection) -> tuple[list[Candidate], 
             continue
         rows, cols = int(weight.dims[0]), int(weight.dims[1])
         shape = (cols, rows) if node.op_type == "MatMul" else (rows, cols)  # as W[N, K]
-        chosen.append(Candidate(node, weight.name, node.op_type, shape))
+        chosen.append(Candidate(node, weight.name, node.op_type, shape, weight.data_type))
     return chosen, skipped
 
 
