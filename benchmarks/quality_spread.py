@@ -60,24 +60,58 @@ def run_one(cfg: dict[str, Any], work: Path, pytest_args: list[str], fresh: bool
         (folder / stale).unlink(missing_ok=True)
     env = dict(os.environ)
     n = str(cfg["threads"])
-    env.update({"OLIVINE_TEST_SEED": str(cfg["seed"]), "OLIVINE_TEST_THREADS": n,
-                "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-                "OLIVINE_TEST_CACHE": str(folder / "models"),
-                "OLIVINE_QUALITY_LOG": str(folder / "quality.jsonl"),
-                "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+    env.update(
+        {
+            "OLIVINE_TEST_SEED": str(cfg["seed"]),
+            "OLIVINE_TEST_THREADS": n,
+            "OMP_NUM_THREADS": n,
+            "MKL_NUM_THREADS": n,
+            "OPENBLAS_NUM_THREADS": n,
+            "OLIVINE_TEST_CACHE": str(folder / "models"),
+            "OLIVINE_QUALITY_LOG": str(folder / "quality.jsonl"),
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
     env.pop("ATEN_CPU_CAPABILITY", None)
     if cfg["kernel"] != "native":
         env["ATEN_CPU_CAPABILITY"] = cfg["kernel"]
-    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                           env=env, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     t0 = time.perf_counter()
     with (folder / "pytest.log").open("w") as log:
-        code = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "quality",
-                               "--basetemp", str(folder / "tmp"), "--junitxml", str(folder / "junit.xml"),
-                               *pytest_args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    outcome = {"config": cfg, "kernel_used": probe.stdout.strip() or probe.stderr.strip()[-200:],
-               "exit_code": code, "seconds": round(time.perf_counter() - t0, 1),
-               "tests": _junit(folder / "junit.xml")}
+        code = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "-m",
+                "quality",
+                "--basetemp",
+                str(folder / "tmp"),
+                "--junitxml",
+                str(folder / "junit.xml"),
+                *pytest_args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ).returncode
+    outcome = {
+        "config": cfg,
+        "kernel_used": probe.stdout.strip() or probe.stderr.strip()[-200:],
+        "exit_code": code,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "tests": _junit(folder / "junit.xml"),
+    }
     done.write_text(json.dumps(outcome, indent=2))
     return outcome
 
@@ -120,12 +154,18 @@ def collect(work: Path, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render(outcomes: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     """The report as Markdown."""
-    lines = ["# Quality claims: spread over seeds, threads and torch CPU kernels", "",
-             "| run | kernel used | exit | seconds | failed tests |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Quality claims: spread over seeds, threads and torch CPU kernels",
+        "",
+        "| run | kernel used | exit | seconds | failed tests |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for o in outcomes:
         failed = sum(s == "failed" for s in o["tests"].values())
-        lines.append(f"| {name_of(o['config'])} | {o['kernel_used']} | {o['exit_code']} | {o['seconds']} "
-                     f"| {failed} of {len(o['tests'])} |")
+        lines.append(
+            f"| {name_of(o['config'])} | {o['kernel_used']} | {o['exit_code']} | {o['seconds']} "
+            f"| {failed} of {len(o['tests'])} |"
+        )
     lines += ["", "| claim.number | runs | min | median | max |", "| --- | --- | --- | --- | --- |"]
     for key in sorted(summary["values"]):
         v = summary["values"][key]
@@ -139,7 +179,9 @@ def render(outcomes: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 
 def main() -> int:
     """Run the grid (or re-read it) and print the report."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/olivine-quality-spread"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--kernels", nargs="+", default=["default", "avx2", "avx512"])
@@ -147,19 +189,27 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each uses its thread count)")
     parser.add_argument("--fresh", action="store_true", help="repeat runs that already finished")
     parser.add_argument("--report-only", action="store_true", help="only re-read finished runs")
-    parser.add_argument("pytest_args", nargs="*", default=["tests"],
-                        help="what pytest collects (default: tests)")
+    parser.add_argument(
+        "pytest_args", nargs="*", default=["tests"], help="what pytest collects (default: tests)"
+    )
     args = parser.parse_args()
     grid = configurations(args.seeds, args.kernels, args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.report_only:
-        outcomes = [json.loads((args.work / name_of(c) / "done.json").read_text()) for c in grid
-                    if (args.work / name_of(c) / "done.json").is_file()]
+        outcomes = [
+            json.loads((args.work / name_of(c) / "done.json").read_text())
+            for c in grid
+            if (args.work / name_of(c) / "done.json").is_file()
+        ]
     else:
+
         def one(cfg: dict[str, Any]) -> dict[str, Any]:
             out = run_one(cfg, args.work, args.pytest_args, args.fresh)
-            print(f"{name_of(cfg)}: exit {out['exit_code']} in {out['seconds']} s "
-                  f"(kernel {out['kernel_used']})", flush=True)
+            print(
+                f"{name_of(cfg)}: exit {out['exit_code']} in {out['seconds']} s "
+                f"(kernel {out['kernel_used']})",
+                flush=True,
+            )
             return out
 
         # the two-thread runs go last, alone, so that they have both cores
