@@ -179,7 +179,7 @@ def parse_yaml(text: str, source: str) -> Any:
     import yaml
 
     try:
-        data = yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_yaml12_loader())  # a SafeLoader subclass: no objects
     except yaml.YAMLError as exc:
         raise UsageError(f"{source}: not valid YAML: {exc}") from exc
     except RecursionError:

@@ -39,7 +39,7 @@ def peak_rss_mb() -> float | None:
         import resource
     except ImportError:
         try:
-            import psutil  # type: ignore[import-untyped]
+            import psutil
         except ImportError:
             return None
         info = psutil.Process().memory_info()
