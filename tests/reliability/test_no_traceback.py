@@ -79,6 +79,14 @@ def test_cache_ls_with_a_name_over_255_bytes(tmp_path: Path) -> None:
              "longer than 255 bytes")
 
 
+@pytest.mark.parametrize("key", ["output_dir", "cache_dir"])
+def test_an_empty_output_or_cache_folder_is_refused(tmp_path: Path, key: str) -> None:
+    wf = make_workflow(tmp_path, HELLO_MODEL, {"s": {"type": "Scale"}}, **{key: ""})
+    proc = olivine_subprocess("run", "--config", str(_write(tmp_path, wf)), cwd=tmp_path)
+    _refused(proc, f"{key}: must name a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wf.json"]
+
+
 @pytest.mark.parametrize("flag", ["-o", "--cache_dir"])
 def test_an_output_or_cache_folder_below_a_file_is_refused(tmp_path: Path, flag: str) -> None:
     wf = make_workflow(tmp_path, HELLO_MODEL, {"s": {"type": "Scale"}})

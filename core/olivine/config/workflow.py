@@ -191,6 +191,8 @@ def _bad_path(value: Any, key: str, problems: Problems) -> bool:
 
 def _folder_problem(value: str) -> str | None:
     """Why folder ``value`` cannot be created (a name too long, a file on its way), or ``None``."""
+    if not value.strip():
+        return "must name a folder; an empty value would mean the working directory itself"
     problem = path_problem(value)
     if problem is not None:
         return problem
