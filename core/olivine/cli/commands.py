@@ -195,8 +195,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
     """``olivine cache ls|clean``."""
     from olivine.cache import Cache
     from olivine.cli.generated import cache_dir
+    from olivine.errors import UsageError
+    from olivine.safepath import path_problem
 
     root = cache_dir(args.cache_dir)
+    problem = path_problem(root)
+    if problem is not None:
+        raise UsageError(f"--cache_dir {root!r}: {problem}")
     if not Path(root).is_dir():
         print(f"no cache at {Path(root).resolve()}")
         return 0
