@@ -171,25 +171,14 @@ class OnnxModel(ModelHandle):
         return super().files()
 
 
-def external_data_locations(model_file: Path) -> list[str]:
-    """The ``location`` of every external-data tensor of ``model_file``, as written in it."""
-    import onnx  # heavy; only when a model file is inspected
-    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
-
-    proto = onnx.load(str(model_file), load_external_data=False)
-    names = set()
-    for tensor in _get_all_tensors(proto):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            names.add(ExternalDataInfo(tensor).location)
-    return sorted(names)
-
-
 def outside_external_data(model_file: Path) -> list[str]:
-    """External-data locations of ``model_file`` that resolve outside its folder (refused)."""
-    try:
-        return _outside(model_file.parent, external_data_locations(model_file))
-    except ImportError:
-        return []
+    """External-data locations of ``model_file`` that resolve outside its folder (refused).
+
+    Raises ValueError when the file is not a well-formed ONNX model.
+    """
+    from olivine.onnxfile import external_data_locations
+
+    return _outside(model_file.parent, external_data_locations(model_file))
 
 
 def _outside(folder: Path, names: list[str]) -> list[str]:
@@ -200,9 +189,11 @@ def _outside(folder: Path, names: list[str]) -> list[str]:
 
 def _external_data_files(model_file: Path) -> list[Path]:
     """External-data files that a single ``.onnx`` file refers to (only those in its folder)."""
+    from olivine.onnxfile import external_data_locations
+
     try:
         names = external_data_locations(model_file)
-    except ImportError:
+    except ValueError:  # not a readable model: the passes reading it report that
         guess = model_file.with_name(model_file.name + ".data")
         return [guess] if guess.exists() else []
     bad = set(_outside(model_file.parent, names))

@@ -84,6 +84,34 @@ def test_onnx_external_data_outside_its_folder_is_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_external_data_of_a_subgraph_outside_is_refused(
+        tmp_path: Path, cli: Callable[..., tuple[int, str, str]]) -> None:
+    """The location may hide in an If branch's initializer: refused as well."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    weight = numpy_helper.from_array(np.ones(3, np.float32), "w")
+    set_external_data(weight, "../../etc/passwd")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    out = helper.make_tensor_value_info("o", TensorProto.FLOAT, [3])
+    branch = helper.make_graph([helper.make_node("Identity", ["w"], ["o"])], "b", [], [out],
+                               [weight])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["o"], then_branch=branch, else_branch=branch)], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, [])], [out])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save_model(helper.make_model(graph), str(folder / "model.onnx"))
+    config = tmp_path / "workflow.json"
+    config.write_text(json.dumps(make_workflow(tmp_path, folder, {})))
+    code, _, err = cli("run", "--config", str(config))
+    assert code == 2 and "'../../etc/passwd'" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_modelbuilder_filename_outside_is_a_config_error(
         tmp_path: Path, cli: Callable[..., tuple[int, str, str]]) -> None:
     """Today ``extra_options.filename: ../../x.onnx`` writes outside and reports success."""

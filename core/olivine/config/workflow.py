@@ -184,7 +184,7 @@ def _outside_data(model_file: Path) -> list[str]:
     the passes, which report it."""
     try:
         return outside_external_data(model_file)
-    except Exception:  # a damaged model is not this check's to report
+    except (ValueError, OSError):  # a damaged model is not this check's to report
         return []
 
 
