@@ -84,6 +84,20 @@ def test_onnx_external_data_outside_its_folder_is_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_onnx_file_name_outside_the_model_folder_is_refused(
+        tmp_path: Path, onnx_model: Path, cli: Callable[..., tuple[int, str, str]]) -> None:
+    """``onnx_file_name`` names a file in ``model_path``; ``../x.onnx`` would publish a handle
+    pointing outside the output."""
+    shutil.copy(onnx_model / "model.onnx", tmp_path / "x.onnx")
+    wf = make_workflow(tmp_path, onnx_model, {})
+    wf["input_model"]["onnx_file_name"] = "../x.onnx"
+    config = tmp_path / "workflow.json"
+    config.write_text(json.dumps(wf))
+    code, _, err = cli("run", "--config", str(config))
+    assert code == 2 and "input_model.onnx_file_name" in err and "'../x.onnx'" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_external_data_of_a_subgraph_outside_is_refused(
         tmp_path: Path, cli: Callable[..., tuple[int, str, str]]) -> None:
     """The location may hide in an If branch's initializer: refused as well."""

@@ -239,6 +239,12 @@ def _input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | N
         onnx_spec = structure(data, OnnxModelSpec, path, problems)
         if is_missing(onnx_spec):
             return None
+        bad_name = component_problem(onnx_spec.onnx_file_name) \
+            if onnx_spec.onnx_file_name is not None else None
+        if bad_name is not None:
+            problems.add(f"{path}.onnx_file_name", f"{onnx_spec.onnx_file_name!r} {bad_name}: "
+                         "name a file inside model_path")
+            return None
         local = _resolve_path(onnx_spec.model_path, base_dir)
         if local is None:
             problems.add(f"{path}.model_path", f"no such file or folder: {onnx_spec.model_path!r}")
