@@ -306,3 +306,31 @@ def test_every_real_option_naming_a_file_is_declared() -> None:
                     field.metadata.get("input_path") or field.metadata.get("data_config")):
                 undeclared.append(f"{name}.{field.name}")
     assert undeclared == [], "declare these with metadata input_path (see olivine.inputs)"
+
+
+def test_olivine_quantize_calibration_text_enters_the_key(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``olivine quantize --data_files`` writes absolute paths; the key holds content instead."""
+    import argparse
+
+    cli = pytest.importorskip("olivine_weightquant.cli")
+
+    def key_in(root: Path) -> str:
+        monkeypatch.chdir(root)
+        parser = argparse.ArgumentParser()
+        cli.configure(parser)
+        args = parser.parse_args(["-m", "model/model.onnx", "--algorithm", "gptq",
+                                  "--data_files", "calib.txt", "-o", "out"])
+        return _key(cli.build_workflow(args), tmp_path)
+
+    root = tmp_path / "project"
+    shutil.copytree(HELLO_MODEL, root / "model")
+    (root / "calib.txt").write_text("to be or not to be")
+    try:
+        before = key_in(root)
+    except olivine.ConfigError as exc:
+        pytest.skip(f"workflow not valid here: {exc}")
+    shutil.copytree(root, tmp_path / "moved")
+    assert key_in(tmp_path / "moved") == before
+    (tmp_path / "moved" / "calib.txt").write_text("that is the question")
+    assert key_in(tmp_path / "moved") != before
