@@ -6,7 +6,8 @@ from typing import Any
 
 import onnx
 
-from olivine_onnx.surgeons.graph import Graph, SurgeryError, rename_inputs
+from olivine_onnx.surgeons.graph import Graph, SurgeryError
+from olivine_onnx.surgeons.graph import rename_inputs as rename_reads
 
 
 def _check_renames(g: Graph, old: list[str], new: list[str], kind: str, pool: dict[str, Any]) -> None:
@@ -39,7 +40,7 @@ def rename_inputs(model: onnx.ModelProto, options: Any) -> onnx.ModelProto:
 
 
 def _rename_all(node: onnx.NodeProto, mapping: dict[str, str]) -> None:
-    rename_inputs(node, mapping)
+    rename_reads(node, mapping)
 
 
 def rename_outputs(model: onnx.ModelProto, options: Any) -> onnx.ModelProto:
