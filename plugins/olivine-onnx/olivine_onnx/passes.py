@@ -6,7 +6,7 @@ surgeons' modules, imported when a pass runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -39,7 +39,7 @@ class GraphSurgeriesConfig(ExternalDataOptions):
 class _OnnxPass(Pass):
     accepts = ("onnx",)
     produces = "onnx"
-    libraries: tuple[str, ...] = ("onnx", "numpy")
+    libraries: ClassVar[tuple[str, ...]] = ("onnx", "numpy")
     version = "1"
 
 

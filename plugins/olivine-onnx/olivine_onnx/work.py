@@ -58,7 +58,7 @@ def peephole(model: ModelHandle, config: Any, context: PassContext) -> OnnxModel
     proto = _load(model)
     if config.onnxscript_optimize:
         try:
-            import onnxscript  # type: ignore[import-not-found]
+            import onnxscript
         except ImportError:
             log.warning("onnxscript is not installed: onnxscript_optimize runs olivine's subset "
                         "(constant folding of small tensors, dead-code elimination)")
@@ -67,7 +67,7 @@ def peephole(model: ModelHandle, config: Any, context: PassContext) -> OnnxModel
             proto = onnxscript.optimizer.optimize(proto)
     if config.onnxoptimizer_optimize:
         try:
-            import onnxoptimizer  # type: ignore[import-not-found]
+            import onnxoptimizer
         except ImportError:
             log.warning("onnxoptimizer is not installed: onnxoptimizer_optimize runs olivine's "
                         "subset (Identity and dead-code elimination)")
