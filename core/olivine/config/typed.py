@@ -192,22 +192,41 @@ def structure(data: Mapping[str, Any], cls: type, path: str, problems: Problems)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        problems.add(*_validator_message(exc, path))
+        for message in _validator_messages(exc):
+            problems.add(*_validator_message(message, path))
         return _MISSING
 
 
 _ATTRS_MSG = re.compile(r"^'(?P<name>\w+)' must be (?P<rule>.*?): (?P<value>.*)$", re.S)
 
 
-def _validator_message(exc: Exception, path: str) -> tuple[str, str]:
-    """Turn a validator's error into ``(path, message)``; attrs' own wording is rephrased."""
-    text = str(exc.args[0]) if exc.args else str(exc)
+def _validator_messages(exc: Exception) -> list[str]:
+    """A validator's messages: one, or one per line of a :class:`FieldProblems`."""
+    if isinstance(exc, FieldProblems):
+        return list(exc.problems)
+    return [str(exc.args[0]) if exc.args else str(exc)]
+
+
+class FieldProblems(ValueError):
+    """Several problems found by one validator, each ``"field[0].key: message"``.
+
+    A validator that checks a nested value (a list of objects, say) raises this to report
+    every problem at once, each under its own path below the field.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _validator_message(text: str, path: str) -> tuple[str, str]:
+    """Turn a validator's message into ``(path, message)``; attrs' own wording is rephrased."""
     m = _ATTRS_MSG.match(text)
     if m:  # attrs: "'block_size' must be <= 256: 512"
         return _join(path, m["name"]), f"must be {m['rule']}, got {m['value']}"
     head, sep, rest = text.partition(": ")
-    if sep and re.fullmatch(r"[A-Za-z_][\w.]*", head):  # our validators: "field: message"
-        return _join(path, head), rest
+    if sep and re.fullmatch(r"[A-Za-z_][\w.]*(\[\d+\][\w.]*)*", head):  # "field: message"
+        return (f"{path}.{head}" if path else head), rest
     return path, text
 
 
