@@ -15,6 +15,7 @@ from olivine_modelbuilder.config import (
     ModelBuilderConfig,
     builder_options,
     check_config,
+    provider_warnings,
     resolve_provider,
 )
 
@@ -74,6 +75,8 @@ class ModelBuilder(Pass):
         check_buildable(info, precision=config.precision, provider=provider,
                         block_size=config.int4_block_size, algo=config.int4_algo,
                         symmetric=config.int4_is_symmetric)
+        for warning in provider_warnings(config, provider):
+            context.logger.warning("%s", warning)
         if info.architecture in KNOWN_INACCURATE:
             context.logger.warning("%s: %s", info.architecture, KNOWN_INACCURATE[info.architecture])
         load = model.load_options()
