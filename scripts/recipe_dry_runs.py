@@ -69,15 +69,47 @@ def walk(root: Path = RECIPES) -> dict[str, tuple[int, str]]:
 
 
 _UNKNOWN_PASS = re.compile(r"unknown pass type '([^']+)'", re.I)
-_UNKNOWN_KEY = re.compile(r"(passes\.[\w.-]+|[\w.\[\]-]+): unknown (?:option|key) '?([\w-]+)'?", re.I)
+
+
+#: Which issue's work a missing pass waits on (for the reasons ``--update`` writes).
+PASS_ISSUE = {
+    "GraphSurgeries": 14, "OnnxPeepholeOptimizer": 14, "DynamicToFixedShape": 14,
+    "OrtSessionParamsTuning": 14, "AddOliveMetadata": 14, "StaticLLM": 14, "CaptureSplitInfo": 14,
+    "SplitModel": 14, "ComposeOnnxModels": 14, "OnnxIODataTypeConverter": 14,
+    "OnnxOpVersionConversion": 14, "OnnxQuantizationPreprocess": 14,
+    "SelectiveMixedPrecision": 13, "OnnxKQuantQuantization": 13, "MatMulNBitsToQDQ": 13,
+    "QuaRot": 13, "Quarot": 13, "SliceGPT": 13, "dora": 13, "loha": 13, "lokr": 13, "DoRA": 13,
+    "LoHa": 13, "LoKr": 13, "IncStaticQuantization": 13, "IncDynamicQuantization": 13,
+}
+#: Problems (a fragment of the message) and the reason written for them.
+KNOWN_PROBLEMS = (
+    ("no such file or folder", "needs a local file the recipe does not ship"),
+    ("PyTorchModel takes its options under 'config'", "PyTorchModel inputs in Olive's current form "
+     "(issue 14 item 4)"),
+    ("io_config: unknown key", "HfModel.io_config (issue 14 item 4)"),
+    ("engine.target: expected string", "a system written inline as target (issue 14 item 4)"),
+    ("evaluators.", "evaluator or metric form (issue 13 item 6)"),
+    ("takes onnx models, but gets an hf model", "OrtTransformersOptimization on an HfModel input "
+     "(issue 14 item 3)"),
+    ("activation_type", "Olive's int8 option names (issue 14 item 3)"),
+    ("save_as_external_data: unknown key", "external-data options on ONNX passes (issue 14 item 2)"),
+    ("model_type: ONNX Runtime's transformer optimizer does not know ''",
+     "OrtTransformersOptimization with model_type '' (issue 14 item 3)"),
+    ("metadata_only", "ModelBuilder metadata_only (ONNX input) is not supported yet"),
+)
 
 
 def guessed_reason(stderr: str) -> str:
-    """A first reason for a new failure, from its first error line (to be edited by hand)."""
+    """A reason for a failure, from its errors: the missing passes and the issue each waits on,
+    else the first known problem, else the first error line (to be edited by hand)."""
     lines = [ln.strip(" -") for ln in stderr.splitlines() if ln.strip()]
     passes = sorted({m.group(1) for m in _UNKNOWN_PASS.finditer(stderr)})
     if passes:
-        return "needs pass " + ", ".join(passes)
+        return "needs pass " + ", ".join(
+            f"{p} (issue {PASS_ISSUE[p]})" if p in PASS_ISSUE else p for p in passes)
+    for fragment, reason in KNOWN_PROBLEMS:
+        if fragment in stderr:
+            return reason
     for line in lines:
         if not line.startswith("olivine: invalid workflow config"):
             return line[:200]
@@ -92,10 +124,12 @@ def load_exceptions(path: Path = EXCEPTIONS) -> dict[str, str]:
     return dict(data.get("exceptions", {}))
 
 
-def write_exceptions(results: dict[str, tuple[int, str]], path: Path = EXCEPTIONS) -> dict[str, str]:
-    """Rewrite the exceptions list from a walk: failures keep their reasons, passes drop out."""
+def write_exceptions(results: dict[str, tuple[int, str]], path: Path = EXCEPTIONS,
+                     keep_reasons: bool = True) -> dict[str, str]:
+    """Rewrite the exceptions list from a walk: failures keep their reasons (unless
+    ``keep_reasons`` is false), passes drop out."""
     old = load_exceptions(path)
-    new = {name: old.get(name) or guessed_reason(err)
+    new = {name: old.get(name) if keep_reasons and old.get(name) else guessed_reason(err)
            for name, (code, err) in sorted(results.items()) if code != 0}
     doc: dict[str, Any] = {
         "about": "Workflows of ../shared/olive-recipes that `olivine run --config FILE --dry-run` "
@@ -117,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=RECIPES, help="olive-recipes folder")
     parser.add_argument("--update", action="store_true", help="rewrite the exceptions list")
     parser.add_argument("--show", action="store_true", help="print every failure's first lines")
+    parser.add_argument("--fresh-reasons", action="store_true",
+                        help="with --update: derive every reason again (hand-written ones are lost)")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         print(f"no recipes folder at {args.root}", file=sys.stderr)
@@ -134,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, err) in failed.items():
             print(f"\n== {name}\n" + "\n".join(err.splitlines()[:8]))
     if args.update:
-        write_exceptions(results)
+        write_exceptions(results, keep_reasons=not args.fresh_reasons)
         print(f"wrote {EXCEPTIONS.relative_to(REPO)}")
     return 0
 
