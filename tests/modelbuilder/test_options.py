@@ -62,15 +62,40 @@ def test_several_unknown_extra_options_are_all_named(tmp_path: Any) -> None:
 
 
 @pytest.mark.parametrize("key,owner", [
-    ("block_size", "int4_block_size"), ("int4_block_size", "int4_block_size"),
-    ("is_symmetric", "int4_is_symmetric"), ("algo_config", "int4_algo"),
     ("hf_remote", "input_model.load_kwargs.trust_remote_code"),
+    ("adapter_path", "input_model.adapter_path"),
 ])
-def test_extra_option_with_its_own_pass_option_is_refused(tmp_path: Any, key: str,
-                                                          owner: str) -> None:
+def test_extra_option_owned_by_the_input_model_is_refused(tmp_path: Any, key: str, owner: str) -> None:
     found = problems(tmp_path, {"precision": "int4", "extra_options": {key: "1"}})
-    assert found == [f"passes.builder.extra_options.{key}: set through "
-                     f"{owner if '.' in owner else 'the pass option ' + owner}, not extra_options"]
+    assert found == [f"passes.builder.extra_options.{key}: set through {owner}, not extra_options"]
+
+
+@pytest.mark.parametrize("options,field,value", [
+    ({"int4_accuracy_level": 4, "extra_options": {"int4_accuracy_level": 4}}, "int4_accuracy_level", 4),
+    ({"extra_options": {"int4_accuracy_level": 4}}, "int4_accuracy_level", 4),
+    ({"extra_options": {"accuracy_level": "4"}}, "int4_accuracy_level", 4),
+    ({"exclude_embeds": True, "extra_options": {"exclude_embeds": True}}, "exclude_embeds", True),
+    ({"extra_options": {"exclude_embeds": "true"}}, "exclude_embeds", True),
+    ({"int4_block_size": 64, "extra_options": {"block_size": 64}}, "int4_block_size", 64),
+    ({"extra_options": {"op_types_to_quantize": "MatMul/Gemm"}}, "int4_op_types_to_quantize",
+     ["MatMul", "Gemm"]),
+])
+def test_pass_option_repeated_in_extra_options_is_accepted_when_it_agrees(
+        tmp_path: Any, options: dict[str, Any], field: str, value: Any) -> None:
+    cfg = builder_config(tmp_path, {"precision": "int4", **options})
+    assert getattr(cfg, field) == value
+    assert cfg.extra_options == {}  # one value, carried by the pass option
+
+
+@pytest.mark.parametrize("options,key", [
+    ({"int4_accuracy_level": 1, "extra_options": {"int4_accuracy_level": 4}}, "int4_accuracy_level"),
+    ({"int4_block_size": 64, "extra_options": {"block_size": 128}}, "block_size"),
+    ({"exclude_embeds": True, "extra_options": {"exclude_embeds": False}}, "exclude_embeds"),
+])
+def test_pass_option_repeated_in_extra_options_with_another_value_is_refused(
+        tmp_path: Any, options: dict[str, Any], key: str) -> None:
+    found = problems(tmp_path, {"precision": "int4", **options})
+    assert len(found) == 1 and f"extra_options.{key}: " in found[0] and "conflicts with" in found[0]
 
 
 def test_known_extra_options_pass(tmp_path: Any) -> None:

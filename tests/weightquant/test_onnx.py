@@ -37,10 +37,10 @@ def _outputs(folder: Path, ids: np.ndarray) -> np.ndarray:
     return sess.run(None, {"ids": ids})[0]
 
 
-def test_rtn_alias_quantizes_matmul_and_gather(tmp_path: Path) -> None:
+def test_onnx_rtn_quantizes_matmul_and_gather(tmp_path: Path) -> None:
     src = make_onnx(tmp_path / "src")
     (src.parent / "genai_config.json").write_text("{}")
-    out = _run(tmp_path, src.parent, {"q": {"type": "rtn", "bits": 4, "block_size": 32,
+    out = _run(tmp_path, src.parent, {"q": {"type": "OnnxRtnQuantization", "bits": 4, "block_size": 32,
                                              "is_symmetric": False,
                                              "op_types_to_quantize": ["MatMul", "Gather"]}})
     assert _ops(out) == {"GatherBlockQuantized": 1, "MatMulNBits": 2, "Relu": 1}

@@ -43,6 +43,7 @@ KNOWN_PROVIDERS = {
     "rtn": "olivine-weightquant",
     "gptq": "olivine-weightquant",
     "gptqquantizer": "olivine-weightquant",
+    "gptqmodel": "olivine-weightquant",
     "hqq": "olivine-weightquant",
     "awq": "olivine-weightquant",
     "rtnhf": "olivine-weightquant",
@@ -435,7 +436,8 @@ def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataCon
         if cls is None:
             msg = host.passes.unknown(str(ptype))
             provider = KNOWN_PROVIDERS.get(str(ptype).lower())
-            if provider:
+            installed = {p.distribution for p in host.plugins}
+            if provider and provider not in installed:  # never name a plugin that is there
                 msg += f"; {ptype} is provided by the {provider} plugin, which is not installed"
             problems.add(f"{path}.type", msg)
             continue

@@ -16,23 +16,40 @@ Provider = Literal["cpu", "cuda", "dml", "webgpu", "NvTensorRtRtx"]
 Algorithm = Literal["default", "rtn", "k_quant", "rtn_last", "k_quant_last", "k_quant_mixed",
                     "k_quant_linear"]
 
-#: Builder option names that a pass option (or the input model) sets; refused in extra_options
-#: so that one value never has two places. ``int4_*`` are the builder's old names: its help says
-#: they still work, but 0.18 reads none of them (checked in its source), so they would be ignored.
+#: Builder option names that the input model or the pass itself sets; refused in extra_options.
 OWNED_OPTIONS = {
-    "block_size": "the pass option int4_block_size",
-    "int4_block_size": "the pass option int4_block_size",
-    "accuracy_level": "the pass option int4_accuracy_level",
-    "int4_accuracy_level": "the pass option int4_accuracy_level",
-    "is_symmetric": "the pass option int4_is_symmetric",
-    "int4_is_symmetric": "the pass option int4_is_symmetric",
-    "algo_config": "the pass option int4_algo",
-    "int4_algo_config": "the pass option int4_algo",
-    "exclude_embeds": "the pass option exclude_embeds",
-    "exclude_lm_head": "the pass option exclude_lm_head",
     "hf_remote": "input_model.load_kwargs.trust_remote_code",
     "adapter_path": "input_model.adapter_path",
-    "config_only": "nothing: it writes no model; ModelBuilder always builds one",
+    "config_only": "the pass option metadata_only",
+}
+
+#: extra_options names that repeat a pass option (builder name -> pass option). As in Olive,
+#: extra_options are passed after the pass options; olivine accepts a repeated one when the pass
+#: option is unset (at its default) or has the same value, and refuses it when the two conflict.
+#: ``int4_*`` are the builder's old names, which 0.18 no longer reads; the pass option carries them.
+REPEATED_OPTIONS = {
+    "block_size": "int4_block_size", "int4_block_size": "int4_block_size",
+    "accuracy_level": "int4_accuracy_level", "int4_accuracy_level": "int4_accuracy_level",
+    "is_symmetric": "int4_is_symmetric", "int4_is_symmetric": "int4_is_symmetric",
+    "algo_config": "int4_algo", "int4_algo_config": "int4_algo",
+    "op_types_to_quantize": "int4_op_types_to_quantize",
+    "int4_op_types_to_quantize": "int4_op_types_to_quantize",
+    "nodes_to_exclude": "int4_nodes_to_exclude", "int4_nodes_to_exclude": "int4_nodes_to_exclude",
+    "exclude_embeds": "exclude_embeds", "exclude_lm_head": "exclude_lm_head",
+    "enable_cuda_graph": "enable_cuda_graph", "use_qdq": "use_qdq", "use_8bits_moe": "use_8bits_moe",
+    "use_webgpu_fp32": "use_webgpu_fp32", "use_cuda_bf16": "use_cuda_bf16",
+    "include_hidden_states": "include_hidden_states",
+}
+
+#: Pass options passed to the builder under its own name when set (Olive's boolean options).
+FLAG_OPTIONS = ("enable_cuda_graph", "use_qdq", "use_8bits_moe", "use_webgpu_fp32", "use_cuda_bf16",
+                "include_hidden_states")
+
+#: Flags that only mean something for one provider: (provider, what happens elsewhere).
+PROVIDER_FLAGS = {
+    "enable_cuda_graph": ("cuda", "CUDA graph capture is a CUDA execution provider setting"),
+    "use_cuda_bf16": ("cuda", "bf16 I/O is built for the CUDA execution provider only"),
+    "use_webgpu_fp32": ("webgpu", "fp32 WebGPU kernels are a WebGPU execution provider setting"),
 }
 
 #: Builder options whose value becomes a file name in the output folder.
@@ -68,6 +85,8 @@ def _check_extra_options(instance: Any, attribute: Any, value: dict[str, Any]) -
         if key in OWNED_OPTIONS:
             raise ValueError(f"extra_options.{key}: set through {OWNED_OPTIONS[key]}, not "
                              "extra_options")
+        if key in REPEATED_OPTIONS:
+            continue  # reconciled with the pass option in ModelBuilderConfig.__attrs_post_init__
         if key not in known:
             unknown.append(key)
             continue
@@ -137,12 +156,70 @@ class ModelBuilderConfig:
     search: dict[str, Any] = attrs.field(factory=dict, validator=_check_search, metadata={
         "help": "generation defaults written into genai_config.json's search section "
                 "(max_length, do_sample, top_k, temperature, ...)"})
+    int4_op_types_to_quantize: list[str] | None = attrs.field(default=None, metadata={
+        "help": "op types quantized to n bits (null: the builder's default, MatMul; e.g. "
+                "[\"MatMul\", \"Gemm\"])"})
+    int4_nodes_to_exclude: list[str] | None = attrs.field(default=None, metadata={
+        "help": "node names left in float by the builder's quantizer"})
+    use_qdq: bool | None = attrs.field(default=None, metadata={
+        "help": "QuantizeLinear/DequantizeLinear around MatMul instead of MatMulNBits"})
+    use_8bits_moe: bool | None = attrs.field(default=None, metadata={
+        "help": "8-bit weights in QMoE ops (mixture-of-experts models)"})
+    use_webgpu_fp32: bool | None = attrs.field(default=None, metadata={
+        "help": "fp32 for GPUs without fp16 on WebGPU (a WebGPU setting; warned elsewhere)"})
+    use_cuda_bf16: bool | None = attrs.field(default=None, metadata={
+        "help": "bf16 I/O for quantized models on CUDA (a CUDA setting; warned elsewhere)"})
+    include_hidden_states: bool | None = attrs.field(default=None, metadata={
+        "help": "also output the hidden states"})
+    enable_cuda_graph: bool | None = attrs.field(default=None, metadata={
+        "help": "write CUDA graph capture into genai_config.json's CUDA provider options (a CUDA "
+                "setting: built for another provider it has no effect, and the run warns)"})
+    metadata_only: bool = attrs.field(default=False, metadata={
+        "help": "Olive: write only genai_config.json for an ONNX input; not supported yet (refused "
+                "before anything runs)"})
     use_ort_genai: bool = attrs.field(default=True, metadata={
         "help": "accepted for Olive configs; the output always has genai_config.json and the "
                 "tokenizer, so onnxruntime-genai can load it"})
     use_dynamo_exporter: bool = attrs.field(default=False, metadata={
         "help": "accepted for Olive configs; ignored: the model builder writes the ONNX graph "
                 "itself and uses no torch exporter"})
+
+
+    def __attrs_post_init__(self) -> None:
+        """Reconcile pass options repeated in extra_options (Olive passes extra_options last)."""
+        extra = dict(self.extra_options)
+        defaults = {f.name: f.default for f in attrs.fields(type(self))}
+        adopted: dict[str, Any] = {}
+        for key in [k for k in extra if k in REPEATED_OPTIONS]:
+            field = REPEATED_OPTIONS[key]
+            value = _normalized(field, extra.pop(key))
+            current = adopted.get(field, getattr(self, field))
+            if current == value:
+                continue
+            if current == defaults[field] and field not in adopted:
+                adopted[field] = value
+                continue
+            raise ValueError(f"extra_options.{key}: {value!r} conflicts with the pass option "
+                             f"{field} ({current!r}); give the value once")
+        if not adopted and extra == self.extra_options:
+            return
+        for field, value in adopted.items():
+            object.__setattr__(self, field, value)
+        object.__setattr__(self, "extra_options", extra)
+        attrs.validate(self)
+
+
+def _normalized(field: str, value: Any) -> Any:
+    """An extra_options value in the pass option's form (the builder also takes strings)."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if field in ("int4_block_size", "int4_accuracy_level") and low.isdigit():
+            return int(low)
+        if low in ("true", "false", "1", "0") and field not in ("int4_algo",):
+            return low in ("true", "1")
+        if field in ("int4_op_types_to_quantize", "int4_nodes_to_exclude"):
+            return [v for v in value.replace("/", ",").split(",") if v]
+    return value
 
 
 def resolve_provider(config: ModelBuilderConfig, accelerator: Accelerator) -> str | None:
@@ -161,6 +238,10 @@ def check_config(config: ModelBuilderConfig, accelerator: Accelerator) -> list[s
                 f"accelerator); it builds for {', '.join(builder_info.BUILDER_PROVIDERS)}: set "
                 "execution_provider, or use a system whose accelerator is one of those"]
     problems = []
+    if config.metadata_only:
+        problems.append("metadata_only: writing only genai_config.json for an ONNX model is not "
+                        "supported by olivine's ModelBuilder yet; build the model from the Hugging "
+                        "Face input instead (metadata_only false)")
     valid = builder_info.VALID_COMBINATIONS.get(provider, ())
     if config.precision not in valid:
         why = (" (the builder writes it, but ONNX Runtime's CPU provider cannot run it: fp16 "
@@ -184,8 +265,31 @@ def builder_options(config: ModelBuilderConfig) -> dict[str, Any]:
             options["accuracy_level"] = config.int4_accuracy_level
         if config.int4_algo != "default":
             options["algo_config"] = config.int4_algo
+    if config.precision in ("int4", "int8"):
+        if config.int4_op_types_to_quantize:
+            options["op_types_to_quantize"] = list(config.int4_op_types_to_quantize)
+        if config.int4_nodes_to_exclude:
+            options["nodes_to_exclude"] = list(config.int4_nodes_to_exclude)
     if config.exclude_embeds:
         options["exclude_embeds"] = True
     if config.exclude_lm_head:
         options["exclude_lm_head"] = True
+    for flag in FLAG_OPTIONS:
+        if getattr(config, flag) is not None:
+            options[flag] = bool(getattr(config, flag))
     return options
+
+
+def provider_warnings(config: ModelBuilderConfig, provider: str) -> list[str]:
+    """Options set for another provider than the one built for: accepted (as Olive does) and
+    said, since they have no effect."""
+    out = []
+    for flag, (wanted, what) in PROVIDER_FLAGS.items():
+        if getattr(config, flag) and provider != wanted:
+            out.append(f"{flag}: {what}; building for {provider}, it has no effect")
+    if config.precision not in ("int4", "int8"):
+        for name in ("int4_op_types_to_quantize", "int4_nodes_to_exclude"):
+            if getattr(config, name):
+                out.append(f"{name}: applies to int4/int8 weights; precision is {config.precision}, "
+                           "so it has no effect")
+    return out

@@ -15,6 +15,7 @@ from olivine_modelbuilder.config import (
     ModelBuilderConfig,
     builder_options,
     check_config,
+    provider_warnings,
     resolve_provider,
 )
 
@@ -63,6 +64,7 @@ class ModelBuilder(Pass):
         """Check the model folder, run the builder into ``context.work_dir``, return the handle."""
         from olivine_modelbuilder.build import build_model
         from olivine_modelbuilder.modelinfo import KNOWN_INACCURATE, check_buildable, read_model
+        from olivine_modelbuilder.quant_embeds import embeds_settings, quantize_gather
 
         model = with_adapter(model)
         provider = resolve_provider(config, context.accelerator)
@@ -74,6 +76,8 @@ class ModelBuilder(Pass):
         check_buildable(info, precision=config.precision, provider=provider,
                         block_size=config.int4_block_size, algo=config.int4_algo,
                         symmetric=config.int4_is_symmetric)
+        for warning in provider_warnings(config, provider):
+            context.logger.warning("%s", warning)
         if info.architecture in KNOWN_INACCURATE:
             context.logger.warning("%s: %s", info.architecture, KNOWN_INACCURATE[info.architecture])
         load = model.load_options()
@@ -86,6 +90,15 @@ class ModelBuilder(Pass):
             num_layers=layers if isinstance(layers, int) else None,
             norm_epsilon=info.norm_epsilon(),
             progress=context.progress, logger=context.logger)
+        embeds = embeds_settings(info.path) if info.local else None
+        if embeds is not None:
+            count = quantize_gather(model_file, info.path, embeds)
+            if not count:
+                raise UsageError(f"{model.path} has quantized embeddings ({embeds['module']}), but the "
+                                 "built graph has no Gather on the embedding table to replace "
+                                 "(exclude_embeds?)")
+            context.logger.info("embeddings: GatherBlockQuantized, %d bits, block %d",
+                                embeds["bits"], embeds["group_size"])
         context.progress(1, 1, "done")
         attributes = {"is_generative": True, "genai_config": "genai_config.json",
                       "precision": config.precision, "execution_provider": provider,

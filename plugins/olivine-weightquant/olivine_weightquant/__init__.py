@@ -13,12 +13,13 @@ import olivine
 
 @olivine.hookimpl
 def register_passes(register: Any) -> None:
-    """Register the ONNX passes (RTN, HQQ) and the Hugging Face passes (GPTQ, AWQ, RTN)."""
+    """Register the ONNX passes (RTN, HQQ, GPTQ) and the Hugging Face passes (Rtn, Gptq and
+    Olive's GptqQuantizer/GptqModel, Awq)."""
     from olivine_weightquant import passes
 
     for cls in (passes.OnnxBlockWiseRtnQuantization, passes.OnnxHqqQuantization,
-                passes.OnnxGptqQuantization, passes.Gptq,
-                passes.Awq, passes.RtnHf):
+                passes.OnnxGptqQuantization, passes.Gptq, passes.GptqQuantizer,
+                passes.GptqModel, passes.Awq, passes.Rtn):
         register(cls)
 
 

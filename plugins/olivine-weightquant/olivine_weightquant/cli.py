@@ -17,7 +17,7 @@ CALIBRATED = ("gptq", "awq")
 DATA_FLAGS = ("data_files", "data_name", "text_field", "max_samples", "max_seq_len")
 
 #: (model kind, algorithm) -> pass type
-PASSES = {("hf", "rtn"): "RtnHf", ("hf", "gptq"): "Gptq", ("hf", "awq"): "Awq",
+PASSES = {("hf", "rtn"): "Rtn", ("hf", "gptq"): "Gptq", ("hf", "awq"): "Awq",
           ("onnx", "rtn"): "OnnxBlockWiseRtnQuantization", ("onnx", "hqq"): "OnnxHqqQuantization",
           ("onnx", "gptq"): "OnnxGptqQuantization"}
 

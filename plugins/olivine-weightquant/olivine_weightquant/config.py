@@ -64,12 +64,34 @@ def _damp(instance: Any, attribute: Any, value: float) -> None:
         raise ValueError(f"damp_percent: expected a fraction in (0, 1], got {value}")
 
 
-def _no_embeds(instance: Any, attribute: Any, value: bool) -> None:
-    if value:
-        raise ValueError("embeds: quantized embeddings cannot be stored in a GPTQ-format checkpoint "
-                         "(the genai builder reads embeddings in float); quantize them in ONNX "
-                         "instead: ModelBuilder int4 with shared embeddings, or "
-                         "OnnxBlockWiseRtnQuantization with op_types_to_quantize [\"Gather\"]")
+OVERRIDE_KEYS = ("bits", "symmetric", "group_size")
+
+
+def _overrides(instance: Any, attribute: Any, value: dict[str, Any] | None) -> None:
+    """Olive's ``overrides``: module name -> any of bits, symmetric, group_size."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"overrides: expected an object of module name -> settings, got {value!r}")
+    for module, override in value.items():
+        where = f"overrides.{module}"
+        if not isinstance(override, dict):
+            raise ValueError(f"{where}: expected an object with {', '.join(OVERRIDE_KEYS)}, "
+                             f"got {override!r}")
+        for key, item in override.items():
+            if key not in OVERRIDE_KEYS:
+                raise ValueError(f"{where}.{key}: unknown override; Olive's overrides take "
+                                 f"{', '.join(OVERRIDE_KEYS)}")
+            if item is None:
+                continue
+            if key == "bits" and item not in (4, 8):
+                raise ValueError(f"{where}.bits: expected 4 or 8, got {item!r}")
+            if key == "group_size" and (not isinstance(item, int) or isinstance(item, bool)
+                                        or not 16 <= item <= 256 or item & (item - 1)):
+                raise ValueError(f"{where}.group_size: expected a power of two from 16 to 256, "
+                                 f"got {item!r} (MatMulNBits runs no other block sizes)")
+            if key == "symmetric" and not isinstance(item, bool):
+                raise ValueError(f"{where}.symmetric: expected true or false, got {item!r}")
 
 
 # -- ONNX -----------------------------------------------------------------------------------------
@@ -132,7 +154,8 @@ class OnnxHqqConfig:
 
 @attrs.frozen
 class HfWeightConfig:
-    """Options shared by the passes that write GPTQ-format Hugging Face folders."""
+    """Options shared by the passes that write GPTQ-format Hugging Face folders (Olive's
+    ``get_quantizer_config``: bits, group_size, sym, lm_head, overrides)."""
 
     bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
     group_size: int = attrs.field(default=128, validator=_block, metadata={
@@ -144,19 +167,25 @@ class HfWeightConfig:
     lm_head: bool = attrs.field(default=False, metadata={
         "help": "also quantize the LM head (untied from the embeddings if they were shared)"})
     lm_head_bits: int | None = attrs.field(default=None, validator=_optional_bits, metadata={
-        "help": "bits for the LM head (null: bits); recorded as a per-module override"})
-    embeds: bool = attrs.field(default=False, validator=_no_embeds, metadata={
-        "help": "accepted for Olive; true is refused (see the message)"})
+        "help": "bits for the LM head (null: bits, or its entry in overrides); olivine's "
+                "shorthand for overrides {\"lm_head\": {\"bits\": N}}"})
+    overrides: dict[str, Any] | None = attrs.field(default=None, validator=_overrides, metadata={
+        "help": "per module name (lm_head, model.embed_tokens, model.layers.0.mlp.down_proj, ...): "
+                "any of bits, symmetric, group_size; they take precedence over the input's "
+                "mixed-precision choice (SelectiveMixedPrecision), as in Olive"})
 
 
 @attrs.frozen
 class RtnHfConfig(HfWeightConfig):
-    """Options of ``RtnHf``."""
+    """Options of ``Rtn`` (Olive's Hugging Face-side round-to-nearest)."""
 
+    embeds: bool = attrs.field(default=False, metadata={
+        "help": "also quantize the input embeddings (untied from the LM head if they were "
+                "shared); ModelBuilder turns them into GatherBlockQuantized"})
     only_lm_head: bool = attrs.field(default=False, metadata={
-        "help": "Olive's option: on a GPTQ-format input only the LM head is quantized anyway (the "
-                "genai builder reads every decoder-layer linear as quantized, so a float input "
-                "cannot keep them in float); implies lm_head"})
+        "help": "on a GPTQ-format input only the LM head is quantized anyway (the genai builder "
+                "reads every decoder-layer linear of a quantized checkpoint as quantized, so a "
+                "float input cannot keep them in float); implies lm_head"})
 
 
 @attrs.frozen(slots=False)  # a mixin: slotted bases on both sides of a class cannot combine
@@ -205,11 +234,100 @@ class AwqConfig(CalibratedConfig):
         "help": "scaling exponents tried per group of linears (0, 1/grid, ..., 1)"})
 
 
-def calibration_problems(config: CalibrationFields) -> list[str]:
-    """What is wrong with the calibration fields before anything runs."""
+def _unset(why: str) -> Any:
+    """A validator refusing any value but the default ``None`` (an option olivine cannot apply)."""
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if value is not None:
+            raise ValueError(f"{attribute.name}: {why}")
+    return check
+
+
+@attrs.frozen
+class GptqQuantizerConfig(CalibrationFields):
+    """Options of Olive's ``GptqQuantizer`` (AutoGPTQ), run by olivine's GPTQ."""
+
+    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
+    group_size: int = attrs.field(default=128, validator=_block, metadata={
+        "help": "weights per block (16, 32, 64, 128, 256)"})
+    sym: bool = attrs.field(default=False, metadata={"help": "symmetric blocks"})
+    damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata={
+        "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
+    desc_act: bool = attrs.field(default=False, metadata={
+        "help": "act-order; olivine always keeps static groups (plain g_idx), which the genai "
+                "builder's loader needs"})
+    static_groups: bool = attrs.field(default=False, metadata={
+        "help": "accepted: olivine's act-order always uses static groups"})
+    true_sequential: bool = attrs.field(default=False, metadata={
+        "help": "false only: a layer's linears are quantized from one pass of calibration inputs"})
+    layers_block_name: str | None = attrs.field(default=None, validator=_unset(
+        "olivine finds the decoder layers from the transformers model; remove this option"),
+        metadata={"help": "not supported (olivine finds the decoder layers itself)"})
+    outside_layer_modules: list[str] | None = attrs.field(default=None, validator=_unset(
+        "olivine finds the modules outside the decoder layers itself; remove this option"),
+        metadata={"help": "not supported (olivine finds them itself)"})
+    inside_layer_modules: list[list[str]] | None = attrs.field(default=None, validator=_unset(
+        "olivine quantizes every linear inside each decoder layer; remove this option"),
+        metadata={"help": "not supported (every linear of each decoder layer is quantized)"})
+    def __attrs_post_init__(self) -> None:
+        if self.true_sequential:
+            raise ValueError("true_sequential: olivine quantizes a layer's linears from one pass of "
+                             "calibration inputs (true_sequential false); set it to false")
+
+
+@attrs.frozen
+class GptqModelConfig(CalibrationFields):
+    """Options of Olive's ``GptqModel`` (the gptqmodel package), run by olivine's GPTQ."""
+
+    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
+    group_size: int = attrs.field(default=-1, metadata={
+        "help": "weights per block (16, 32, 64, 128, 256); Olive's default -1 (per channel) "
+                "cannot run as MatMulNBits and is refused"})
+    damp_percent: float = attrs.field(default=0.05, validator=_damp, metadata={
+        "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
+    damp_auto_increment: float = attrs.field(default=0.01, metadata={
+        "help": "accepted: olivine's Cholesky step raises the damping itself when it fails"})
+    static_groups: bool = attrs.field(default=False, metadata={
+        "help": "accepted: olivine's act-order always uses static groups"})
+    true_sequential: bool = attrs.field(default=True, metadata={
+        "help": "olivine quantizes a layer's linears from one pass of calibration inputs: true is "
+                "refused (set false)"})
+    desc_act: bool = attrs.field(default=True, metadata={"help": "act-order (static groups)"})
+    sym: bool = attrs.field(default=True, metadata={"help": "symmetric blocks"})
+    mse: float = attrs.field(default=0.0, metadata={
+        "help": "0 only: olivine's RTN grid search is fixed (no MSE norm option)"})
+    lm_head: bool = attrs.field(default=False, metadata={"help": "also quantize the LM head"})
+    device: str = attrs.field(default="cpu", metadata={"help": "cpu only: olivine's GPTQ runs on the CPU"})
+    dynamic: dict[str, Any] | None = attrs.field(default=None, validator=_unset(
+        "GPTQModel's regex overrides are not supported; use the Gptq pass's overrides (per module "
+        "name)"), metadata={"help": "not supported: use Gptq's overrides"})
+    rotation: str | None = attrs.field(default=None, validator=_unset(
+        "rotation is not supported here; run a QuaRot pass before Gptq"),
+        metadata={"help": "not supported: rotate with a QuaRot pass"})
+    def __attrs_post_init__(self) -> None:
+        problems = []
+        if self.group_size == -1 or self.group_size not in (16, 32, 64, 128, 256):
+            problems.append(f"group_size: {self.group_size} cannot run as MatMulNBits (blocks of 16, "
+                            "32, 64, 128 or 256; -1, per channel, is GPTQModel's default): set one")
+        if self.true_sequential:
+            problems.append("true_sequential: olivine quantizes a layer's linears from one pass of "
+                            "calibration inputs; set it to false")
+        if self.mse:
+            problems.append(f"mse: {self.mse} is not supported (olivine's scale search is fixed); set 0")
+        if self.device != "cpu":
+            problems.append(f"device: {self.device!r}: olivine's GPTQ runs on the CPU; set \"cpu\"")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def calibration_problems(config: CalibrationFields, default_allowed: bool = False) -> list[str]:
+    """What is wrong with the calibration fields before anything runs.
+
+    ``default_allowed``: no source at all is fine (Olive's Gptq then calibrates on its
+    default hub dataset; :func:`olivine_weightquant.passes.calibration_source`).
+    """
     given = [n for n, v in (("data_config", config.data_config), ("data_files", config.data_files),
                             ("data_name", config.data_name)) if v]
-    if not given:
+    if not given and not default_allowed:
         return ["data_config: calibration data is needed: set data_config (a data_configs entry), "
                 "data_files (local text files) or data_name (a hub dataset)"]
     if len(given) > 1:

@@ -175,8 +175,11 @@ def dequantized_state(source: TensorSource, qc: Mapping[str, Any] | None, dtype:
 
     state: dict[str, Any] = {}
     quantized = set(iter_quantized(source)) if qc else set()
+    embeds = ((qc or {}).get("olivine") or {}).get("embeds") or {}
     for name in source.names():
         module, _, leaf = name.rpartition(".")
+        if module == embeds.get("module") and leaf in ("scales", "qzeros"):
+            continue  # the table itself is stored dequantized
         if module in quantized and leaf in QUANT_SUFFIXES:
             if leaf != "qweight":
                 continue

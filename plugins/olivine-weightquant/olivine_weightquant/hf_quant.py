@@ -28,12 +28,8 @@ from olivine.errors import UsageError
 from olivine_weightquant import core
 from olivine_weightquant.hf_checkpoint import (
     CheckpointWriter,
-    TensorSource,
     add_override,
-    iter_quantized,
     make_quant_config,
-    quant_config_of,
-    read_config,
 )
 from olivine_weightquant.packing import gptq_tensors
 
@@ -57,6 +53,25 @@ class HfOptions:
     only_lm_head: bool = False
     batch_tokens: int = 2048
     awq_grid: int = 20
+    embeds: bool = False
+    #: module name -> {bits, symmetric, group_size} (Olive's ``overrides``, merged with the input's
+    #: ``mixed_precision_info``)
+    overrides: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+
+    def settings(self, module: str) -> tuple[int, int, bool]:
+        """``(bits, group_size, symmetric)`` of one module: the pass's values, ``lm_head_bits``
+        for the LM head, then the module's entry in ``overrides``."""
+        bits, group, sym = self.bits, self.group_size, self.symmetric
+        if module == "lm_head" and self.lm_head_bits:
+            bits = self.lm_head_bits
+        override = self.overrides.get(module) or {}
+        if override.get("bits") is not None:
+            bits = int(override["bits"])
+        if override.get("group_size") is not None:
+            group = int(override["group_size"])
+        if override.get("symmetric") is not None:
+            sym = bool(override["symmetric"])
+        return bits, group, sym
 
 
 def release_memory() -> None:
@@ -236,7 +251,7 @@ def calibrated(folder: Path, target: Path, options: HfOptions, windows: torch.Te
             from olivine_weightquant.awq import scale_layer
 
             scale_layer(layer, collector, options)
-        tensors = _quantize_layer(layer, names, collector, options, lm.dtype, f"{lm.prefix}.{i}.")
+        tensors = _quantize_layer(layer, names, collector, options, lm.dtype, f"{lm.prefix}.{i}.", qc)
         summary["linears"] += len(names)
         del collector
         times.append(time.perf_counter() - clock - sum(times))
@@ -285,19 +300,21 @@ def _layer_plans(lm: Any, options: HfOptions) -> set[str]:
         for name, module in lm.layers[i].named_modules():
             full = f"{lm.prefix}.{i}.{name}"
             if isinstance(module, torch.nn.Linear):
-                check_shape(full, module.out_features, module.in_features, options.bits, options.group_size)
+                bits, group, _ = options.settings(full)
+                check_shape(full, module.out_features, module.in_features, bits, group)
                 plans.add(full)
     if not plans:
         raise UsageError("no linear layer to quantize in the decoder layers")
     if options.lm_head:
         head = lm.model.get_output_embeddings()
-        bits = options.lm_head_bits or options.bits
-        check_shape("lm_head", head.out_features, head.in_features, bits, options.group_size)
+        bits, group, _ = options.settings("lm_head")
+        check_shape("lm_head", head.out_features, head.in_features, bits, group)
     return plans
 
 
 def _quantize_layer(layer: torch.nn.Module, names: dict[str, Any], collector: InputCollector,
-                    options: HfOptions, dtype: torch.dtype, prefix: str) -> dict[str, torch.Tensor]:
+                    options: HfOptions, dtype: torch.dtype, prefix: str,
+                    qc: dict[str, Any]) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for leader, members in collector.groups().items():
         factor = core.factor_hessian(collector.take_hessian(leader), options.damp_percent,
@@ -305,11 +322,12 @@ def _quantize_layer(layer: torch.nn.Module, names: dict[str, Any], collector: In
         for name in members:
             module = names[name]
             w = module.weight.detach().float()
+            bits, group, sym = options.settings(prefix + name)
             if factor is not None:
-                qw, _ = core.gptq(w, factor, options.bits, options.group_size, options.symmetric,
-                                  scale_dtype=torch.float16)
+                qw, _ = core.gptq(w, factor, bits, group, sym, scale_dtype=torch.float16)
             else:
-                qw = core.rtn(w, options.bits, options.group_size, options.symmetric, torch.float16)
+                qw = core.rtn(w, bits, group, sym, torch.float16)
+            add_override(qc, prefix + name, bits, group, sym)
             module.weight.data = qw.dequantize(dtype)
             for key, value in gptq_tensors(qw).items():
                 tensors[f"{prefix}{name}.{key}"] = value
@@ -323,7 +341,7 @@ def _quantize_layer(layer: torch.nn.Module, names: dict[str, Any], collector: In
 
 def _quantize_lm_head(lm: Any, hidden: list[torch.Tensor], options: HfOptions,
                       qc: dict[str, Any]) -> dict[str, torch.Tensor]:
-    bits = options.lm_head_bits or options.bits
+    bits, group, sym = options.settings("lm_head")
     w = lm.lm_head_matrix().float()
     if options.algorithm == "gptq":
         norm = lm.final_norm()
@@ -334,111 +352,20 @@ def _quantize_lm_head(lm: Any, hidden: list[torch.Tensor], options: HfOptions,
                 flat = y.reshape(-1, y.shape[-1]).float()
                 h.addmm_(flat.t(), flat)
         factor = core.factor_hessian(h, options.damp_percent, options.act_order)
-        qw, _ = core.gptq(w, factor, bits, options.group_size, options.symmetric,
-                          scale_dtype=torch.float16)
+        qw, _ = core.gptq(w, factor, bits, group, sym, scale_dtype=torch.float16)
     else:
-        qw = core.rtn(w, bits, options.group_size, options.symmetric, torch.float16)
-    add_override(qc, "lm_head", bits, options.group_size, options.symmetric)
+        qw = core.rtn(w, bits, group, sym, torch.float16)
+    add_override(qc, "lm_head", bits, group, sym)
     return {f"lm_head.{k}": v for k, v in gptq_tensors(qw).items()}
 
 
-# -- streamed: RTN and HQQ ------------------------------------------------------------------------
+# -- streamed: RTN and HQQ -----------------------------------------------------------------------
 
 
-def _linear_shapes(folder: Path, trust_remote_code: bool) -> tuple[dict[str, tuple[int, int]], str | None]:
-    """``{name: (out, in)}`` of every nn.Linear in model order (built on the meta device), and the
-    embedding's name."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def __getattr__(name: str) -> Any:
+    """``streamed`` (the RTN/HQQ driver) lives in :mod:`olivine_weightquant.hf_streamed`."""
+    if name == "streamed":
+        from olivine_weightquant.hf_streamed import streamed
 
-    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    embed = model.get_input_embeddings()
-    embed_name = next((n for n, m in model.named_modules() if m is embed), None)
-    return ({n: (m.out_features, m.in_features) for n, m in model.named_modules()
-             if isinstance(m, torch.nn.Linear)}, embed_name)
-
-
-def streamed(folder: Path, target: Path, options: HfOptions, progress: Progress | None = None,
-             trust_remote_code: bool = False) -> dict[str, Any]:
-    """RTN (or HQQ with integer zero points) of the linears, tensor by tensor, into ``target``."""
-    config = read_config(folder)
-    qc_in = quant_config_of(config)
-    if qc_in is not None and qc_in.get("quant_method") != "gptq":
-        raise UsageError(f"{folder} is quantized with {qc_in.get('quant_method')!r}; only float "
-                         "models and GPTQ-format folders can be (further) quantized here")
-    linears, embed_name = _linear_shapes(folder, trust_remote_code)
-    source = TensorSource(folder)
-    already = set(iter_quantized(source))
-    head_bits = options.lm_head_bits or options.bits
-    todo: dict[str, int] = {}
-    for name in linears:
-        if name in already:
-            continue
-        is_head = name == "lm_head"
-        if is_head and not options.lm_head:
-            continue
-        if not is_head and qc_in is not None:
-            continue  # a quantized folder: add only the LM head
-        todo[name] = head_bits if is_head else options.bits
-    tied = "lm_head" in todo and not source.has("lm_head.weight")
-    if options.only_lm_head and qc_in is None:
-        raise UsageError(f"only_lm_head: {folder} is a float model, and the genai builder reads every "
-                         "decoder-layer linear of a quantized checkpoint as quantized; quantize the "
-                         "layers first (Gptq or RtnHf), then add the LM head")
-    if not todo:
-        raise UsageError(f"nothing to quantize in {folder}: every linear is already quantized"
-                         + ("" if options.lm_head else " (set lm_head to quantize the LM head)"))
-    for name, bits in todo.items():
-        check_shape(name, *linears[name], bits, options.group_size)
-    qc = dict(qc_in) if qc_in else make_quant_config(options.bits, options.group_size, options.symmetric,
-                                                     method=options.algorithm)
-    qc["dynamic"] = dict(qc.get("dynamic") or {})
-    writer = CheckpointWriter(target)
-    shard: dict[str, torch.Tensor] = {}
-    size = 0
-    count = 0
-
-    def flush() -> None:
-        nonlocal shard, size, count
-        if shard:
-            count += 1
-            writer.write(f"{count:05d}", shard)
-            shard, size = {}, 0
-
-    for name in source.names():
-        module, _, leaf = name.rpartition(".")
-        if module in todo and leaf == "weight":
-            continue
-        shard[name] = source.get(name)
-        size += shard[name].numel() * shard[name].element_size()
-        if size > SHARD_BYTES:
-            flush()
-    for done, (module, bits) in enumerate(todo.items(), 1):
-        weight_name = f"{embed_name}.weight" if module == "lm_head" and tied else f"{module}.weight"
-        w = source.get(weight_name).float()
-        qw = _quantize_plain(w, bits, options)
-        for key, value in gptq_tensors(qw).items():
-            shard[f"{module}.{key}"] = value
-            size += value.numel() * value.element_size()
-        if qc_in is not None or module == "lm_head":
-            add_override(qc, module, bits, options.group_size, options.symmetric)
-        if progress:
-            progress(done, len(todo), module)
-        if size > SHARD_BYTES:
-            flush()
-    flush()
-    if "lm_head" in todo:
-        _tie_off(config)
-    config["quantization_config"] = qc
-    writer.finish(folder, config)
-    source.close()
-    return {"linears": len(todo), "kept_quantized": len(already)}
-
-
-def _quantize_plain(w: torch.Tensor, bits: int, options: HfOptions) -> core.QuantizedWeight:
-    if options.algorithm == "hqq":
-        return core.hqq(w, bits, options.group_size, integer_zeros=True, scale_dtype=torch.float16)
-    return core.rtn(w, bits, options.group_size, options.symmetric, torch.float16)
+        return streamed
+    raise AttributeError(name)

@@ -2,7 +2,9 @@
 
 ONNX in, ONNX out: ``OnnxBlockWiseRtnQuantization`` (also ``rtn``) and
 ``OnnxHqqQuantization`` (also ``hqq``). Hugging Face in, Hugging Face (GPTQ format)
-out: ``Gptq``, ``Awq`` and ``RtnHf``; their output feeds ``ModelBuilder``.
+out: ``Gptq`` (also Olive's ``GptqQuantizer`` and ``GptqModel``), ``Awq`` and ``Rtn``;
+their output feeds ``ModelBuilder``. Names resolve as in Olive: ``rtn`` is the Hugging
+Face pass, the ONNX one is ``OnnxBlockWiseRtnQuantization``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from olivine_weightquant.config import (
     AwqConfig,
     CalibrationFields,
     GptqConfig,
+    GptqModelConfig,
+    GptqQuantizerConfig,
     HfWeightConfig,
     OnnxGptqConfig,
     OnnxHqqConfig,
@@ -102,7 +106,7 @@ class OnnxBlockWiseRtnQuantization(_OnnxWeightPass):
     """Round-to-nearest block quantization of MatMul (and Gather) weights to MatMulNBits."""
 
     name: ClassVar[str] = "OnnxBlockWiseRtnQuantization"
-    aliases: ClassVar[tuple[str, ...]] = ("rtn", "OnnxRtnQuantization")
+    aliases: ClassVar[tuple[str, ...]] = ("OnnxRtnQuantization",)
     Config: ClassVar[type] = OnnxRtnConfig
     version: ClassVar[str] = "1"
 
@@ -218,23 +222,55 @@ def local_folder(model: HfModel) -> Path:
         raise UsageError(f"cannot fetch {model.path!r} from the Hugging Face hub: {exc}") from None
 
 
-def hf_options(config: HfWeightConfig, algorithm: str) -> Any:
-    """The driver's options for a pass config."""
+def hf_options(config: Any, algorithm: str, attributes: dict[str, Any] | None = None) -> Any:
+    """The driver's options for a pass config and the input model's attributes.
+
+    As in Olive, the input's ``mixed_precision_info`` (what ``SelectiveMixedPrecision``
+    chose) replaces the pass's defaults where it sets them, and the pass's ``overrides``
+    take precedence over its per-module choices.
+    """
     from olivine_weightquant.hf_quant import HfOptions
 
     extra: dict[str, Any] = {}
-    if isinstance(config, GptqConfig):
-        extra = {"damp_percent": config.damp_percent, "act_order": bool(config.desc_act)}
+    if hasattr(config, "damp_percent"):
+        extra = {"damp_percent": config.damp_percent, "act_order": bool(getattr(config, "desc_act", False))}
     if isinstance(config, AwqConfig):
         extra = {"awq_grid": config.grid}
-    lm_head = config.lm_head or bool(getattr(config, "only_lm_head", False))
-    return HfOptions(algorithm=algorithm, bits=config.bits, group_size=config.group_size,
-                     symmetric=config.sym, lm_head=lm_head, lm_head_bits=config.lm_head_bits,
-                     only_lm_head=bool(getattr(config, "only_lm_head", False)), **extra)
+    base = {"bits": config.bits, "group_size": config.group_size, "symmetric": config.sym}
+    overrides: dict[str, dict[str, Any]] = {}
+    info = (attributes or {}).get("mixed_precision_info")
+    if isinstance(info, dict):
+        default = info.get("default") or {}
+        for key in base:
+            if default.get(key) is not None:
+                base[key] = default[key]
+        for module, override in (info.get("overrides") or {}).items():
+            overrides[module] = dict(override)
+    for module, override in (getattr(config, "overrides", None) or {}).items():
+        merged = overrides.setdefault(module, {})
+        merged.update({k: v for k, v in override.items() if v is not None})
+    only_head = bool(getattr(config, "only_lm_head", False))
+    return HfOptions(algorithm=algorithm, bits=int(base["bits"]), group_size=int(base["group_size"]),
+                     symmetric=bool(base["symmetric"]),
+                     lm_head=bool(getattr(config, "lm_head", False)) or only_head,
+                     lm_head_bits=getattr(config, "lm_head_bits", None), only_lm_head=only_head,
+                     embeds=bool(getattr(config, "embeds", False)), overrides=overrides, **extra)
 
 
-def calibration_source(config: CalibrationFields, context: PassContext) -> Any:
-    """The :class:`~olivine_weightquant.data.TextSource` a calibrated pass reads."""
+#: What Olive's Gptq calibrates on when no data_config is given (``get_calibration_data_config``).
+OLIVE_DEFAULT_CALIBRATION: dict[str, Any] = {"data_name": "Salesforce/wikitext", "subset": "wikitext-2-raw-v1",
+                             "split": "train[:1000]", "max_samples": 128, "max_seq_len": 2048}
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def calibration_source(config: CalibrationFields, context: PassContext, pass_name: str = "") -> Any:
+    """The :class:`~olivine_weightquant.data.TextSource` a calibrated pass reads.
+
+    Without any source (allowed only where Olive allows it, ``Gptq``) this is Olive's
+    default, wikitext-2 from the hub; offline that is an error naming ``data_config``.
+    """
+    import os
+
     from olivine_weightquant.data import TextSource, source_from_data_config
 
     base = TextSource(data_files=tuple(config.data_files), data_name=config.data_name,
@@ -245,6 +281,22 @@ def calibration_source(config: CalibrationFields, context: PassContext) -> Any:
         if entry is None:
             raise UsageError(f"data_config: no data_configs entry named {config.data_config!r}")
         return source_from_data_config(config.data_config, entry, base)
+    if not config.data_files and not config.data_name:
+        default = OLIVE_DEFAULT_CALIBRATION
+        offline = [v for v in OFFLINE_ENV
+                   if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
+        if offline:
+            raise UsageError(
+                f"data_config: {pass_name or 'the pass'} has no calibration data, so it would use "
+                f"Olive's default, {default['data_name']} ({default['subset']}, "
+                f"{default['split']}) from the Hugging Face hub, but {offline[0]} is set (offline): "
+                "set data_config (a data_configs entry) or data_files (local text files)")
+        context.logger.info("no data_config: calibrating on %s (%s, %s) as Olive does",
+                            default["data_name"], default["subset"], default["split"])
+        return TextSource(data_name=str(default["data_name"]), subset=str(default["subset"]),
+                          split=str(default["split"]), text_field="text",
+                          max_samples=int(default["max_samples"]),
+                          max_seq_len=int(default["max_seq_len"]), seed=config.seed)
     return base
 
 
@@ -298,11 +350,15 @@ class _HfWeightPass(Pass):
 
 
 class _CalibratedPass(_HfWeightPass):
+    #: whether the pass calibrates on Olive's default dataset when given none (Olive's Gptq does)
+    default_calibration: ClassVar[bool] = False
+
     @classmethod
     def check(cls, config: Any, accelerator: Accelerator, model: ModelHandle | None = None) -> list[str]:
         """Refuse a config without (or with two) calibration sources, or block sizes the model's
         layers cannot take."""
-        return calibration_problems(config) + super().check(config, accelerator, model)
+        return (calibration_problems(config, cls.default_calibration)
+                + super().check(config, accelerator, model))
 
     def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
         """Calibrate layer by layer and write a GPTQ-format folder into ``context.work_dir``."""
@@ -312,16 +368,24 @@ class _CalibratedPass(_HfWeightPass):
         from olivine_weightquant.hf_quant import calibrated
 
         hf = self._check_input(model)
-        problems = calibration_problems(config)
+        problems = calibration_problems(config, self.default_calibration)
         if problems:
             raise UsageError(problems[0])
+        source = calibration_source(config, context, self.name)
         folder = local_folder(hf)
         trust = bool(hf.load_options().get("trust_remote_code", False))
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
-        source = calibration_source(config, context)
         context.progress(0, None, f"tokenizing calibration text ({source.describe()})")
-        windows = token_windows(source, tokenizer)
-        summary = calibrated(folder, context.work_dir, hf_options(config, self.algorithm), windows,
+        try:
+            windows = token_windows(source, tokenizer)
+        except UsageError as exc:
+            if config.data_config or config.data_files or config.data_name:
+                raise
+            raise UsageError(f"data_config: no calibration data was given, and Olive's default "
+                             f"({source.describe()}) cannot be read: {exc}; set data_config (a "
+                             "data_configs entry) or data_files (local text files)") from None
+        summary = calibrated(folder, context.work_dir,
+                             hf_options(config, self.algorithm, hf.attrs_dict()), windows,
                              progress=context.progress, trust_remote_code=trust)
         summary["calibration"] = {"windows": int(windows.shape[0]), "tokens": int(windows.numel())}
         return _hf_result(hf, context, summary, self.algorithm, config)
@@ -331,10 +395,27 @@ class Gptq(_CalibratedPass):
     """GPTQ: quantize each linear column by column, compensating errors with calibration statistics."""
 
     name: ClassVar[str] = "Gptq"
-    aliases: ClassVar[tuple[str, ...]] = ("gptq",)
+    aliases: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type] = GptqConfig
     algorithm: ClassVar[str] = "gptq"
     version: ClassVar[str] = "1"
+    default_calibration: ClassVar[bool] = True
+
+
+class GptqQuantizer(Gptq):
+    """Olive's AutoGPTQ pass, run by olivine's GPTQ (no auto-gptq needed; same GPTQ-format output)."""
+
+    name: ClassVar[str] = "GptqQuantizer"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = GptqQuantizerConfig
+
+
+class GptqModel(Gptq):
+    """Olive's GPTQModel pass, run by olivine's GPTQ (no gptqmodel package needed)."""
+
+    name: ClassVar[str] = "GptqModel"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = GptqModelConfig
 
 
 class Awq(_CalibratedPass):
@@ -347,23 +428,28 @@ class Awq(_CalibratedPass):
     version: ClassVar[str] = "1"
 
 
-class RtnHf(_HfWeightPass):
-    """Round-to-nearest on a Hugging Face model's linears; on a GPTQ folder, adds the LM head."""
+class Rtn(_HfWeightPass):
+    """Round-to-nearest on a Hugging Face model's linears (and embeddings); on a GPTQ folder, adds
+    the LM head and embeddings (Olive's ``Rtn``)."""
 
-    name: ClassVar[str] = "RtnHf"
-    aliases: ClassVar[tuple[str, ...]] = ("rtn_hf",)
+    name: ClassVar[str] = "Rtn"
+    aliases: ClassVar[tuple[str, ...]] = ("RtnHf", "rtn_hf")
     Config: ClassVar[type] = RtnHfConfig
     algorithm: ClassVar[str] = "rtn"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
         """Stream the checkpoint tensor by tensor into a GPTQ-format folder."""
-        from olivine_weightquant.hf_quant import streamed
+        from olivine_weightquant.hf_streamed import streamed
 
         hf = self._check_input(model)
         folder = local_folder(hf)
-        options = hf_options(config, "rtn")
+        options = hf_options(config, "rtn", hf.attrs_dict())
         trust = bool(hf.load_options().get("trust_remote_code", False))
         summary = streamed(folder, context.work_dir, options, progress=context.progress,
                            trust_remote_code=trust)
         return _hf_result(hf, context, summary, "rtn", config)
+
+
+#: The old name of :class:`Rtn`.
+RtnHf = Rtn
