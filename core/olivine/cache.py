@@ -96,8 +96,8 @@ def record_checksum(record: Mapping[str, Any]) -> str:
 
 def created_time(record: Mapping[str, Any]) -> float | None:
     """A record's ``created`` as seconds since the epoch, or ``None`` when missing or unreadable."""
-    value = record.get("created")
-    if isinstance(value, bool):
+    value: Any = record.get("created")
+    if isinstance(value, bool) or value is None:
         return None
     try:
         out = float(value)
@@ -440,7 +440,7 @@ class Cache:
         staging = work_dir.parent
         model_final = model.rebased(staging, final)
         shutil.rmtree(staging / "io", ignore_errors=True)
-        files = {}
+        files: dict[str, dict[str, Any]] = {}
         for f in sorted(staging.rglob("*")):
             rel = f.relative_to(staging).as_posix()
             if f.is_file() and rel not in (STEP_FILE, STEP_FILE + ".tmp"):

@@ -54,7 +54,8 @@ def _victims(rows: list[dict[str, Any]], older_than_s: float | None,
     if older_than_s is None and max_size is None:
         return rows
     now = time.time()
-    victims, kept = [], []
+    victims: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
     for row in rows:
         age = now - row["created"] if row["created"] is not None else float("inf")
         (victims if older_than_s is not None and age >= older_than_s else kept).append(row)

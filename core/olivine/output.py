@@ -273,7 +273,7 @@ def _publish_locked(output_dir: Path, model: ModelHandle, report: dict[str, Any]
                   FOLDER_KEY: "kept" if kept else "created"}
         (staging / REPORT).write_text(json.dumps(report, indent=2, default=str))
         if kept:
-            _swap_contents(staging, output_dir, old, list((existing or {}).get(FILES_KEY, {})) + [REPORT])
+            _swap_contents(staging, output_dir, old, [*(existing or {}).get(FILES_KEY, {}), REPORT])
         else:
             if output_dir.exists():
                 os.rename(output_dir, old)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_amount(text: str, flag: str, units: dict[str, float], example: str) -> float:
+def _parse_amount(text: str, flag: str, units: Mapping[str, float], example: str) -> float:
     import math
 
     from olivine.errors import UsageError
