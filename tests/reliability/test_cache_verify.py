@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_helpers import olivine, snapshot, step_folders, write_workflow
 
 from olivine_testutil import executions
-from store_helpers import olivine, snapshot, step_folders, write_workflow
 
 
 def _truncate(entry: Path) -> None:
@@ -41,8 +41,8 @@ def _add_file(entry: Path) -> None:
 DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "truncated .onnx": (_truncate, "output/model.onnx has 100 bytes, 275 were stored"),
     "deleted .onnx.data": (_delete_data, "output/model.onnx.data is missing"),
-    "same size, other bytes": (_same_size_other_bytes,
-                               "output/model.onnx.data does not have the content that was stored (sha256 differs)"),
+    "same size, other bytes": (_same_size_other_bytes, "output/model.onnx.data does not have the content "
+                                                       "that was stored (sha256 differs)"),
     "edited step record": (_edit_record, "step.json was changed after the step was stored"),
     "added genai_config.json": (_add_file, "output/genai_config.json was not written by the step"),
 }
