@@ -146,10 +146,14 @@ class Cache:
         cache = cls(root)
         if not is_olivine_cache(cache.root):
             raise UsageError(f"{str(cache.root)!r} is not an olivine cache (it has no {MARKER} written "
-                             "by olivine); olivine's cache commands only touch folders olivine created. "
-                             "Give the cache_dir of a workflow")
+                             "by olivine); olivine's cache commands only touch folders olivine created "
+                             "(an older olivine's cache gets the tag at its next run)")
         cache._ready = True
         return cache
+
+    def exists(self) -> bool:
+        """True when the folder is an olivine cache already."""
+        return is_olivine_cache(self.root)
 
     def ensure(self) -> None:
         """Create the cache folder and its marker; refuse a folder that holds other things."""

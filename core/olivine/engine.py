@@ -97,8 +97,8 @@ class Engine:
         output_dir = Path(engine.output_dir).expanduser().resolve()
         cache = Cache(os.environ.get("OLIVINE_CACHE_DIR") or engine.cache_dir)
         check_apart(output_dir, cache.root)
+        check_output_dir(output_dir, cache.file_hash if cache.exists() else None)
         cache.ensure()
-        check_output_dir(output_dir, cache.file_hash)
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         run_dir = cache.begin_run(run_id)  # steps this run uses are safe from `olivine cache clean`
         try:

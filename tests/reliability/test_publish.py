@@ -58,9 +58,11 @@ def test_a_folder_with_a_copied_run_json_is_not_wiped(tmp_path: Path, onnx_model
     for folder, expected in ((mine, "holds files olivine did not write there: thesis.tex;"),
                              (old_style, "was made by an older olivine that kept no list")):
         before = snapshot(folder)
-        result = olivine("run", "--config", str(config), "-o", str(folder))
+        result = olivine("run", "--config", str(config), "-o", str(folder),
+                         "--cache_dir", str(tmp_path / "new-cache"))
         assert result.returncode == 2 and expected in result.stderr, result.stderr
         assert snapshot(folder) == before
+        assert not (tmp_path / "new-cache").exists()  # refused before anything was written
 
 
 def test_an_existing_empty_folder_is_kept_not_replaced(tmp_path: Path, onnx_model: Path) -> None:
