@@ -50,10 +50,11 @@ def test_clean_keeps_what_a_running_workflow_uses(tmp_path: Path, onnx_model: Pa
                                                    "slow": {"type": "Sleep", "seconds": 2}})
     running = start("run", "--config", str(longer))
     wait_for(lambda: executions(runs_file) == ["Scale a", "Sleep slow"])  # a came from the cache
-    cleaned = olivine("cache", "clean", "--cache_dir", str(tmp_path / "cache"))
-    assert cleaned.returncode == 0, cleaned.stderr
-    assert "removed 0 steps" in cleaned.stdout and "kept 1 in use by a running workflow" in cleaned.stdout
-    assert "removed 1 finished runs' records" in cleaned.stdout  # the first run's
+    code, out, err = cli("cache", "clean", "--cache_dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    assert "removed 0 steps" in out and "kept 1 in use by a running workflow" in out
+    assert "removed 1 finished runs' records" in out  # the first run's, not the running one's
+    assert running.poll() is None  # still running: the check above happened while it used step a
     _, err = running.communicate(timeout=120)
     assert running.returncode == 0, err
     report = json.loads((tmp_path / "out" / "run.json").read_text())
