@@ -322,7 +322,8 @@ class Cache:
     def keys_in_use(self) -> set[str]:
         """Steps that running workflows use (read them holding the step's lock)."""
         used: set[str] = set()
-        for run_dir in (self.root / "runs").iterdir():
+        runs = self.root / "runs"
+        for run_dir in runs.iterdir() if runs.is_dir() else []:
             uses = run_dir / "uses.txt"
             if uses.is_file() and self.run_is_live(run_dir.name):
                 with contextlib.suppress(OSError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -31,11 +32,14 @@ class CleanReport:
     runs_removed: int = 0
 
 
+def _children(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
 def entries(cache: Cache) -> list[dict[str, Any]]:
     """Every finished step, oldest first: key, pass, step, size_bytes, created (or None), path."""
     rows = []
-    steps = cache.root / "steps"
-    for folder in sorted(steps.iterdir()) if steps.is_dir() else []:
+    for folder in _children(cache.root / "steps"):
         if not (folder / STEP_FILE).is_file():
             continue
         record, _ = cache.read_record(folder.name)
@@ -90,11 +94,11 @@ def clean(cache: Cache, older_than_s: float | None = None, max_size: int | None 
             report.removed += 1
     if older_than_s is None and max_size is None:
         state = cache.root / "state"
-        for folder in sorted(state.iterdir()) if state.is_dir() else []:
+        for folder in _children(state):
             with cache.try_lock(f"{folder.name}.lock") as free:
                 if free:
                     shutil.rmtree(folder, ignore_errors=True)
-    for stale in sorted((cache.root / "tmp").iterdir()):
+    for stale in _children(cache.root / "tmp"):
         with cache.try_lock(f"{stale.name.split('.')[0]}.lock") as free:
             if free:
                 shutil.rmtree(stale, ignore_errors=True)
@@ -105,7 +109,7 @@ def clean(cache: Cache, older_than_s: float | None = None, max_size: int | None 
 
 def _prune_runs(cache: Cache, older_than_s: float | None) -> int:
     now, removed = time.time(), 0
-    for run_dir in sorted((cache.root / "runs").iterdir()):
+    for run_dir in _children(cache.root / "runs"):
         lock_name = f"run-{run_dir.name}.lock"
         try:
             age = now - run_dir.stat().st_mtime
@@ -122,14 +126,16 @@ def _prune_runs(cache: Cache, older_than_s: float | None) -> int:
     return removed
 
 
-def verify(cache: Cache) -> list[dict[str, Any]]:
+def verify(cache: Cache) -> tuple[int, list[dict[str, Any]]]:
     """Read every step's files in full against their recorded sizes and hashes.
 
-    Returns one row per damaged entry (key, step, problem, removed). A damaged entry is
-    removed (a run would discard it anyway) unless a running workflow uses it.
+    Returns the number of steps checked and one row per damaged entry (key, step, pass,
+    problem, removed). A damaged entry is removed (a run would discard it anyway) unless
+    a running workflow uses it.
     """
     bad = []
-    for row in entries(cache):
+    rows = entries(cache)
+    for row in rows:
         key = row["key"]
         with cache.lock(key):
             record, problem = cache.read_record(key)
@@ -142,4 +148,4 @@ def verify(cache: Cache) -> list[dict[str, Any]]:
                 cache.remove_entry(key)
             bad.append({"key": key, "step": row["step"], "pass": row["pass"], "problem": problem,
                         "removed": removed})
-    return bad
+    return len(rows), bad

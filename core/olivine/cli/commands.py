@@ -249,15 +249,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
             print(f"  {r['key'][:16]}  {r['pass']:<28} {r['step']:<16} {mib:9.1f} MiB  {_when(r['created'])}")
         return 0
     if args.action == "verify":
-        bad = verify(cache)
+        checked, bad = verify(cache)
         if args.json:
             print(json.dumps(bad, indent=2))
         else:
             for b in bad:
                 what = "removed" if b["removed"] else "kept: a running workflow uses it"
                 print(f"  {b['key'][:16]}  {b['step']}: {b['problem']} ({what})")
-            print(f"verified {len(cache.entries()) + sum(b['removed'] for b in bad)} steps in {cache.root}: "
-                  f"{len(bad)} damaged")
+            print(f"verified {checked} steps in {cache.root}: {len(bad)} damaged")
         return 1 if bad else 0
     done = cache.clean(older, max_size)
     line = f"removed {done.removed} steps ({done.freed / 2**20:.1f} MiB) from {cache.root}"
