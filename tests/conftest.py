@@ -22,17 +22,20 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from olivine_testutil import HELLO_MODEL  # noqa: E402
+from olivine_testutil import HELLO_MODEL, threads  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread() -> None:
-    """torch's own pool too (it reads OMP_NUM_THREADS only at import, if at all)."""
+    """torch's own pool too (it reads OMP_NUM_THREADS only at import, if at all).
+
+    One thread unless ``$OLIVINE_TEST_THREADS`` says otherwise (the quality-spread runs).
+    """
     try:
         import torch
     except ImportError:
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads())
 
 
 @pytest.fixture(scope="session")

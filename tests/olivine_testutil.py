@@ -39,3 +39,38 @@ def olivine_subprocess(*args: str, env: dict[str, str] | None = None, cwd: Path 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "olivine", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
+
+
+# -- quality tests: seeds, threads, and the measured numbers -------------------------------------
+#
+# Comparative quality tests (marked ``quality``) train their tiny models with ``seed()`` and
+# ``threads()`` and record the numbers they compare through ``record_quality``. Normally these
+# are seed 0, one thread, and no record. ``benchmarks/quality_spread.py`` runs the marked tests
+# under several seeds, thread counts and torch CPU kernels (ATEN_CPU_CAPABILITY) and reports
+# the spread of every recorded number; the margins in the assertions come from that report.
+
+SEED_ENV = "OLIVINE_TEST_SEED"
+THREADS_ENV = "OLIVINE_TEST_THREADS"
+QUALITY_LOG_ENV = "OLIVINE_QUALITY_LOG"
+
+
+def seed() -> int:
+    """The training seed of the tiny models (``$OLIVINE_TEST_SEED``, default 0)."""
+    return int(os.environ.get(SEED_ENV) or 0)
+
+
+def threads() -> int:
+    """Threads for torch in the tests (``$OLIVINE_TEST_THREADS``, default 1)."""
+    return max(1, int(os.environ.get(THREADS_ENV) or 1))
+
+
+def record_quality(claim: str, **values: float) -> None:
+    """Append the numbers a quality claim compares to ``$OLIVINE_QUALITY_LOG`` (if set)."""
+    import json
+
+    target = os.environ.get(QUALITY_LOG_ENV)
+    if not target:
+        return
+    row = {"claim": claim, **{k: float(v) for k, v in values.items()}}
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")

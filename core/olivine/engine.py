@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import sys
 import time
@@ -95,7 +94,7 @@ class Engine:
         engine = self.wf.engine
         # relative folders are taken from the working directory, as Olive does
         output_dir = Path(engine.output_dir).expanduser().resolve()
-        cache = Cache(os.environ.get("OLIVINE_CACHE_DIR") or engine.cache_dir)
+        cache = Cache(engine.cache_dir)  # --cache_dir, else the config, else $OLIVINE_CACHE_DIR
         check_apart(output_dir, cache.root)
         check_output_dir(output_dir, cache.file_hash if cache.exists() else None)
         cache.ensure()

@@ -36,6 +36,23 @@ def component_problem(name: str) -> str | None:
     return None
 
 
+def path_problem(path: str | Path) -> str | None:
+    """Why the file system would refuse ``path`` outright (a NUL, a name over 255 bytes), or ``None``.
+
+    Each folder and file name of a user-given path is checked, so that a too-long
+    name is a clear message rather than an ``OSError`` from deep inside a run.
+    """
+    text = str(path)
+    if "\x00" in text:
+        return "must not contain a NUL character"
+    for part in Path(text).parts:
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
+            shown = part if len(part) <= 40 else part[:20] + "..." + part[-12:]
+            return (f"the name {shown!r} is longer than {MAX_COMPONENT_BYTES} bytes, the most a "
+                    "file or folder name may have")
+    return None
+
+
 def check_component(name: str, what: str) -> str:
     """Return ``name`` when it is one safe path component; else raise a UsageError naming ``what``."""
     problem = component_problem(name)

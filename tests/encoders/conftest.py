@@ -18,6 +18,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 
+from olivine_testutil import seed
+
 REPO = Path(__file__).resolve().parents[2]
 SENTENCES = REPO / "examples" / "minilm" / "sentences.jsonl"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -56,7 +58,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = _save_tokenizer(folder)
-    torch.manual_seed(0)
+    torch.manual_seed(0 + 10 * seed())
     BertModel(_bert_config(vocab)).save_pretrained(str(folder))
     return folder
 
@@ -69,7 +71,7 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-classifier")
     vocab = _save_tokenizer(folder)
-    torch.manual_seed(1)
+    torch.manual_seed(1 + 10 * seed())
     BertForSequenceClassification(_bert_config(vocab, num_labels=3)).save_pretrained(str(folder))
     return folder
 
@@ -82,7 +84,7 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     vocab = _save_tokenizer(folder)
-    torch.manual_seed(2)
+    torch.manual_seed(2 + 10 * seed())
     config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=128)
     GPT2LMHeadModel(config).save_pretrained(str(folder))
     return folder

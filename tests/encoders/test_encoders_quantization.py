@@ -11,6 +11,7 @@ import pytest
 
 import olivine
 from olivine.cli import main
+from olivine_testutil import record_quality
 
 SENTENCES = Path(__file__).resolve().parents[2] / "examples" / "minilm" / "sentences.jsonl"
 
@@ -32,6 +33,7 @@ def _close_to_float(folder: Path, reference: Path, ort_session: Any) -> float:
     return float(cos.mean())
 
 
+@pytest.mark.quality
 def test_dynamic_quantization(exported_tiny_bert: Path, workflow: Any, ort_session: Any) -> None:
     result = olivine.run(workflow({"type": "ONNXModel", "model_path": str(exported_tiny_bert)},
                                   {"fuse": {"type": "OrtTransformersOptimization"},
@@ -41,9 +43,12 @@ def test_dynamic_quantization(exported_tiny_bert: Path, workflow: Any, ort_sessi
     assert ops.get("QAttention") == 2 and ops.get("MatMulInteger", 0) >= 4
     assert "QAttention" in _op_types(result.output_dir)
     assert (result.output_dir / "tokenizer.json").is_file()  # sidecars travel along
-    assert _close_to_float(result.output_dir, exported_tiny_bert, ort_session) > 0.98
+    cosine = _close_to_float(result.output_dir, exported_tiny_bert, ort_session)
+    record_quality("tiny_bert_dynamic_int8_cosine", cosine=cosine)
+    assert cosine > 0.98  # SPREAD(tiny_bert_dynamic_int8_cosine)
 
 
+@pytest.mark.quality
 def test_static_qdq_from_text_file(exported_tiny_bert: Path, workflow: Any,
                                    ort_session: Any) -> None:
     result = olivine.run(workflow(
@@ -54,7 +59,9 @@ def test_static_qdq_from_text_file(exported_tiny_bert: Path, workflow: Any,
     attrs = result.output_model.attrs_dict()
     assert attrs["calibration_samples"] == 8 and attrs["quant_format"] == "QDQ"
     assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(result.output_dir)
-    assert _close_to_float(result.output_dir, exported_tiny_bert, ort_session) > 0.95
+    cosine = _close_to_float(result.output_dir, exported_tiny_bert, ort_session)
+    record_quality("tiny_bert_static_qdq_cosine", cosine=cosine)
+    assert cosine > 0.95  # SPREAD(tiny_bert_static_qdq_cosine)
 
 
 def test_onnx_quantization_dispatch_qoperator_on_fused_model(exported_tiny_bert: Path,

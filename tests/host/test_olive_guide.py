@@ -1,10 +1,17 @@
-"""The JSON configs of the user's guide (../shared/seed/olive-guide.de.md) work as written."""
+"""The user's guide to Olive (a German document, kept beside the project as
+``../shared/seed/olive-guide.de.md``) works as written: its JSON configs and its commands.
+
+The guide's examples are test data in ``data/olive_guide/`` (see the README there), so
+these tests need nothing outside the repository; when the guide itself is beside the
+project, one test checks that the copies still match it.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +21,40 @@ import olivine
 from olivine.config.loader import parse_text
 from olivine_testutil import HELLO_MODEL, SHARED
 
+DATA = Path(__file__).resolve().parent / "data" / "olive_guide"
 GUIDE = SHARED / "seed" / "olive-guide.de.md"
+#: the guide's ```json blocks in the order it shows them
+BLOCK_FILES = ("workflow_config.json", "recipe_phi4_mini.json", "fragment_systems_gpu.json",
+               "fragment_passes_int8.jsonc")
 
 
-def guide_blocks() -> list[Any]:
-    """Every ```json block of the guide, parsed the way `olivine run` parses files."""
-    text = GUIDE.read_text(encoding="utf-8")
-    return [parse_text(block, "guide") for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+def guide_commands() -> list[str]:
+    """The guide's ``olive ...`` command lines (continuations joined), from the copy."""
+    return [line for line in (DATA / "commands.txt").read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
 def blocks() -> list[Any]:
-    if not GUIDE.exists():
-        pytest.fail(f"the user's guide is missing at {GUIDE}")
-    found = guide_blocks()
-    assert len(found) == 4, "the guide's JSON examples changed; update these tests"
-    return found
+    """The guide's JSON examples, parsed the way `olivine run` parses files."""
+    return [parse_text((DATA / name).read_text(encoding="utf-8"), name) for name in BLOCK_FILES]
+
+
+def test_copies_match_the_guide() -> None:
+    """The test data is the guide's text, block for block (when the guide is beside the project)."""
+    if not GUIDE.is_file():
+        pytest.skip(f"the user's guide is not beside this clone ({GUIDE}); the copies in {DATA} are used")
+    text = GUIDE.read_text(encoding="utf-8")
+    json_blocks = re.findall(r"```json\n(.*?)```", text, re.S)
+    assert len(json_blocks) == len(BLOCK_FILES), "the guide's JSON examples changed; update data/olive_guide"
+    for name, block in zip(BLOCK_FILES, json_blocks):
+        assert (DATA / name).read_text(encoding="utf-8") == block, name
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = " ".join(line.split())
+            if line.startswith("olive ") and line != "olive --help":
+                commands.append(line)
+    assert commands == guide_commands()
 
 
 def test_guide_has_the_expected_examples(blocks: list[Any]) -> None:
@@ -38,6 +63,25 @@ def test_guide_has_the_expected_examples(blocks: list[Any]) -> None:
     assert recipe["input_model"]["config"]["hf_config"]["trust_remote_code"] is True
     assert systems["systems"]["gpu_system"]["config"]["accelerators"][0]["device"] == "gpu"
     assert passes["passes"]["convert"]["config"]["precision"] == "int8"  # the // comment is gone
+
+
+@pytest.mark.parametrize("command", [c for c in guide_commands() if not c.startswith("olive run ")])
+def test_guide_commands_parse_and_plan_offline(command: str, cli: Any, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each `olive auto-opt` / `olive finetune` line of the guide, typed as `olivine`, plans a workflow.
+
+    The hub ids stay as written: a dry run must not need the hub.
+    """
+    argv = shlex.split(command)
+    assert argv[0] == "olive"
+    if argv[1] == "finetune":
+        pytest.importorskip("olivine_lora", reason="olivine-lora (finetune) is not installed")
+    else:
+        pytest.importorskip("olivine_modelbuilder", reason="olivine-modelbuilder (auto-opt) is not installed")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(*argv[1:], "--dry_run")
+    assert code == 0, err
+    assert '"output_dir"' in out and not any(tmp_path.iterdir())  # planned, nothing written
 
 
 def _to_current_form(old: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from olivine_testutil import seed
+
 pytest.importorskip("peft")
 tinymodel = pytest.importorskip("olivine_modelbuilder.tinymodel")
 
@@ -27,13 +29,14 @@ TEMPLATE = "### Question: {instruction}\n### Answer: {response}"
 BASE_SPEC = tinymodel.TinySpec(vocab_size=512, hidden_size=64, intermediate_size=128,
                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                max_position_embeddings=256, tie_word_embeddings=False, steps=300,
-                               seconds=None, batch_size=16, seq_len=48, learning_rate=4e-3, seed=0)
+                               seconds=None, batch_size=16, seq_len=48, learning_rate=4e-3,
+                               seed=seed())
 
 #: The LoRA step most tests share: 40 steps, rank 8, a learning rate that shows in 40 steps.
 LORA_STEP: dict[str, Any] = {
     "type": "LoRA", "train_data_config": "qa", "lora_r": 8, "lora_alpha": 16,
     "text_template": TEMPLATE, "max_steps": 40, "learning_rate": 3e-3, "logging_steps": 1,
-    "per_device_train_batch_size": 4, "seed": 0,
+    "per_device_train_batch_size": 4, "seed": seed(),
 }
 
 

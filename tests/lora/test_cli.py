@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lora.conftest import DATA, TEMPLATE
+from olivine_testutil import record_quality
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -35,6 +36,7 @@ def test_dry_run_prints_the_workflow(cli: Cli, base_model: Path, tmp_path: Path)
     assert not (tmp_path / "ft").exists()
 
 
+@pytest.mark.quality
 @pytest.mark.slow  # about 20 s: two child processes (training, then the model builder)
 def test_finetune_then_auto_opt(cli: Cli, base_model: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime_genai")
@@ -48,6 +50,8 @@ def test_finetune_then_auto_opt(cli: Cli, base_model: Path, tmp_path: Path) -> N
     m = re.search(r"trained 20 steps, loss ([\d.]+) -> ([\d.]+), eval perplexity ([\d.]+) -> "
                   r"([\d.]+)", out)
     assert m, out
+    record_quality("lora_cli_loss_last_vs_first", ratio=float(m[2]) / float(m[1]))
+    record_quality("lora_cli_eval_ppl_vs_base", ratio=float(m[4]) / float(m[3]))
     assert float(m[2]) < 0.7 * float(m[1]) and float(m[4]) < 0.5 * float(m[3])
     ft = tmp_path / "ft"
     assert (ft / "adapter" / "adapter_config.json").is_file()

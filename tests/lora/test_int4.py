@@ -11,10 +11,12 @@ import pytest
 
 from lora.conftest import workflow
 from lora.helpers import genai_logits, torch_logits
+from olivine_testutil import record_quality
 
 pytest.importorskip("onnxruntime_genai")
 
 
+@pytest.mark.quality
 def test_int4_export_with_adapter_inputs(base_model: Path, trained: Path, tmp_path: Path,
                                          torch_models: tuple[Any, Any, Any]) -> None:
     import olivine
@@ -35,9 +37,11 @@ def test_int4_export_with_adapter_inputs(base_model: Path, trained: Path, tmp_pa
     # the builder had quantized the LoRA weights; the file holds them dequantized
     exact = convert_peft_adapter(read_adapter(trained / "adapter"), inputs)
     found = read_adapter_file(folder / "adapter.onnx_adapter")
-    for name, value in exact.items():
-        error = np.linalg.norm(found[name] - value) / np.linalg.norm(value)
-        assert error < 0.12, (name, error)  # int4 with blocks of 32: about 7% measured
+    errors = {name: float(np.linalg.norm(found[name] - value) / np.linalg.norm(value))
+              for name, value in exact.items()}
+    record_quality("lora_int4_adapter_rel_error", worst=max(errors.values()))
+    worst = max(errors, key=errors.__getitem__)
+    assert errors[worst] < 0.12, (worst, errors[worst])  # int4, blocks of 32: SPREAD(lora_int4_adapter_rel_error)
     # with the exact file, the int4 model moves its logits the way peft moves the fp32 model's
     tokenizer, base, peft = torch_models
     ids = tokenizer("### Question: Give a word that rhymes with day.\n### Answer:")["input_ids"]
@@ -49,4 +53,5 @@ def test_int4_export_with_adapter_inputs(base_model: Path, trained: Path, tmp_pa
     genai_delta = genai_logits(folder, ids, exact_file) - genai_logits(folder, ids)
     cosine = float((genai_delta * torch_delta).sum() /
                    (np.linalg.norm(genai_delta) * np.linalg.norm(torch_delta)))
-    assert cosine > 0.99, cosine  # 0.997 measured
+    record_quality("lora_int4_delta_cosine", cosine=cosine)
+    assert cosine > 0.99, cosine  # SPREAD(lora_int4_delta_cosine)

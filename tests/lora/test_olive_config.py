@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from lora.conftest import DATA
+from olivine_testutil import record_quality
 
 
+@pytest.mark.quality
 def test_olive_lora_workflow(base_model: Path, tmp_path: Path) -> None:
     import olivine
 
@@ -45,7 +47,8 @@ def test_olive_lora_workflow(base_model: Path, tmp_path: Path) -> None:
     record = json.loads((lora_out / "olivine_training.json").read_text())
     assert (record["steps"], record["train_rows"], record["eval_rows"]) == (12, 36, 4)
     assert [step for step, _ in record["losses"]] == [4, 8, 12]
-    assert record["eval_perplexity"] < record["eval_perplexity_base"]
+    record_quality("lora_olive_eval_ppl_vs_base", ratio=record["eval_perplexity"] / record["eval_perplexity_base"])
+    assert record["eval_perplexity"] < record["eval_perplexity_base"]  # SPREAD(lora_olive_eval_ppl_vs_base)
     assert (Path(result.output_dir) / "model.safetensors").is_file()  # the merged model
 
 

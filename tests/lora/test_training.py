@@ -9,24 +9,29 @@ import pytest
 
 from lora.conftest import LORA_STEP, TEMPLATE, data_config, workflow
 from lora.helpers import perplexity
+from olivine_testutil import record_quality
 
 
+@pytest.mark.quality
 def test_training_loss_falls(record: dict[str, Any]) -> None:
     losses = [loss for _, loss in record["losses"]]
     assert record["steps"] == 40 and len(losses) == 40
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < 0.6 * first, (first, last)
+    record_quality("lora_loss_last_vs_first", ratio=last / first)
+    assert last < 0.6 * first, (first, last)  # SPREAD(lora_loss_last_vs_first)
     assert record["trainable_parameters"] == 16384  # r=8 on 7 projections x 2 layers
     assert record["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                         "up_proj", "down_proj"]
     assert record["tokens_per_second"] > 0 and record["tokens_this_run"] > 40 * 4 * 10
 
 
+@pytest.mark.quality
 def test_adapted_perplexity_beats_base(torch_models: tuple[Any, Any, Any], texts: list[str]) -> None:
     tokenizer, base, peft = torch_models
     base_ppl = perplexity(base, tokenizer, texts)
     tuned_ppl = perplexity(peft, tokenizer, texts)
-    assert tuned_ppl < 0.25 * base_ppl, (base_ppl, tuned_ppl)
+    record_quality("lora_ppl_tuned_vs_base", ratio=tuned_ppl / base_ppl, tuned=tuned_ppl)
+    assert tuned_ppl < 0.25 * base_ppl, (base_ppl, tuned_ppl)  # SPREAD(lora_ppl_tuned_vs_base)
     assert tuned_ppl < 20
 
 
@@ -68,6 +73,7 @@ def test_progress_is_reported_per_step(base_model: Path, tmp_path: Path) -> None
     assert sorted(p.name for p in work.iterdir()) == ["adapter", "olivine_training.json"]
 
 
+@pytest.mark.quality
 def test_eval_split_reports_perplexities(base_model: Path, tmp_path: Path) -> None:
     import json
 
@@ -77,7 +83,8 @@ def test_eval_split_reports_perplexities(base_model: Path, tmp_path: Path) -> No
     result = olivine.run(workflow(tmp_path, base_model, {"lora": step}))
     record = json.loads((Path(result.output_dir) / "olivine_training.json").read_text())
     assert (record["train_rows"], record["eval_rows"]) == (32, 8)
-    assert record["eval_perplexity"] < 0.5 * record["eval_perplexity_base"]
+    record_quality("lora_eval_ppl_vs_base", ratio=record["eval_perplexity"] / record["eval_perplexity_base"])
+    assert record["eval_perplexity"] < 0.5 * record["eval_perplexity_base"]  # SPREAD(lora_eval_ppl_vs_base)
     assert len(record["losses"]) == 4
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from modelbuilder.helpers import genai_greedy
 from olivine_modelbuilder.tinymodel import chat_turn
+from olivine_testutil import record_quality
 
 PROMPTS = ["Shall I compare thee to a summer's day?", "When forty winters shall besiege thy brow,",
            "My mistress' eyes are nothing like the sun;"]
@@ -50,12 +51,14 @@ def shape(model: Any) -> tuple[int, int, int]:
     return cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
 
 
+@pytest.mark.quality
 def test_training_learned_something(trained_model: Path) -> None:
     import json
 
     report = json.loads((trained_model / "olivine_training.json").read_text())["report"]
     assert report["steps"] == 300
-    assert report["last_loss"] < report["first_loss"] - 2.0
+    record_quality("modelbuilder_training_loss_drop", drop=report["first_loss"] - report["last_loss"])
+    assert report["last_loss"] < report["first_loss"] - 2.0  # SPREAD(modelbuilder_training_loss_drop)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -68,6 +71,7 @@ def test_fp32_logits_match_torch(built: Any, torch_model: Any, tokenizer: Any, p
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.quality  # exact tokens: a near tie could flip on other kernels (measured: never)
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_fp32_greedy_equals_torch(built: Any, torch_model: Any, tokenizer: Any, prompt: str) -> None:
     import torch
@@ -105,6 +109,7 @@ def test_genai_tokenizer_matches_transformers(built: Any, tokenizer: Any) -> Non
         assert list(tok.encode(text)) == tokenizer.encode(text)
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("precision,min_agreement,max_mean_diff", [("int8", 0.95, 0.05),
                                                                     ("int4", 0.8, 0.5)])
 def test_quantized_close_to_fp32(built: Any, torch_model: Any, tokenizer: Any, precision: str,
@@ -115,7 +120,8 @@ def test_quantized_close_to_fp32(built: Any, torch_model: Any, tokenizer: Any, p
     quant = ort_logits(built(precision), ids, *dims)
     agreement = float(np.mean(reference.argmax(-1) == quant.argmax(-1)))
     mean_diff = float(np.mean(np.abs(reference - quant)))
-    assert agreement >= min_agreement, agreement
+    record_quality(f"modelbuilder_{precision}_vs_fp32", agreement=agreement, mean_abs_diff=mean_diff)
+    assert agreement >= min_agreement, agreement  # SPREAD(modelbuilder_int8_vs_fp32, modelbuilder_int4_vs_fp32)
     assert 0 < mean_diff < max_mean_diff, mean_diff
 
 

@@ -19,6 +19,8 @@ if str(HERE) not in sys.path:
 
 import wq_tiny as tiny  # noqa: E402
 
+from olivine_testutil import seed, threads  # noqa: E402
+
 
 @attrs.frozen
 class TinyModel:
@@ -49,22 +51,28 @@ def _cache_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="session")
 def tiny_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    """A Qwen2-shaped model (hidden 128, 4 layers) trained for 300 steps on Shakespeare (~1 min)."""
+    """A Qwen2-shaped model (hidden 128, 4 layers) trained for 300 steps on Shakespeare (~1 min).
+
+    Seeded (``$OLIVINE_TEST_SEED``, default 0) and trained on a fixed thread count
+    (``$OLIVINE_TEST_THREADS``, default 1) for a fixed number of steps: the same model on
+    every run of one machine. Another CPU trains a slightly different one: the quality
+    tests' margins cover that (see benchmarks/quality_spread.py).
+    """
     import torch
 
     text = tiny.corpus_text()
     if text is None:
         pytest.skip("no Shakespeare text: install shakespeare>=0.6 (or olivine-modelbuilder)")
     key = hashlib.sha256((HERE / "wq_tiny.py").read_bytes() + text[:4096].encode()
-                         + torch.__version__.encode()).hexdigest()[:16]
+                         + torch.__version__.encode() + f"seed={seed()}".encode()).hexdigest()[:16]
     folder = _cache_root(request, tmp_path_factory) / f"tiny-{key}"
     if not (folder / "config.json").is_file():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads())
         try:
-            tiny.train_model(folder)
+            tiny.train_model(folder, seed=seed())
         finally:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(before)
     data = folder.parent / f"{folder.name}-text"
     return TinyModel(folder, data / "calibration.txt", data / "heldout.txt",
                      plays=len(text) > 200_000)

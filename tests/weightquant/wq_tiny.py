@@ -66,7 +66,7 @@ def train_tokenizer(text: str, folder: Path) -> Any:
     return tok
 
 
-def train_model(folder: Path, seconds: float = 300.0, steps: int = 300, seed: int = 0,
+def train_model(folder: Path, seconds: float | None = None, steps: int = 300, seed: int = 0,
                 lr: float = 5e-3, init_std: float = 0.02) -> dict[str, Any]:
     """Train the tiny model into ``folder`` (fp32 safetensors + tokenizer); return facts about it."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -103,7 +103,7 @@ def train_model(folder: Path, seconds: float = 300.0, steps: int = 300, seed: in
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         done = step + 1
-        if time.perf_counter() - start > seconds:
+        if seconds is not None and time.perf_counter() - start > seconds:
             break
     model.eval()
     model.save_pretrained(str(folder))
@@ -155,3 +155,51 @@ def ort_perplexity(folder: Path, tokenizer: Any, text: str, seq: int = SEQ, limi
                                                          reduction="sum"))
         count += len(w) - 1
     return math.exp(total / count)
+
+
+def heldout_windows(tokenizer: Any, text: str, seq: int = SEQ, limit: int = 96) -> torch.Tensor:
+    """``text`` as up to ``limit`` non-overlapping windows of ``seq`` tokens (a [N, seq] tensor)."""
+    ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    return torch.stack([ids[i:i + seq] for i in range(0, len(ids) - seq, seq)][:limit])
+
+
+@torch.no_grad()
+def log_probs(model: Any, windows: torch.Tensor) -> torch.Tensor:
+    """A torch causal LM's next-token log-probabilities on ``windows`` ([N, seq, vocab])."""
+    return torch.cat([torch.nn.functional.log_softmax(model(input_ids=c).logits.float(), -1)
+                      for c in windows.split(16)])
+
+
+def ort_log_probs(folder: Path, windows: torch.Tensor) -> torch.Tensor:
+    """The same from an onnxruntime-genai model folder (model.onnx, empty KV cache, one thread)."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    kv, head, layers = decoder["num_key_value_heads"], decoder["head_size"], decoder["num_hidden_layers"]
+    out = []
+    for w in windows.numpy():
+        feed = {"input_ids": w[None], "attention_mask": np.ones((1, len(w)), np.int64)}
+        for i in range(layers):
+            for part in ("key", "value"):
+                feed[f"past_key_values.{i}.{part}"] = np.zeros((1, kv, 0, head), np.float32)
+        logits = torch.from_numpy(sess.run(["logits"], feed)[0]).float()
+        out.append(torch.nn.functional.log_softmax(logits[0], -1))
+    return torch.stack(out)
+
+
+def kl_and_perplexity(reference: torch.Tensor, lp: torch.Tensor, windows: torch.Tensor
+                      ) -> tuple[float, float]:
+    """(KL divergence of ``lp`` from ``reference`` x 1e3, mean over every position; perplexity).
+
+    KL to the float model's distribution moves far more than perplexity on a tiny model,
+    so it separates quantizers that perplexity cannot tell apart.
+    """
+    kl = float((reference.exp() * (reference - lp)).sum(-1).mean()) * 1e3
+    nll = float(-lp[:, :-1].gather(-1, windows[:, 1:, None]).mean())
+    return kl, math.exp(nll)

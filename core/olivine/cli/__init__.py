@@ -1,4 +1,10 @@
-"""The ``olivine`` command line. Sub-commands import what they need when they run."""
+"""The ``olivine`` command line. Sub-commands import what they need when they run.
+
+:func:`main` is the one place errors turn into messages and exit codes: olivine's
+own errors print their message (exit 2 for bad input, 1 for a failed step), and any
+other exception prints one line naming the command, the exception and where it was
+raised, with how to see the traceback (``--log_level 0``, which every command takes).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from olivine import __version__
@@ -45,7 +52,64 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
         spec.configure(p)
         p.set_defaults(handler=spec.handler)
+    for p in sub.choices.values():  # every command takes --log_level (0 shows tracebacks)
+        if not any(action.dest == "log_level" for action in p._actions):
+            add_log_level(p)
     return parser
+
+
+def _wants_traceback(args: Sequence[str]) -> bool:
+    """True when the command line asks for ``--log_level 0`` (read before or without argparse)."""
+    for i, arg in enumerate(args):
+        if arg in ("--log_level", "--log-level") and i + 1 < len(args) and args[i + 1] == "0":
+            return True
+        if arg in ("--log_level=0", "--log-level=0"):
+            return True
+    return False
+
+
+def _frame_text(frame: traceback.FrameSummary) -> str:
+    parts = frame.filename.replace("\\", "/").split("/")
+    ours = [i for i, part in enumerate(parts) if part.startswith("olivine")]
+    start = ours[-1] if ours else len(parts) - 1
+    return f"{'/'.join(parts[start:])}:{frame.lineno} in {frame.name}"
+
+
+def _where(exc: BaseException) -> str:
+    """Where ``exc`` was raised, and the innermost frame in olivine or a plugin when that differs."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    where = _frame_text(frames[-1])
+    ours = [f for f in frames[:-1] if "/olivine" in f.filename.replace("\\", "/")
+            and not (f.name == "main" and f.filename.endswith(("cli/__init__.py", "cli\\__init__.py")))]
+    if ours:
+        where += f", called from {_frame_text(ours[-1])}"
+    return where
+
+
+def report_unexpected(exc: BaseException, args: Sequence[str]) -> int:
+    """Print one line for an exception olivine did not expect (the traceback with ``--log_level 0``).
+
+    Returns the exit code, 1.
+    """
+    command = next((a for a in args if not a.startswith("-")), "")
+    if _wants_traceback(args):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    text = " ".join(str(exc).split()) or "(no message)"
+    if len(text) > 300:
+        text = text[:300] + "..."
+    where = _where(exc)
+    at = f" at {where}" if where else ""
+    label = f"`olivine {command}`" if command else "olivine"
+    if isinstance(exc, OSError):  # the machine said no (disk full, permissions): not a bug of ours
+        print(f"olivine: error: {label} failed: {type(exc).__name__}: {text}{at}; rerun with "
+              "--log_level 0 to see the traceback", file=sys.stderr)
+    else:
+        print(f"olivine: internal error: {label} failed with {type(exc).__name__}: {text}{at}; this "
+              "is a bug in olivine or a plugin: rerun with --log_level 0 to see the traceback, and "
+              "report it", file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("olivine: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # entry() handles a reader that left
+    except Exception as exc:  # the one top-level handler: one line, no traceback by default
+        return report_unexpected(exc, args_list)
 
 
 def entry() -> None:

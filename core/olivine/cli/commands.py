@@ -229,10 +229,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from olivine.cache import Cache
     from olivine.cacheclean import verify
     from olivine.cli.generated import cache_dir
+    from olivine.errors import UsageError
+    from olivine.safepath import path_problem
 
     older = parse_age(args.older_than) if args.older_than else None
     max_size = parse_size(args.max_size) if args.max_size else None
     root = cache_dir(args.cache_dir)
+    problem = path_problem(root)
+    if problem is not None:
+        raise UsageError(f"--cache_dir {root!r}: {problem}")
     if not Path(root).is_dir():
         print(f"no cache at {Path(root).resolve()}")
         return 0

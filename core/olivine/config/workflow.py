@@ -8,6 +8,7 @@ reports every problem at once, each with its path in the user's document.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ import attrs
 
 from olivine.accelerator import AcceleratorConfig
 from olivine.config import typed
+from olivine.config.loader import check_depth
 from olivine.config.sections import (
     ENGINE_KEYS,
     DataConfig,
@@ -31,6 +33,7 @@ from olivine.errors import ConfigError, did_you_mean
 from olivine.evaluation import EvaluatorConfig, MetricConfig
 from olivine.models import HfModel, ModelHandle, OnnxModel
 from olivine.plugins import PluginHost
+from olivine.safepath import path_problem
 from olivine.search.space import Dimension, check_values, split_search
 
 #: Pass types provided by plugins of this repository, for "which plugin would provide it".
@@ -60,6 +63,8 @@ TOP_KEYS = ("input_model", "systems", "data_configs", "evaluators", "passes", "e
             "workflow_id", "$schema")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DEFAULT_SYSTEM = "local_system"
+#: names the cache folder when neither ``--cache_dir`` nor the config does
+CACHE_DIR_ENV = "OLIVINE_CACHE_DIR"
 
 
 @attrs.frozen
@@ -165,12 +170,40 @@ def _split_config(entry: Mapping[str, Any], path: str, problems: Problems,
 
 
 def _resolve_path(value: str, base_dir: Path) -> Path | None:
+    if path_problem(value) is not None:  # callers check it first; never an OSError here
+        return None
     p = Path(value).expanduser()
     if p.is_absolute():
         return p if p.exists() else None
     for root in (Path.cwd(), base_dir):
         if (root / p).exists():
             return (root / p).resolve()
+    return None
+
+
+def _bad_path(value: Any, key: str, problems: Problems) -> bool:
+    """Add a problem and return True when ``value`` is a path the file system would refuse."""
+    problem = path_problem(value) if isinstance(value, str) else None
+    if problem is not None:
+        problems.add(key, problem)
+    return problem is not None
+
+
+def _folder_problem(value: str) -> str | None:
+    """Why folder ``value`` cannot be created (a name too long, a file on its way), or ``None``."""
+    if not value.strip():
+        return "must name a folder; an empty value would mean the working directory itself"
+    problem = path_problem(value)
+    if problem is not None:
+        return problem
+    p = Path(value).expanduser().absolute()
+    for parent in p.parents:
+        try:
+            if parent.exists():
+                return None if parent.is_dir() else \
+                    f"{value!r} cannot be created: {str(parent)!r} is a file, not a folder"
+        except OSError as exc:
+            return f"{value!r} cannot be used: {exc.strerror or exc}"
     return None
 
 
@@ -225,6 +258,8 @@ def _input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | N
         onnx_spec = structure(data, OnnxModelSpec, path, problems)
         if is_missing(onnx_spec):
             return None
+        if _bad_path(onnx_spec.model_path, f"{path}.model_path", problems):
+            return None
         local = _resolve_path(onnx_spec.model_path, base_dir)
         if local is None:
             problems.add(f"{path}.model_path", f"no such file or folder: {onnx_spec.model_path!r}")
@@ -239,8 +274,10 @@ def _input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | N
             problems.add(f"{path}.onnx_file_name", str(exc))
             return None
         return InputModel("ONNXModel", handle)
+    if _bad_path(model_path, spec_path, problems):
+        return None
     local = _resolve_path(model_path, base_dir)
-    if adapter is not None:
+    if adapter is not None and not _bad_path(adapter, f"{path}.adapter_path", problems):
         adapter_local = _resolve_path(adapter, base_dir)
         if adapter_local is None:
             problems.add(f"{path}.adapter_path", f"no such folder: {adapter!r}")
@@ -283,6 +320,11 @@ def _systems(raw: Mapping[str, Any], host: PluginHost, problems: Problems) -> di
             out[DEFAULT_SYSTEM] = SystemEntry(
                 DEFAULT_SYSTEM, "LocalSystem",
                 default_cls.Config(accelerators=[AcceleratorConfig("cpu", ["CPUExecutionProvider"])]))
+        else:
+            installed = ", ".join(host.systems.primary_names()) or "none"
+            problems.add("systems", "no system is defined and the built-in LocalSystem is not loaded "
+                         "(is olivine-systems in OLIVINE_DISABLE_PLUGINS?); define one under "
+                         f"systems (installed system types: {installed}) or load olivine-systems")
     return out
 
 
@@ -409,10 +451,19 @@ def _engine(raw: Mapping[str, Any], problems: Problems) -> EngineConfig:
             if "seed" in algo_cfg and "seed" not in strategy:
                 strategy["seed"] = algo_cfg["seed"]
         merged["search_strategy"] = strategy
+    if "cache_dir" not in merged and os.environ.get(CACHE_DIR_ENV):
+        merged["cache_dir"] = os.environ[CACHE_DIR_ENV]  # the default when nothing names one
     prefix = "engine" if block else ""
     engine = structure(merged, EngineConfig, prefix, problems)
     if is_missing(engine):
         return EngineConfig()
+    for key in ("output_dir", "cache_dir"):
+        problem = _folder_problem(getattr(engine, key))
+        if problem is not None:
+            where = f"engine.{key}" if key in block else key
+            if key == "cache_dir" and key not in raw and key not in block:
+                where = f"{key} (from ${CACHE_DIR_ENV})"
+            problems.add(where, problem)
     strategy_cfg = engine.search_strategy
     if isinstance(strategy_cfg, SearchStrategy) and strategy_cfg.sampler == "exhaustive":
         strategy_cfg = attrs.evolve(strategy_cfg, sampler="sequential")
@@ -442,6 +493,7 @@ def _check_chain(model: InputModel | None, passes: list[PassEntry], host: Plugin
 def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | None = None,
                       base_dir: Path | None = None) -> WorkflowConfig:
     """Validate ``raw`` (a parsed workflow file); raise ConfigError listing every problem."""
+    check_depth(raw, source or "workflow config")
     problems = Problems()
     base = base_dir or Path.cwd()
     for key in raw:

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from olivine.config.typed import Problems, is_missing, structure
+from olivine.config.typed import Problems, is_missing, show, structure
 
 SEARCHABLE = "SEARCHABLE_VALUES"
 
@@ -58,14 +58,27 @@ def split_search(options: Mapping[str, Any], cls: type, path: str, problems: Pro
                 problems.add(f"{path}.{key}", "a list of values is a search space; set "
                              "engine.search_strategy to search it, or give one value")
             else:
-                space[key] = list(dict.fromkeys(_hashable(v) for v in value))
+                bad = next((i for i, v in enumerate(value) if not _is_plain(v)), None)
+                if bad is not None:
+                    problems.add(f"{path}.{key}[{bad}]", "a searched value must be a number, "
+                                 "string, boolean, null or a list of those; objects cannot be "
+                                 "searched, got " + show(value[bad]))
+                else:
+                    space[key] = list(dict.fromkeys(_hashable(v) for v in value))
             continue
         fixed[key] = value
     return fixed, space
 
 
 def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
+def _is_plain(value: Any) -> bool:
+    """True for scalars and (nested) lists of scalars: the values a search can hold."""
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, str | int | float | bool)
 
 
 def check_values(fixed: Mapping[str, Any], space: Mapping[str, list[Any]], cls: type, path: str,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import traceback
 from pathlib import Path
@@ -19,17 +21,31 @@ from olivine.systems.base import ProgressSink, StepOutcome, StepRequest
 
 
 def current_rss_mb() -> float:
-    """Resident memory of this process in MiB (Linux /proc; else the peak so far)."""
+    """Resident memory of this process in MiB (Linux /proc; elsewhere the peak so far, or 0)."""
     try:
         with open("/proc/self/statm") as fh:
             pages = int(fh.read().split()[1])
-        import os
-
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        import resource
+    except (OSError, ValueError, IndexError, AttributeError):
+        return peak_rss_mb() or 0.0
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def peak_rss_mb() -> float | None:
+    """The peak resident memory of this process in MiB, or ``None`` where it cannot be read.
+
+    ``resource`` where it exists (POSIX); else psutil when installed (Windows); else ``None``.
+    """
+    try:
+        import resource
+    except ImportError:
+        try:
+            import psutil
+        except ImportError:
+            return None
+        info = psutil.Process().memory_info()
+        return float(getattr(info, "peak_wset", info.rss)) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 class PeakSampler:

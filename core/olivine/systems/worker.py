@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import attrs
 
 from olivine.systems.base import StepRequest
-from olivine.systems.child import EVENT_FD_ENV
+from olivine.systems.child import EVENT_FD_ENV, EVENT_FILE_ENV
 
 
 def main(argv: list[str]) -> int:
@@ -22,8 +21,10 @@ def main(argv: list[str]) -> int:
     levels = [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
     logging.basicConfig(level=levels[max(0, min(4, request.log_level))],
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    fd = os.environ.get(EVENT_FD_ENV)
-    events = os.fdopen(int(fd), "w", buffering=1) if fd else None
+    fd, event_file = os.environ.get(EVENT_FD_ENV), os.environ.get(EVENT_FILE_ENV)
+    # a pipe inherited from the parent (POSIX), else a file the parent follows (any platform)
+    events = os.fdopen(int(fd), "w", buffering=1) if fd else \
+        open(event_file, "a", buffering=1, encoding="utf-8") if event_file else None  # noqa: SIM115
     last = [0.0]
 
     def progress(done: float, total: float | None, message: str) -> None:
@@ -33,10 +34,10 @@ def main(argv: list[str]) -> int:
         last[0] = now
         events.write(json.dumps({"done": done, "total": total, "message": message}) + "\n")
 
-    from olivine.systems.execute import execute_to_outcome
+    from olivine.systems.execute import execute_to_outcome, peak_rss_mb
 
     outcome = execute_to_outcome(request, progress)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb() or 0.0
     data = attrs.asdict(outcome)
     if outcome.model is not None:
         data["peak_rss_mb"] = round(max(peak, outcome.peak_rss_mb or 0), 1)

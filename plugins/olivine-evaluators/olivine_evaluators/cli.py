@@ -66,7 +66,15 @@ def handler(args: argparse.Namespace) -> int:
                            "execution_provider": args.provider}
     if args.threads:
         cfg["intra_op_num_threads"] = args.threads
-    times, batch = measure(model, cfg)
+    try:
+        times, batch = measure(model, cfg)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        # ONNX Runtime refused the file (not a model, a missing external-data file, an
+        # unknown provider): the user's input, said in one line
+        message = " ".join(str(exc).split())
+        raise UsageError(f"--model: ONNX Runtime cannot load or run {args.model!r}: {message}") from None
     latency = stats_ms(times)
     throughput = throughput_stats(times, batch)
     result = {"model": str(model.path), "kind": model.kind, "runs": args.runs,

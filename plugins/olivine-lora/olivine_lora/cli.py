@@ -99,7 +99,10 @@ def _model_path(value: str) -> tuple[str, bool]:
             raise UsageError(f"model folder {value!r} has no config.json; give a Hugging Face model "
                              "folder (save_pretrained's output) or a hub id")
         return str(p.resolve()), True
-    if value.startswith((".", "/", "~")) or value.count("/") > 1 or p.suffix:
+    from olivine.config.workflow import HUB_ID
+
+    # a hub id has dots often enough (Llama-3.2-1B, Qwen2.5-0.5B): only its shape tells
+    if value.startswith((".", "/", "~")) or value.count("/") > 1 or not HUB_ID.match(value):
         raise UsageError(f"model {value!r}: no such folder (and it is not a hub id like org/name)")
     return value, False
 
