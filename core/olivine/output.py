@@ -110,9 +110,12 @@ def publish_lock(output_dir: Path) -> Iterator[None]:
     """Hold the lock of ``output_dir`` (beside it); waits while another run publishes there."""
     import filelock
 
-    lock = filelock.FileLock(str(inside(output_dir.parent, f".{output_dir.name}.olivine-lock")))
-    with lock:
+    with filelock.FileLock(str(_lock_path(output_dir))):
         yield
+
+
+def _lock_path(output_dir: Path) -> Path:
+    return inside(output_dir.parent, f".{output_dir.name}.olivine-lock")
 
 
 def _clear_leftovers(output_dir: Path) -> None:
@@ -162,7 +165,9 @@ def check_output_dir(output_dir: Path, hasher: Callable[[Path], str] | None = No
     run.json lists with the content they had when published.
     """
     output_dir = Path(output_dir)
-    if output_dir.parent.is_dir():
+    # only a folder published into before has a lock file (and maybe leftovers); without one,
+    # nothing is written here, so a refused run leaves the parent folder as it was
+    if _lock_path(output_dir).exists():
         try:
             with publish_lock(output_dir):
                 _clear_leftovers(output_dir)

@@ -63,6 +63,7 @@ def test_a_folder_with_a_copied_run_json_is_not_wiped(tmp_path: Path, onnx_model
         assert result.returncode == 2 and expected in result.stderr, result.stderr
         assert snapshot(folder) == before
         assert not (tmp_path / "new-cache").exists()  # refused before anything was written
+        assert not (tmp_path / f".{folder.name}.olivine-lock").exists()
 
 
 def test_an_existing_empty_folder_is_kept_not_replaced(tmp_path: Path, onnx_model: Path) -> None:
