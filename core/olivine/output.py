@@ -167,15 +167,16 @@ def check_output_dir(output_dir: Path, hasher: Callable[[Path], str] | None = No
     output_dir = Path(output_dir)
     # only a folder published into before has a lock file (and maybe leftovers); without one,
     # nothing is written here, so a refused run leaves the parent folder as it was
-    if _lock_path(output_dir).exists():
-        try:
+    try:
+        if _lock_path(output_dir).exists():
             with publish_lock(output_dir):
                 _clear_leftovers(output_dir)
                 _check_unlocked(output_dir, hasher)
-        except OSError as exc:
-            raise UsageError(f"output folder {str(output_dir)!r}: {exc.strerror or exc}") from None
-    else:
-        _check_unlocked(output_dir, hasher)
+        else:
+            _check_unlocked(output_dir, hasher)
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise UsageError(f"output folder {str(output_dir)!r}: {exc.strerror or exc}{where}") from None
 
 
 def _link_or_copy(src: Path, dst: Path, copied: dict[Path, Path]) -> None:
