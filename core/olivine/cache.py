@@ -12,8 +12,9 @@ Layout under ``cache_dir``::
     file-hashes.sqlite    content hashes of files by path, size, mtime and inode
 
 A step's key is the sha256 of its input model's identity, the pass name and
-version, its plugin's version, the resolved config, the accelerator and the
-versions of the libraries that do the work. A step appears in ``steps/`` only by
+version, its plugin's version, the resolved config with the files it reads (see
+``olivine.inputs``), the accelerator and the versions of the libraries that do
+the work. No absolute path enters a key. A step appears in ``steps/`` only by
 an atomic rename of a complete folder, so a killed run leaves nothing that a
 later run could take for a result. ``step.json`` records the size and sha256 of
 every file of the step and a checksum of itself; a hit checks them (sizes always,
@@ -113,6 +114,20 @@ def is_olivine_cache(root: Path) -> bool:
     except OSError:
         return False
     return text.startswith(_MARKER_TEXT.split("\n")[0]) and "olivine" in text
+
+
+def _without_paths(described: dict[str, Any]) -> dict[str, Any]:
+    """A handle's description without its location fields (nested handles too)."""
+    out: dict[str, Any] = {}
+    for k, v in described.items():
+        if k in ("path", "adapter_path"):
+            continue
+        if isinstance(v, dict) and "kind" in v:
+            v = _without_paths(v)
+        elif k == "components":
+            v = [[n, _without_paths(h)] for n, h in v]
+        out[k] = v
+    return out
 
 
 @attrs.frozen
@@ -222,20 +237,21 @@ class Cache:
 
     def model_identity(self, handle: ModelHandle) -> str:
         """A sha256 naming the model's content (local files) or its hub id and revision."""
-        described = handle.to_dict()
-        described.pop("path", None)
+        # no absolute path enters the identity: the same files elsewhere are the same model
+        described = _without_paths(handle.to_dict())
         if isinstance(handle, HfModel) and not handle.is_local():
             revision = handle.load_options().get("revision", "main")
             described["hub"] = f"{handle.path}@{revision}"
         else:
             root = Path(handle.path)
             base = root if root.is_dir() else root.parent
-            described["files"] = {str(f.relative_to(base)) if f.is_relative_to(base) else str(f):
+            described["files"] = {f.relative_to(base).as_posix() if f.is_relative_to(base) else f.name:
                                   self.file_hash(f) for f in handle.files()}
         if isinstance(handle, HfModel) and handle.adapter_path:
             adapter = Path(handle.adapter_path)
             files = sorted(f for f in adapter.rglob("*") if f.is_file()) if adapter.is_dir() else []
-            described["adapter_path"] = {str(f.relative_to(adapter)): self.file_hash(f) for f in files}
+            described["adapter_path"] = {f.relative_to(adapter).as_posix(): self.file_hash(f)
+                                         for f in files}
         return sha256_text(canonical_json(described))
 
     @staticmethod

@@ -21,6 +21,7 @@ from olivine.config.workflow import PassEntry, WorkflowConfig
 from olivine.errors import GoalsNotMetError, OlivineError, PassError
 from olivine.evaluation import EvalContext
 from olivine.events import RunInfo, StepInfo
+from olivine.inputs import InputDescriber
 from olivine.models import ModelHandle, handle_from_dict
 from olivine.output import check_apart, check_output_dir, publish
 from olivine.passes import Pass
@@ -178,19 +179,34 @@ class Engine:
             model, model_id = self._step(cache, run_dir, i, entry, model, model_id, steps)
         return model, model_id
 
+    def key_parts(self, cache: Cache, entry: PassEntry, model_id: str) -> dict[str, Any]:
+        """Everything that determines the step ``entry`` on the model ``model_id``: its key's parts.
+
+        Files the step reads (path-valued options, the data configs it names, the entry's
+        ``input_files``) enter by content under portable names (:mod:`olivine.inputs`).
+        """
+        cls = self.host.passes.get(entry.type)
+        assert cls is not None
+        plugin = self.host.passes.owner(entry.type) or ""
+        reads = InputDescriber(cache.file_hash, self.wf.base_dir)
+        key_config, data_configs = reads.config(entry.config, self.wf.data_configs)
+        return {
+            "format": 2, "input_id": model_id, "pass": cls.name, "pass_version": cls.version,
+            "plugin": plugin, "plugin_version": self.host.plugin_version(plugin),
+            "config": key_config, "data_configs": data_configs,
+            "input_files": reads.files(entry.input_files),
+            "device": self.accelerator.device, "execution_provider": self.accelerator.execution_provider,
+            "libraries": library_versions(tuple(cls.libraries) or DEFAULT_LIBRARIES),
+        }
+
     def _step(self, cache: Cache, run_dir: Path, index: int, entry: PassEntry, model: ModelHandle,
               model_id: str, steps: list[dict[str, Any]]) -> tuple[ModelHandle, str]:
         cls = self.host.passes.get(entry.type)
         assert cls is not None
         plugin = self.host.passes.owner(entry.type) or ""
         config = unstructure(entry.config)
-        libraries = library_versions(tuple(cls.libraries) or DEFAULT_LIBRARIES)
-        parts = {
-            "format": 1, "input_id": model_id, "pass": cls.name, "pass_version": cls.version,
-            "plugin": plugin, "plugin_version": self.host.plugin_version(plugin), "config": config,
-            "device": self.accelerator.device, "execution_provider": self.accelerator.execution_provider,
-            "libraries": libraries,
-        }
+        parts = self.key_parts(cache, entry, model_id)
+        libraries = parts["libraries"]
         key = cache.step_key(parts)
         step = StepInfo(index + 1, len(self.wf.passes), entry.name, cls.name, key, model_id)
         record: dict[str, Any] = {

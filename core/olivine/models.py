@@ -171,21 +171,33 @@ class OnnxModel(ModelHandle):
         return super().files()
 
 
-def _external_data_files(model_file: Path) -> list[Path]:
-    """External-data files that a single ``.onnx`` file refers to."""
-    try:
-        import onnx  # heavy; only when a bare .onnx file is given
-        from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
+def outside_external_data(model_file: Path) -> list[str]:
+    """External-data locations of ``model_file`` that resolve outside its folder (refused).
 
-        proto = onnx.load(str(model_file), load_external_data=False)
-        names = set()
-        for tensor in _get_all_tensors(proto):
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                names.add(ExternalDataInfo(tensor).location)
-        return sorted(model_file.parent / n for n in names)
-    except ImportError:
+    Raises ValueError when the file is not a well-formed ONNX model.
+    """
+    from olivine.onnxfile import external_data_locations
+
+    return _outside(model_file.parent, external_data_locations(model_file))
+
+
+def _outside(folder: Path, names: list[str]) -> list[str]:
+    from olivine.safepath import is_inside
+
+    return [n for n in names if os.path.isabs(n) or "\x00" in n or not is_inside(folder / n, folder)]
+
+
+def _external_data_files(model_file: Path) -> list[Path]:
+    """External-data files that a single ``.onnx`` file refers to (only those in its folder)."""
+    from olivine.onnxfile import external_data_locations
+
+    try:
+        names = external_data_locations(model_file)
+    except ValueError:  # not a readable model: the passes reading it report that
         guess = model_file.with_name(model_file.name + ".data")
         return [guess] if guess.exists() else []
+    bad = set(_outside(model_file.parent, names))
+    return sorted(model_file.parent / n for n in names if n not in bad)
 
 
 @attrs.frozen

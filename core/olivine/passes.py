@@ -51,7 +51,11 @@ class Pass:
     Subclasses set the class attributes below and implement :meth:`run`. The
     ``Config`` attrs class declares every option: typed fields with defaults,
     validators and ``metadata={"help": ...}``. A field whose metadata has
-    ``"data_config": True`` names an entry of the workflow's ``data_configs``.
+    ``"data_config": True`` names an entry of the workflow's ``data_configs``; one with
+    ``"input_path": True`` names a local file or folder the pass reads (or a list or
+    mapping of them; for a mapping, a tuple of the keys that are paths). Both enter the
+    step's cache key by content (:mod:`olivine.inputs`): declare every option that names
+    a file the pass reads, or a changed file returns the old cached result.
     """
 
     #: The name workflow configs use in ``type`` (matched case-insensitively).

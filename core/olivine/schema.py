@@ -15,6 +15,9 @@ def pass_schema(cls: type[Pass]) -> dict[str, Any]:
     """The schema of one pass entry (``type`` plus its config fields, flat)."""
     schema = json_schema(cls.Config)
     props = {"type": {"const": cls.name}, "disable_search": {"type": "boolean"},
+             "input_files": {"type": "array", "items": {"type": "string"},
+                             "description": "files the step reads that no option names "
+                                            "(part of its cache key)"},
              **schema.get("properties", {})}
     return {"type": "object", "properties": props, "required": ["type"],
             "additionalProperties": False, "description": (cls.__doc__ or "").strip().split("\n")[0]}

@@ -31,9 +31,9 @@ from olivine.config.sections import (
 from olivine.config.typed import Problems, is_missing, show, structure
 from olivine.errors import ConfigError, did_you_mean
 from olivine.evaluation import EvaluatorConfig, MetricConfig
-from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine.models import HfModel, ModelHandle, OnnxModel, outside_external_data
 from olivine.plugins import PluginHost
-from olivine.safepath import path_problem
+from olivine.safepath import component_problem, path_problem
 from olivine.search.space import Dimension, check_values, split_search
 
 #: Pass types provided by plugins of this repository, for "which plugin would provide it".
@@ -95,6 +95,8 @@ class PassEntry:
     disable_search: bool = False
     #: searched options and their values (empty without a search strategy)
     search: dict[str, list[Any]] = attrs.field(factory=dict)
+    #: files the step reads that no option names (what a user script opens): part of its key
+    input_files: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -136,7 +138,9 @@ class WorkflowConfig:
             "data_configs": [typed.unstructure(d) for d in self.data_configs.values()],
             "evaluators": {n: typed.unstructure(e) for n, e in self.evaluators.items()},
             "passes": {p.name: {"type": p.type, **typed.unstructure(p.config),
-                                **{k: list(v) for k, v in p.search.items()}} for p in self.passes},
+                                **{k: list(v) for k, v in p.search.items()},
+                                **({"input_files": list(p.input_files)} if p.input_files else {})}
+                       for p in self.passes},
             "engine": typed.unstructure(self.engine),
         }
 
@@ -207,6 +211,15 @@ def _folder_problem(value: str) -> str | None:
     return None
 
 
+def _outside_data(model_file: Path) -> list[str]:
+    """External-data locations outside the model's folder; a file onnx cannot read is left to
+    the passes, which report it."""
+    try:
+        return outside_external_data(model_file)
+    except (ValueError, OSError):  # a damaged model is not this check's to report
+        return []
+
+
 def _input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | None:
     path = "input_model"
     if not isinstance(raw, Mapping):
@@ -258,6 +271,12 @@ def _input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | N
         onnx_spec = structure(data, OnnxModelSpec, path, problems)
         if is_missing(onnx_spec):
             return None
+        bad_name = component_problem(onnx_spec.onnx_file_name) \
+            if onnx_spec.onnx_file_name is not None else None
+        if bad_name is not None:
+            problems.add(f"{path}.onnx_file_name", f"{onnx_spec.onnx_file_name!r} {bad_name}: "
+                         "name a file inside model_path")
+            return None
         if _bad_path(onnx_spec.model_path, f"{path}.model_path", problems):
             return None
         local = _resolve_path(onnx_spec.model_path, base_dir)
@@ -272,6 +291,14 @@ def _input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | N
                 return None
         except FileNotFoundError as exc:
             problems.add(f"{path}.onnx_file_name", str(exc))
+            return None
+        outside = _outside_data(handle.model_file())
+        if outside:
+            problems.add(f"{path}.model_path", f"{handle.model_file().name} keeps weights in "
+                         f"{', '.join(repr(n) for n in outside)}, outside its folder "
+                         f"{str(handle.model_file().parent)!r}; olivine reads external data only "
+                         "from the model's own folder: move the data file beside the model and "
+                         "save the model with a plain file name as location")
             return None
         return InputModel("ONNXModel", handle)
     if _bad_path(model_path, spec_path, problems):
@@ -388,10 +415,14 @@ def _undefined(what: str, name: str, defined: Mapping[str, Any]) -> str:
 
 
 def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataConfig],
-            problems: Problems, searching: bool) -> list[PassEntry]:
+            problems: Problems, searching: bool, base_dir: Path) -> list[PassEntry]:
     out: list[PassEntry] = []
     for name, entry in raw.items():
         path = f"passes.{name}"
+        bad_name = component_problem(name)
+        if bad_name is not None:  # the name becomes a log file and folder name
+            problems.add(path, f"pass name {name!r} {bad_name} (it names the step's log file)")
+            continue
         if not isinstance(entry, Mapping):
             problems.add(path, f"expected an object with 'type', got {show(entry)}")
             continue
@@ -411,7 +442,9 @@ def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataCon
         disable_search = entry.get("disable_search", False)
         if not isinstance(disable_search, bool):
             problems.add(f"{path}.disable_search", f"expected bool, got {show(disable_search)}")
-        options = _split_config(entry, path, problems, ("type", "disable_search"))
+        input_files = _input_files(entry.get("input_files"), f"{path}.input_files", base_dir,
+                                   problems)
+        options = _split_config(entry, path, problems, ("type", "disable_search", "input_files"))
         if options is None:
             continue
         cfg_path = f"{path}.config" if "config" in entry else path
@@ -425,8 +458,23 @@ def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataCon
             if field.metadata.get("data_config") and ref is not None and ref not in data:
                 problems.add(f"{cfg_path}.{field.name}", _undefined("data config", ref, data))
         out.append(PassEntry(name, host.passes.canonical(str(ptype)) or str(ptype), cfg,
-                             bool(disable_search), space))
+                             bool(disable_search), space, input_files))
     return out
+
+
+def _input_files(value: Any, path: str, base_dir: Path, problems: Problems) -> tuple[str, ...]:
+    """A pass entry's ``input_files``: existing files or folders (relative: working directory,
+    then the config's folder)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        problems.add(path, f"expected a list of file or folder paths, got {show(value)}")
+        return ()
+    for i, item in enumerate(value):
+        if _resolve_path(item, base_dir) is None:
+            problems.add(f"{path}[{i}]", f"no such file or folder: {item!r} (relative paths are "
+                         "taken from the working directory, then from the config's folder)")
+    return tuple(value)
 
 
 def _engine(raw: Mapping[str, Any], problems: Problems) -> EngineConfig:
@@ -510,7 +558,7 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
     evaluators = _evaluators(_section(raw, "evaluators", problems), host, data, problems)
     engine = _engine(raw, problems)
     searching = isinstance(engine.search_strategy, SearchStrategy)
-    passes = _passes(_section(raw, "passes", problems), host, data, problems, searching)
+    passes = _passes(_section(raw, "passes", problems), host, data, problems, searching, base)
     eprefix = "engine." if isinstance(raw.get("engine"), Mapping) else ""
     if len(systems) == 1 and DEFAULT_SYSTEM not in systems:
         only = next(iter(systems))  # one system defined: it is the host and the target

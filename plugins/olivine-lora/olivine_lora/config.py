@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import attrs
 
+from olivine.safepath import component_problem
+
 TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 #: Default LoRA targets by ``config.json`` ``model_type``: every projection of the attention
@@ -258,7 +260,11 @@ class MergeConfig:
 
 
 def _adapter_file(instance: Any, attribute: Any, value: str) -> None:
-    if "/" in value or not value.endswith(".onnx_adapter"):
+    problem = component_problem(value)
+    if problem is not None:  # the name is joined to the step's folder: it must stay inside
+        raise ValueError(f"adapter_file_name: {value!r} {problem}; give a file name ending in "
+                         ".onnx_adapter")
+    if not value.endswith(".onnx_adapter"):
         raise ValueError(f"adapter_file_name: a file name ending in .onnx_adapter, got {value!r}")
 
 
@@ -282,5 +288,6 @@ class ExtractAdaptersConfig:
                                          metadata={"help": "name of the adapter file written "
                                                            "beside the model"})
     adapter_path: str | None = attrs.field(default=None, metadata={
+        "input_path": True,
         "help": "write the adapter file from this peft adapter folder (exact float weights) "
                 "instead of the weights found in the model (dequantized when int4/int8)"})

@@ -8,6 +8,7 @@ import attrs
 
 from olivine.accelerator import Accelerator
 from olivine.errors import did_you_mean
+from olivine.safepath import component_problem
 from olivine_modelbuilder import builder_info
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
@@ -33,6 +34,11 @@ OWNED_OPTIONS = {
     "adapter_path": "input_model.adapter_path",
     "config_only": "nothing: it writes no model; ModelBuilder always builds one",
 }
+
+#: Builder options whose value becomes a file name in the output folder.
+NAME_OPTIONS = ("filename",)
+#: Builder options naming files or folders the builder reads (their content enters the step's key).
+INPUT_OPTIONS = ("dflash2_path", "dspark_path", "kv_cache_scale_file")
 
 #: Search options of genai_config.json (``search`` section) that onnxruntime-genai reads.
 SEARCH_OPTIONS = ("do_sample", "max_length", "min_length", "num_beams", "num_return_sequences",
@@ -70,6 +76,11 @@ def _check_extra_options(instance: Any, attribute: Any, value: dict[str, Any]) -
         if not ok:
             raise ValueError(f"extra_options.{key}: expected a string, number, bool or list of "
                              f"strings, got {type(item).__name__}")
+        if key in NAME_OPTIONS:  # joined to the step's folder by the builder: one file name
+            problem = component_problem(str(item)) if isinstance(item, str) else "must be a name"
+            if problem is not None:
+                raise ValueError(f"extra_options.{key}: {item!r} {problem}; give a file name "
+                                 "such as model.onnx")
     if unknown:
         first = unknown[0]
         more = f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
@@ -120,6 +131,7 @@ class ModelBuilderConfig:
         "help": "leave the LM head out: the model returns hidden_states instead of logits"})
     extra_options: dict[str, Any] = attrs.field(factory=dict, validator=_check_extra_options,
                                                 metadata={
+        "input_path": INPUT_OPTIONS,
         "help": "other model-builder options, passed through (names are checked against the "
                 "installed builder, which ignores names it does not know)"})
     search: dict[str, Any] = attrs.field(factory=dict, validator=_check_search, metadata={

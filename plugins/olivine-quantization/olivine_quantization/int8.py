@@ -93,7 +93,8 @@ class StaticQuantConfig(DynamicQuantConfig):
         default=None, metadata={"data_config": True,
                                 "help": "calibration data: a name in data_configs"})
     calibration_file: str | None = attrs.field(
-        default=None, metadata={"help": "calibration data: a local .txt (one text per line), "
+        default=None, metadata={"input_path": True,
+                                "help": "calibration data: a local .txt (one text per line), "
                                         ".jsonl or .csv file, tokenized with the model's tokenizer"})
     calibration_samples: int = attrs.field(
         default=64, validator=_at_least(1),
@@ -102,7 +103,8 @@ class StaticQuantConfig(DynamicQuantConfig):
         default=128, validator=_at_least(1),
         metadata={"help": "with calibration_file: tokens per sample (padded)"})
     tokenizer: str | None = attrs.field(
-        default=None, metadata={"help": "with calibration_file: tokenizer folder or id (default: "
+        default=None, metadata={"input_path": True,
+                                "help": "with calibration_file: tokenizer folder or id (default: "
                                         "the model's folder)"})
     activation_symmetric: bool | None = attrs.field(
         default=None, metadata={"help": "symmetric activation ranges (extra option)"})

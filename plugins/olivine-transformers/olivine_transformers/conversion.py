@@ -105,7 +105,8 @@ class ConversionConfig:
     rtol: float = attrs.field(default=1e-3, validator=_positive,
                               metadata={"help": "relative tolerance of the validation"})
     model_script: str | None = attrs.field(
-        default=None, metadata={"help": "a Python file defining model_loader (for torch models "
+        default=None, metadata={"input_path": True,
+                                "help": "a Python file defining model_loader (for torch models "
                                         "that are not transformers checkpoints)"})
     model_loader: str | None = attrs.field(
         default=None, metadata={"help": "function in model_script: loader(model_path) -> "

@@ -166,7 +166,7 @@ class CalibrationFields:
     data_config: str | None = attrs.field(default=None, metadata={
         "data_config": True, "help": "name of a workflow data_configs entry with calibration text"})
     data_files: list[str] = attrs.field(factory=list, metadata={
-        "help": "local calibration files: .txt, .jsonl, .json, .csv, .tsv or .parquet"})
+        "input_path": True, "help": "local calibration files: .txt, .jsonl, .json, .csv, .tsv or .parquet"})
     data_name: str | None = attrs.field(default=None, metadata={
         "help": "a Hugging Face hub dataset id for calibration text (needs datasets and network)",
         "aliases": ("dataset",)})
