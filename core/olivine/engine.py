@@ -23,7 +23,7 @@ from olivine.evaluation import EvalContext
 from olivine.events import RunInfo, StepInfo
 from olivine.inputs import InputDescriber
 from olivine.models import ModelHandle, handle_from_dict
-from olivine.output import check_output_dir, publish
+from olivine.output import check_apart, check_output_dir, publish
 from olivine.passes import Pass
 from olivine.plugins import PluginHost
 from olivine.report import render_summary
@@ -96,10 +96,17 @@ class Engine:
         # relative folders are taken from the working directory, as Olive does
         output_dir = Path(engine.output_dir).expanduser().resolve()
         cache = Cache(engine.cache_dir)  # --cache_dir, else the config, else $OLIVINE_CACHE_DIR
-        check_output_dir(output_dir)
+        check_apart(output_dir, cache.root)
+        check_output_dir(output_dir, cache.file_hash if cache.exists() else None)
+        cache.ensure()
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        run_dir = cache.root / "runs" / run_id
-        run_dir.mkdir(parents=True)
+        run_dir = cache.begin_run(run_id)  # steps this run uses are safe from `olivine cache clean`
+        try:
+            return self._run(cache, run_id, run_dir, output_dir)
+        finally:
+            cache.end_run()
+
+    def _run(self, cache: Cache, run_id: str, run_dir: Path, output_dir: Path) -> RunResult:
         self.system._log_dir = run_dir  # type: ignore[attr-defined]
         info = RunInfo(run_id, tuple(p.name for p in self.wf.passes), output_dir, cache.root,
                        self.log_level)
@@ -143,10 +150,13 @@ class Engine:
             size = sum(f.stat().st_size for f in model.files())
             summary = render_summary(report, output_dir, size)
             extras = [p for p in (run_dir / "frontier.png", run_dir / "frontier.html") if p.exists()]
-            result_model = publish(output_dir, model, report, summary, extras)
-            report["output_model"] = result_model.to_dict(relative_to=output_dir)
-            report["output_dir"] = str(output_dir)
-        else:
+            try:
+                result_model = publish(output_dir, model, report, summary, extras, memo=cache)
+                report["output_model"] = result_model.to_dict(relative_to=output_dir)
+                report["output_dir"] = str(output_dir)
+            except OlivineError as exc:  # a full disk, or files added to the output meanwhile
+                error = exc
+        if error is not None:
             report["status"] = "goals_not_met" if isinstance(error, GoalsNotMetError) else "failed"
             report["error"] = {"type": type(error).__name__, "message": str(error),
                                "exit_code": error.exit_code}

@@ -67,14 +67,8 @@ def test_the_module_list_is_complete() -> None:
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_module_imports_without_fcntl_and_resource(name: str, import_errors: dict[str, str | None],
-                                                   request: pytest.FixtureRequest) -> None:
+def test_module_imports_without_fcntl_and_resource(name: str, import_errors: dict[str, str | None]) -> None:
     error = import_errors[name]
-    if error and "fcntl" in error and "olivine/cache.py" in error.replace("\\", "/"):
-        # the step cache's locks move to filelock on the branch of item 9's other part
-        request.applymarker(pytest.mark.xfail(
-            reason="olivine.cache imports fcntl until its locks use filelock (issue 12, item 9)",
-            strict=False))
     assert error is None, error
 
 
@@ -97,8 +91,7 @@ subprocess.Popen.__init__ = _portable_popen
 def _portable_env(tmp_path: Path) -> dict[str, str]:
     site = tmp_path / "site"
     site.mkdir()
-    # fcntl is still needed by olivine.cache on this branch (see above); resource is not
-    (site / "sitecustomize.py").write_text("BLOCKED = {'resource'}\n" + SITECUSTOMIZE)
+    (site / "sitecustomize.py").write_text("BLOCKED = {'fcntl', 'resource'}\n" + SITECUSTOMIZE)
     path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path, "OLIVINE_PORTABLE_CHILD": "1",
             "PORTABLE_TEST_LOG": str(tmp_path / "popen.log")}

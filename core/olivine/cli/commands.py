@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,18 @@ def add_builtin(sub: Any) -> None:
     p.add_argument("--pass", dest="pass_name", help="only this pass's config")
     p.set_defaults(handler=cmd_schema)
 
-    p = sub.add_parser("cache", help="list or clean the step cache")
-    p.add_argument("action", choices=["ls", "clean"])
+    p = sub.add_parser("cache", help="list, clean or verify the step cache",
+                       description="ls: list the cached steps. clean: remove steps (never one a running "
+                                   "workflow uses) and finished runs' records. verify: read every "
+                                   "step's files against the sizes and sha256 stored with it, remove "
+                                   "damaged entries, exit 1 if any were found.")
+    p.add_argument("action", choices=["ls", "clean", "verify"])
     add_cache_dir(p, help="cache folder (default: $OLIVINE_CACHE_DIR or .olivine-cache)")
     p.add_argument("--older-than", "--older_than", dest="older_than", default=None,
-                   help="with clean: only entries older than this (30m, 12h, 7d)")
-    p.add_argument("--json", action="store_true", help="with ls: print JSON")
+                   help="with clean: only entries (and run records) older than this (30m, 12h, 7d)")
+    p.add_argument("--max-size", "--max_size", dest="max_size", default=None,
+                   help="with clean: remove the oldest entries until the cache fits (500M, 20G)")
+    p.add_argument("--json", action="store_true", help="with ls and verify: print JSON")
     p.set_defaults(handler=cmd_cache)
 
 
@@ -177,27 +184,56 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_age(text: str) -> float:
-    """``30m``, ``12h``, ``7d`` (or seconds) as seconds."""
+def _parse_amount(text: str, flag: str, units: Mapping[str, float], example: str) -> float:
+    import math
+
     from olivine.errors import UsageError
 
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    raw = text.strip()
+    number, scale = raw, 1.0
+    for suffix in sorted(units, key=len, reverse=True):
+        if raw.lower().endswith(suffix) and suffix:
+            number, scale = raw[: -len(suffix)], units[suffix]
+            break
     try:
-        if text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except (ValueError, IndexError):
-        raise UsageError(f"--older-than: expected a number with s, m, h or d (like 7d), "
-                         f"got {text!r}") from None
+        value = float(number) * scale
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise UsageError(f"{flag}: expected a number with {example}, got {text!r}")
+    if value < 0:
+        raise UsageError(f"{flag}: {text!r} is negative; give an amount of 0 or more (like "
+                         f"{example.split('like ')[-1].rstrip(')')})")
+    return value
+
+
+def parse_age(text: str) -> float:
+    """``30m``, ``12h``, ``7d`` (or seconds) as seconds; negative or unreadable values are refused."""
+    return _parse_amount(text, "--older-than", {"s": 1, "m": 60, "h": 3600, "d": 86400},
+                         "s, m, h or d (like 7d)")
+
+
+def parse_size(text: str) -> int:
+    """``500M``, ``20G``, ``1.5GiB`` (or bytes) as bytes; negative or unreadable values are refused."""
+    units = {"b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+             "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+    return int(_parse_amount(text, "--max-size", units, "K, M, G or T (like 20G)"))
+
+
+def _when(created: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created is not None else "?"
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    """``olivine cache ls|clean``."""
+    """``olivine cache ls|clean|verify``."""
     from olivine.cache import Cache
+    from olivine.cacheclean import verify
     from olivine.cli.generated import cache_dir
     from olivine.errors import UsageError
     from olivine.safepath import path_problem
 
+    older = parse_age(args.older_than) if args.older_than else None
+    max_size = parse_size(args.max_size) if args.max_size else None
     root = cache_dir(args.cache_dir)
     problem = path_problem(root)
     if problem is not None:
@@ -205,7 +241,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if not Path(root).is_dir():
         print(f"no cache at {Path(root).resolve()}")
         return 0
-    cache = Cache(root)
+    cache = Cache.existing(root)
     if args.action == "ls":
         rows = cache.entries()
         if args.json:
@@ -214,11 +250,24 @@ def cmd_cache(args: argparse.Namespace) -> int:
         total = sum(r["size_bytes"] for r in rows)
         print(f"{cache.root}: {len(rows)} steps, {total / 2**20:.1f} MiB")
         for r in rows:
-            age = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"] or 0))
             mib = r["size_bytes"] / 2**20
-            print(f"  {r['key'][:16]}  {r['pass']:<28} {r['step']:<16} {mib:9.1f} MiB  {age}")
+            print(f"  {r['key'][:16]}  {r['pass']:<28} {r['step']:<16} {mib:9.1f} MiB  {_when(r['created'])}")
         return 0
-    older = parse_age(args.older_than) if args.older_than else None
-    removed, freed = cache.clean(older)
-    print(f"removed {removed} steps ({freed / 2**20:.1f} MiB) from {cache.root}", file=sys.stdout)
+    if args.action == "verify":
+        checked, bad = verify(cache)
+        if args.json:
+            print(json.dumps(bad, indent=2))
+        else:
+            for b in bad:
+                what = "removed" if b["removed"] else "kept: a running workflow uses it"
+                print(f"  {b['key'][:16]}  {b['step']}: {b['problem']} ({what})")
+            print(f"verified {checked} steps in {cache.root}: {len(bad)} damaged")
+        return 1 if bad else 0
+    done = cache.clean(older, max_size)
+    line = f"removed {done.removed} steps ({done.freed / 2**20:.1f} MiB) from {cache.root}"
+    if done.in_use:
+        line += f"; kept {done.in_use} in use by a running workflow"
+    if done.runs_removed:
+        line += f"; removed {done.runs_removed} finished runs' records"
+    print(line, file=sys.stdout)
     return 0

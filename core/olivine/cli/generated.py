@@ -48,6 +48,9 @@ def save_workflow(path: Path, workflow: dict[str, Any]) -> None:
     """Write ``workflow`` as JSON and say how to run it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(workflow, indent=2) + "\n")
+    from olivine.output import record_file
+
+    record_file(path.parent, path)  # inside a published output: list it, so reruns may replace it
     print(f"workflow config: {path} (run it with: olivine run --config {path})", file=sys.stderr)
 
 
