@@ -155,21 +155,30 @@ def _skip(model: ModelHandle, config: FusionConfig, context: PassContext,
 
 def to_float16(model: ModelHandle, config: Float16Config, context: PassContext) -> OnnxModel:
     """Convert ``model`` to float16 with onnxruntime.transformers.float16."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel as OrtOnnxModel
 
     context.progress(0, 2, "converting to float16")
     proto = load_proto(model)
+    op_block = config.op_block_list
+    if config.op_include_list:
+        op_block = sorted({n.op_type for n in proto.graph.node} - set(config.op_include_list))
+    node_block = config.node_block_list
+    if config.node_include_list:
+        node_block = [n.name for n in proto.graph.node if n.name not in config.node_include_list]
     kwargs: dict[str, Any] = {
         "keep_io_types": config.keep_io_types, "min_positive_val": config.min_positive_val,
         "max_finite_val": config.max_finite_val,
         "force_fp16_initializers": config.force_fp16_initializers,
     }
-    if config.op_block_list is not None:
-        kwargs["op_block_list"] = config.op_block_list
-    if config.node_block_list is not None:
-        kwargs["node_block_list"] = config.node_block_list
+    if op_block is not None:
+        kwargs["op_block_list"] = op_block
+    if node_block is not None:
+        kwargs["node_block_list"] = node_block
     try:
-        converted = convert_float_to_float16(proto, **kwargs)
+        wrapper = OrtOnnxModel(proto)
+        wrapper.convert_float_to_float16(use_symbolic_shape_infer=config.use_symbolic_shape_infer,
+                                         **kwargs)
+        converted = wrapper.model
     except Exception as exc:
         raise OlivineError(f"float16 conversion failed: {type(exc).__name__}: {exc}") from exc
     context.progress(1, 2, "saving")

@@ -167,6 +167,15 @@ class Float16Config(ExternalDataOptions):
                                         metadata={"help": "larger magnitudes clamp to this"})
     force_fp16_initializers: bool = attrs.field(
         default=False, metadata={"help": "convert float initializers feeding blocked ops too"})
+    use_symbolic_shape_infer: bool = attrs.field(
+        default=True, metadata={"help": "ONNX Runtime's symbolic shape inference (else ONNX's) "
+                                        "to type the graph before converting"})
+    op_include_list: list[str] | None = attrs.field(
+        default=None, metadata={"help": "only these op types in float16 (the others are "
+                                        "blocked); excludes op_block_list"})
+    node_include_list: list[str] | None = attrs.field(
+        default=None, metadata={"help": "only these node names in float16; excludes "
+                                        "node_block_list"})
 
 
 class OnnxFloatToFloat16(Pass):
@@ -179,6 +188,18 @@ class OnnxFloatToFloat16(Pass):
     produces = "onnx"
     libraries = ("onnx", "onnxruntime")
     version = "2"
+
+    @classmethod
+    def check(cls, config: Float16Config, accelerator: Accelerator,
+              model: Any = None) -> list[str]:
+        """The include and block lists exclude each other (as Olive)."""
+        out = []
+        if config.op_include_list and config.op_block_list:
+            out.append("op_include_list: op_include_list and op_block_list exclude each other")
+        if config.node_include_list and config.node_block_list:
+            out.append("node_include_list: node_include_list and node_block_list exclude "
+                       "each other")
+        return out
 
     def run(self, model: ModelHandle, config: Float16Config, context: PassContext) -> OnnxModel:
         """Convert and save."""
