@@ -322,26 +322,34 @@ def _input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | N
                                          adapter_path=adapter), is_hub_id=True)
 
 
+def _system_entry(name: str, entry: Any, path: str, host: PluginHost,
+                  problems: Problems) -> SystemEntry | None:
+    """One system object (a ``systems`` entry or an inline ``host``/``target``), validated."""
+    if not isinstance(entry, Mapping):
+        problems.add(path, f"expected an object with 'type', got {show(entry)}")
+        return None
+    stype = entry.get("type")
+    cls = host.systems.get(str(stype)) if stype else None
+    if cls is None:
+        problems.add(f"{path}.type", "required key is missing" if not stype
+                     else host.systems.unknown(str(stype)))
+        return None
+    options = _split_config(entry, path, problems, ("type",))
+    if options is None:
+        return None
+    cfg_path = f"{path}.config" if "config" in entry else path
+    cfg = structure(options, cls.Config, cfg_path, problems)
+    if is_missing(cfg):
+        return None
+    return SystemEntry(name, host.systems.canonical(str(stype)) or str(stype), cfg)
+
+
 def _systems(raw: Mapping[str, Any], host: PluginHost, problems: Problems) -> dict[str, SystemEntry]:
     out: dict[str, SystemEntry] = {}
     for name, entry in raw.items():
-        path = f"systems.{name}"
-        if not isinstance(entry, Mapping):
-            problems.add(path, f"expected an object with 'type', got {show(entry)}")
-            continue
-        stype = entry.get("type")
-        cls = host.systems.get(str(stype)) if stype else None
-        if cls is None:
-            problems.add(f"{path}.type", "required key is missing" if not stype
-                         else host.systems.unknown(str(stype)))
-            continue
-        options = _split_config(entry, path, problems, ("type",))
-        if options is None:
-            continue
-        cfg_path = f"{path}.config" if "config" in entry else path
-        cfg = structure(options, cls.Config, cfg_path, problems)
-        if not is_missing(cfg):
-            out[name] = SystemEntry(name, host.systems.canonical(str(stype)) or str(stype), cfg)
+        system = _system_entry(name, entry, f"systems.{name}", host, problems)
+        if system is not None:
+            out[name] = system
     if not raw:
         default_cls = host.systems.get("LocalSystem")
         if default_cls is not None:
@@ -479,6 +487,39 @@ def _input_files(value: Any, path: str, base_dir: Path, problems: Problems) -> t
     return tuple(value)
 
 
+def _inline_systems(raw: Mapping[str, Any], systems: dict[str, SystemEntry], host: PluginHost,
+                    problems: Problems) -> Mapping[str, Any]:
+    """Olive's inline form: ``host``/``target`` written as a system object, not a name.
+
+    Each inline object is validated like a ``systems`` entry (problems under
+    ``engine.target...``), added to ``systems`` under its key's name (``target``, or
+    ``target_1``, ... when taken) and replaced by that name in the returned copy of ``raw``.
+    """
+    block = raw.get("engine")
+    places = [("engine", block), (None, raw)] if isinstance(block, Mapping) else [(None, raw)]
+    inline = [(where, key) for where, section in places for key in ("host", "target")
+              if isinstance(section.get(key), Mapping)]
+    if not inline:
+        return raw
+    out = dict(raw)
+    if isinstance(block, Mapping):
+        out["engine"] = dict(block)
+    for where, key in inline:
+        section = out["engine"] if where else out
+        name, n = key, 0
+        while name in systems:
+            n += 1
+            name = f"{key}_{n}"
+        path = f"engine.{key}" if where else key
+        system = _system_entry(name, section[key], path, host, problems)
+        if system is None:
+            section[key] = None
+            continue
+        systems[name] = system
+        section[key] = name
+    return out
+
+
 def _engine(raw: Mapping[str, Any], problems: Problems) -> EngineConfig:
     block = raw.get("engine") or {}
     if not isinstance(block, Mapping):
@@ -558,14 +599,15 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
     if not isinstance(raw.get("data_configs") or [], list | dict):
         problems.add("data_configs", f"expected a list, got {show(raw.get('data_configs'))}")
     evaluators = _evaluators(_section(raw, "evaluators", problems), host, data, problems)
-    engine = _engine(raw, problems)
+    declared = dict(systems)
+    engine = _engine(_inline_systems(raw, systems, host, problems), problems)
     searching = isinstance(engine.search_strategy, SearchStrategy)
     passes = _passes(_section(raw, "passes", problems), host, data, problems, searching, base)
     eprefix = "engine." if isinstance(raw.get("engine"), Mapping) else ""
-    if len(systems) == 1 and DEFAULT_SYSTEM not in systems:
-        only = next(iter(systems))  # one system defined: it is the host and the target
+    if len(declared) == 1 and DEFAULT_SYSTEM not in declared:
+        only = next(iter(declared))  # one system defined: it is the host and the target
         engine = attrs.evolve(engine, host=engine.host or only, target=engine.target or only)
-    elif systems and DEFAULT_SYSTEM not in systems and not (engine.host and engine.target):
+    elif declared and DEFAULT_SYSTEM not in declared and not (engine.host and engine.target):
         problems.add(f"{eprefix}target", f"several systems are defined ({', '.join(systems)}); "
                      "name the host and the target")
     for key in ("host", "target"):

@@ -1,36 +1,51 @@
-"""int8 activation quantization of ONNX models with ``onnxruntime.quantization``.
+"""int8 (and 16-bit QDQ) activation quantization of ONNX models with ``onnxruntime.quantization``.
 
-Passes: ``OnnxDynamicQuantization`` (weights int8 ahead of time, activations
-quantized at run time), ``OnnxStaticQuantization`` (activations calibrated on
-sample data; QDQ or QOperator format) and ``OnnxQuantization`` (either, by
-``quant_mode``). Option names follow Olive. onnxruntime is imported when a pass runs.
+Passes: ``OnnxDynamicQuantization`` (weights quantized ahead of time, activations at run
+time), ``OnnxStaticQuantization`` (activations calibrated on sample data; QDQ or QOperator
+format) and ``OnnxQuantization`` (either, by ``quant_mode``). Option names, defaults and
+semantics are Olive's (``precision``, ``activation_type`` as ``int8``/``uint8``/``int16``/
+``uint16``, ``prepare_qdq_config``, ...); the older ONNX Runtime spellings (``weight_type``,
+``QInt8``, ``QUInt8``) are accepted too. The work lives in :mod:`olivine_quantization.work`;
+onnxruntime is imported when a pass runs.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 
 from olivine.accelerator import Accelerator
-from olivine.errors import OlivineError, UsageError
+from olivine.errors import did_you_mean
 from olivine.models import ModelHandle, OnnxModel
+from olivine.onnxsave import ExternalDataOptions
 from olivine.passes import Pass, PassContext
 
-log = logging.getLogger("olivine.pass.quantization")
+#: Olive's precision names and the ONNX Runtime QuantType each stands for.
+PRECISIONS = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": "QUInt16",
+              "int4": "QInt4", "uint4": "QUInt4"}
+#: The 8-bit types: the only ones dynamic quantization and the QOperator format take.
+EIGHT_BIT = ("QInt8", "QUInt8")
 
-QuantTypeName = Literal["QInt8", "QUInt8"]
 
-#: Quantized op types counted into the output handle's ``quantized_ops`` attribute.
-QUANT_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention",
-             "QLinearMatMul", "QGemm", "QLinearConv", "ConvInteger", "QuantizeLinear",
-             "DequantizeLinear", "DynamicQuantizeLinear", "QEmbedLayerNormalization", "QGather",
-             "DynamicQuantizeLSTM")
+def quant_type_name(value: str) -> str:
+    """ONNX Runtime's QuantType name for an Olive precision (``uint16``) or a QuantType name."""
+    for olive, ort in PRECISIONS.items():
+        if value in (olive, ort):
+            return ort
+    raise ValueError(value)
 
-#: Models above this size are written with external data.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+def _precision(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        quant_type_name(value)
+    except ValueError:
+        olive, ort = list(PRECISIONS), list(PRECISIONS.values())
+        raise ValueError(f"{attribute.name}: expected one of {', '.join(map(repr, olive))} "
+                         f"(or ONNX Runtime's {', '.join(map(repr, ort))}), got {value!r}"
+                         f"{did_you_mean(value, olive + ort)}") from None
 
 
 def _at_least(minimum: float) -> Any:
@@ -45,33 +60,57 @@ def _percentile(instance: Any, attribute: attrs.Attribute, value: float) -> None
         raise ValueError(f"percentile: expected a number in (50, 100], got {value}")
 
 
-@attrs.frozen
-class DynamicQuantConfig:
-    """Options of ``OnnxDynamicQuantization``."""
+def _providers(instance: Any, attribute: attrs.Attribute, value: list[str] | None) -> None:
+    for name in value or ():
+        if not name.endswith("ExecutionProvider"):
+            raise ValueError(f"{attribute.name}: {name!r} is not an ONNX Runtime execution "
+                             "provider name (e.g. CPUExecutionProvider)")
 
-    weight_type: QuantTypeName = attrs.field(
-        default="QInt8", metadata={"help": "int8 type of weights (QInt8 is the fast path on x86)"})
-    per_channel: bool = attrs.field(
-        default=False, metadata={"help": "one scale per output channel of each weight; more "
-                                         "accurate, usually as fast on CPU"})
-    reduce_range: bool = attrs.field(
-        default=False, metadata={"help": "7-bit weights (for CPUs without VNNI)"})
+
+@attrs.frozen
+class DynamicQuantConfig(ExternalDataOptions):
+    """Options of ``OnnxDynamicQuantization`` (Olive's names and defaults)."""
+
+    precision: str = attrs.field(
+        default="int8", validator=_precision,
+        metadata={"help": "type of quantized weights: int8 or uint8 (static QDQ also int16, "
+                          "uint16, int4, uint4)"})
+    weight_type: str | None = attrs.field(
+        default=None, validator=_precision,
+        metadata={"help": "older spelling of precision (QInt8, QUInt8, ...); when given, it "
+                          "is the weights' type"})
     op_types_to_quantize: list[str] | None = attrs.field(
-        default=None, metadata={"help": "op types to quantize (default: all supported)"})
+        default=None, metadata={"help": "op types to quantize (default: all quantizable)"})
+    op_types_to_exclude: list[str] | None = attrs.field(
+        default=None, metadata={"help": "op types left in float: their nodes join "
+                                        "nodes_to_exclude"})
     nodes_to_quantize: list[str] | None = attrs.field(
         default=None, metadata={"help": "only these node names (glob patterns allowed: * ? [])"})
     nodes_to_exclude: list[str] | None = attrs.field(
         default=None, metadata={"help": "node names left in float (glob patterns allowed; * "
                                         "also matches /)"})
-    quant_preprocess: bool | None = attrs.field(
-        default=None, metadata={"help": "ONNX Runtime's quantization pre-processing first: true "
-                                        "(shape inference and graph optimization), false (none); "
-                                        "default: symbolic shape inference only, for static "
-                                        "quantization (fused ops need it)"})
-    extra_options: dict[str, Any] = attrs.field(
-        factory=dict, metadata={"help": "ONNX Runtime quantizer extra_options (MatMulConstBOnly, "
-                                        "WeightSymmetric, ...); DefaultTensorType defaults to "
-                                        "FLOAT, which fused models need"})
+    per_channel: bool = attrs.field(
+        default=False, metadata={"help": "one scale per output channel of each weight"})
+    reduce_range: bool = attrs.field(
+        default=False, metadata={"help": "7-bit weights (for CPUs without VNNI)"})
+    quant_preprocess: bool = attrs.field(
+        default=True, metadata={"help": "ONNX Runtime's quantization pre-processing first "
+                                        "(symbolic shape inference and graph optimization); "
+                                        "on failure the model is used as it is, with a warning"})
+    activation_symmetric: bool = attrs.field(
+        default=False, metadata={"help": "symmetric activation ranges (ActivationSymmetric)"})
+    weight_symmetric: bool | None = attrs.field(
+        default=None, metadata={"help": "symmetric weight ranges (WeightSymmetric); default: "
+                                        "true for signed precisions"})
+    extra_options: dict[str, Any] | None = attrs.field(
+        default=None, metadata={"help": "ONNX Runtime quantizer extra_options (MatMulConstBOnly, "
+                                        "...); DefaultTensorType defaults to FLOAT, which fused "
+                                        "models need; the keys of exposed options "
+                                        "(ActivationSymmetric, ...) are overwritten by them"})
+
+    def weight_quant_type(self) -> str:
+        """ONNX Runtime's QuantType name of the weights."""
+        return quant_type_name(self.weight_type or self.precision)
 
 
 @attrs.frozen
@@ -80,15 +119,27 @@ class StaticQuantConfig(DynamicQuantConfig):
 
     quant_format: Literal["QDQ", "QOperator"] = attrs.field(
         default="QDQ", metadata={"help": "QDQ (QuantizeLinear/DequantizeLinear pairs) or "
-                                         "QOperator (QLinear* ops)"})
-    activation_type: QuantTypeName = attrs.field(
-        default="QUInt8", metadata={"help": "int8 type of activations (QUInt8 with QInt8 weights "
-                                            "is the fast U8S8 path on x86)"})
+                                         "QOperator (QLinear* ops; 8-bit only)"})
+    activation_type: str = attrs.field(
+        default="int8", validator=_precision,
+        metadata={"help": "type of quantized activations: int8, uint8, int16, uint16 (QDQ); "
+                          "QInt8/QUInt8 are the older spelling"})
     calibrate_method: Literal["MinMax", "Entropy", "Percentile", "Distribution"] = attrs.field(
         default="MinMax", metadata={"help": "how activation ranges are chosen"})
-    percentile: float = attrs.field(
-        default=99.999, validator=_percentile,
-        metadata={"help": "with calibrate_method Percentile: the percentile kept"})
+    calibration_providers: list[str] | None = attrs.field(
+        default=None, validator=_providers,
+        metadata={"help": "execution providers of the calibration session (default: "
+                          "CPUExecutionProvider)"})
+    min_real_range: float | None = attrs.field(
+        default=None, metadata={"help": "smallest range between rmin and rmax "
+                                        "(MinimumRealRange)"})
+    tensor_quant_overrides: dict[str, Any] | None = attrs.field(
+        default=None, metadata={"help": "per-tensor overrides (TensorQuantOverrides): "
+                                        "{tensor: [{\"quant_type\": \"QUInt16\", ...}]}"})
+    prepare_qdq_config: bool = attrs.field(
+        default=True, metadata={"help": "with QDQ: ONNX Runtime's get_qdq_config, which "
+                                        "quantizes every op type of the model (a full integer "
+                                        "QDQ model); false: the quantizer's default op set"})
     data_config: str | None = attrs.field(
         default=None, metadata={"data_config": True,
                                 "help": "calibration data: a name in data_configs"})
@@ -106,10 +157,13 @@ class StaticQuantConfig(DynamicQuantConfig):
         default=None, metadata={"input_path": True,
                                 "help": "with calibration_file: tokenizer folder or id (default: "
                                         "the model's folder)"})
-    activation_symmetric: bool | None = attrs.field(
-        default=None, metadata={"help": "symmetric activation ranges (extra option)"})
-    weight_symmetric: bool | None = attrs.field(
-        default=None, metadata={"help": "symmetric weight ranges (extra option)"})
+    percentile: float = attrs.field(
+        default=99.999, validator=_percentile,
+        metadata={"help": "with calibrate_method Percentile: the percentile kept"})
+
+    def activation_quant_type(self) -> str:
+        """ONNX Runtime's QuantType name of the activations."""
+        return quant_type_name(self.activation_type)
 
 
 @attrs.frozen
@@ -117,16 +171,48 @@ class QuantConfig(StaticQuantConfig):
     """Options of ``OnnxQuantization``: ``quant_mode`` picks static or dynamic."""
 
     quant_mode: Literal["static", "dynamic"] = attrs.field(
-        default="static", metadata={"help": "static (calibrated activations) or dynamic"})
+        default="static", metadata={"help": "static (calibrated activations) or dynamic; "
+                                            "the static-only options do not apply to dynamic"})
+
+
+#: Options of static quantization that dynamic quantization does not use.
+STATIC_ONLY = tuple(f.name for f in attrs.fields(StaticQuantConfig)
+                    if f.name not in {g.name for g in attrs.fields(DynamicQuantConfig)})
+
+
+def _weight_problems(config: DynamicQuantConfig) -> list[str]:
+    if (config.weight_type is not None and config.precision != "int8"
+            and quant_type_name(config.weight_type) != quant_type_name(config.precision)):
+        return [f"weight_type: {config.weight_type!r} and precision {config.precision!r} "
+                "disagree; keep precision"]
+    return []
+
+
+def _dynamic_problems(config: DynamicQuantConfig) -> list[str]:
+    out = _weight_problems(config)
+    if config.weight_quant_type() not in EIGHT_BIT:
+        key = "weight_type" if config.weight_type else "precision"
+        out.append(f"{key}: dynamic quantization takes int8 or uint8 weights, got "
+                   f"{getattr(config, key)!r} (16- and 4-bit types need static QDQ "
+                   "quantization)")
+    return out
 
 
 def _static_problems(config: StaticQuantConfig) -> list[str]:
+    out = _weight_problems(config)
     if config.data_config is None and config.calibration_file is None:
-        return ["static quantization needs calibration data: set data_config (a name in "
-                "data_configs) or calibration_file (a local text file)"]
+        out.append("data_config: static quantization needs calibration data: set data_config "
+                   "(a name in data_configs) or calibration_file (a local text file)")
     if config.data_config is not None and config.calibration_file is not None:
-        return ["data_config and calibration_file both given; keep one"]
-    return []
+        out.append("calibration_file: data_config and calibration_file both given; keep one")
+    if config.quant_format == "QOperator":
+        wkey = "weight_type" if config.weight_type else "precision"
+        for key, qtype in ((wkey, config.weight_quant_type()),
+                           ("activation_type", config.activation_quant_type())):
+            if qtype not in EIGHT_BIT:
+                out.append(f"{key}: the QOperator format takes int8 or uint8, got "
+                           f"{getattr(config, key)!r}; use quant_format QDQ for 16- and 4-bit")
+    return out
 
 
 class OnnxDynamicQuantization(Pass):
@@ -138,16 +224,24 @@ class OnnxDynamicQuantization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime")
-    version = "1"
+    version = "2"
+
+    @classmethod
+    def check(cls, config: DynamicQuantConfig, accelerator: Accelerator,
+              model: Any = None) -> list[str]:
+        """Dynamic quantization is 8-bit."""
+        return _dynamic_problems(config)
 
     def run(self, model: ModelHandle, config: DynamicQuantConfig,
             context: PassContext) -> OnnxModel:
         """Quantize with ``quantize_dynamic``."""
+        from olivine_quantization.work import quantize
+
         return quantize(model, config, "dynamic", context)
 
 
 class OnnxStaticQuantization(Pass):
-    """int8 weights and activations, activation ranges calibrated on sample data."""
+    """Weights and activations quantized, activation ranges calibrated on sample data."""
 
     name = "OnnxStaticQuantization"
     aliases = ("onnx_static_quantization",)
@@ -155,22 +249,24 @@ class OnnxStaticQuantization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime", "transformers")
-    version = "1"
+    version = "2"
 
     @classmethod
     def check(cls, config: StaticQuantConfig, accelerator: Accelerator,
               model: Any = None) -> list[str]:
-        """Calibration data must be named."""
+        """Calibration data must be named; QOperator is 8-bit."""
         return _static_problems(config)
 
     def run(self, model: ModelHandle, config: StaticQuantConfig,
             context: PassContext) -> OnnxModel:
         """Calibrate and quantize with ``quantize_static``."""
+        from olivine_quantization.work import quantize
+
         return quantize(model, config, "static", context)
 
 
 class OnnxQuantization(Pass):
-    """Static or dynamic int8 quantization, chosen by ``quant_mode``."""
+    """Static or dynamic quantization, chosen by ``quant_mode``."""
 
     name = "OnnxQuantization"
     aliases = ("onnx_quantization",)
@@ -178,190 +274,18 @@ class OnnxQuantization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime", "transformers")
-    version = "1"
+    version = "2"
 
     @classmethod
     def check(cls, config: QuantConfig, accelerator: Accelerator,
               model: Any = None) -> list[str]:
-        """Static mode needs calibration data."""
-        return _static_problems(config) if config.quant_mode == "static" else []
+        """Static mode needs calibration data; dynamic mode is 8-bit."""
+        if config.quant_mode == "static":
+            return _static_problems(config)
+        return _dynamic_problems(config)
 
     def run(self, model: ModelHandle, config: QuantConfig, context: PassContext) -> OnnxModel:
         """Dispatch on ``quant_mode``."""
+        from olivine_quantization.work import quantize
+
         return quantize(model, config, config.quant_mode, context)
-
-
-# -- the work -------------------------------------------------------------------------------
-def extra_options(config: DynamicQuantConfig, mode: str) -> dict[str, Any]:
-    """The quantizer's extra_options: the user's, with DefaultTensorType and shortcuts filled."""
-    import onnx
-
-    extra = dict(config.extra_options)
-    dtt = extra.get("DefaultTensorType", onnx.TensorProto.FLOAT)
-    if isinstance(dtt, str):
-        try:
-            dtt = onnx.TensorProto.DataType.Value(dtt.upper())
-        except ValueError:
-            raise UsageError(f"extra_options.DefaultTensorType: {dtt!r} is not an ONNX tensor "
-                             "type name (FLOAT, FLOAT16)") from None
-    extra["DefaultTensorType"] = dtt
-    if mode == "static":
-        assert isinstance(config, StaticQuantConfig)
-        if config.calibrate_method == "Percentile":
-            extra.setdefault("CalibPercentile", config.percentile)
-        if config.activation_symmetric is not None:
-            extra.setdefault("ActivationSymmetric", config.activation_symmetric)
-        if config.weight_symmetric is not None:
-            extra.setdefault("WeightSymmetric", config.weight_symmetric)
-    return extra
-
-
-def expand_node_patterns(path: Path, patterns: list[str] | None, option: str) -> list[str] | None:
-    """Node names matching ``patterns`` (names and fnmatch globs); a glob matching none is an error."""
-    if not patterns or not any(ch in p for p in patterns for ch in "*?["):
-        return patterns
-    import fnmatch
-
-    import onnx
-
-    names = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
-    out: list[str] = []
-    for pattern in patterns:
-        if not any(ch in pattern for ch in "*?["):
-            out.append(pattern)
-            continue
-        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not matched:
-            raise UsageError(f"{option}: pattern {pattern!r} matches no node of the model")
-        out.extend(m for m in matched if m not in out)
-    return out
-
-
-def count_quant_ops(path: Path) -> dict[str, int]:
-    """Quantized op types in the model at ``path`` and their counts."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    counts: dict[str, int] = {}
-    for node in proto.graph.node:
-        if node.op_type in QUANT_OPS:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def _check_loads(path: Path, mode: str) -> None:
-    """Fail when ONNX Runtime cannot load the quantized model (the quantizer may produce one)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise OlivineError(f"the {mode}-quantized model does not load in ONNX Runtime: "
-                           f"{str(exc).strip().splitlines()[-1]}; leave the named node out with "
-                           "nodes_to_exclude or limit op_types_to_quantize") from exc
-
-
-def _has_contrib_ops(path: Path) -> bool:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return any(n.domain == "com.microsoft" for n in proto.graph.node)
-
-
-def _preprocess(source: Path, option: bool | None, mode: str, context: PassContext) -> Path:
-    """Run ONNX Runtime's quantization pre-processing as ``quant_preprocess`` asks.
-
-    Default (``None``): for static quantization of a model with fused (com.microsoft) ops,
-    symbolic shape inference only; without it the QOperator quantizer cannot type the
-    fused ops' outputs. A failure there is logged and the model is used as it is.
-    """
-    if option is False or (option is None and (mode != "static" or not _has_contrib_ops(source))):
-        return source
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    only_shapes = option is None
-    context.progress(0, None, "symbolic shape inference" if only_shapes else "pre-processing")
-    pre = context.work_dir / "preprocessed.onnx.tmp"
-    try:
-        quant_pre_process(str(source), str(pre), skip_optimization=only_shapes,
-                          skip_onnx_shape=only_shapes)
-    except Exception as exc:
-        if only_shapes:
-            log.warning("symbolic shape inference failed (%s); quantizing without it", exc)
-            pre.unlink(missing_ok=True)
-            return source
-        raise OlivineError(f"quantization pre-processing failed: {type(exc).__name__}: {exc}; "
-                           "set quant_preprocess to false to skip it") from exc
-    return pre
-
-
-def quantize(model: ModelHandle, config: DynamicQuantConfig, mode: str,
-             context: PassContext) -> OnnxModel:
-    """Quantize ``model`` (``mode`` static or dynamic) into ``context.work_dir``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic, quantize_static
-
-    from olivine_quantization.calibration import make_reader
-    from olivine_quantization.files import copy_sidecar_files, model_size
-
-    if not isinstance(model, OnnxModel):
-        raise UsageError(f"int8 quantization takes ONNX models, got a {model.kind} model")
-    source = model.model_file()
-    target = context.work_dir / "model.onnx"
-    total = 3 if mode == "static" else 2
-    source = _preprocess(source, config.quant_preprocess, mode, context)
-    common: dict[str, Any] = {
-        "per_channel": config.per_channel, "reduce_range": config.reduce_range,
-        "weight_type": QuantType[config.weight_type],
-        "op_types_to_quantize": config.op_types_to_quantize,
-        "nodes_to_quantize": expand_node_patterns(source, config.nodes_to_quantize,
-                                                  "nodes_to_quantize"),
-        "nodes_to_exclude": expand_node_patterns(source, config.nodes_to_exclude,
-                                                 "nodes_to_exclude"),
-        "use_external_data_format": model_size(model) > EXTERNAL_DATA_THRESHOLD,
-        "extra_options": extra_options(config, mode),
-    }
-    extra_attrs: dict[str, Any] = {"quantization": mode}
-    try:
-        if mode == "dynamic":
-            context.progress(0, total, f"quantizing {source.name} (dynamic, {config.weight_type})")
-            quantize_dynamic(str(source), str(target), **common)
-        else:
-            assert isinstance(config, StaticQuantConfig)
-            from onnxruntime.quantization import CalibrationMethod, QuantFormat
-
-            context.progress(0, total, "loading calibration data")
-            reader = make_reader(model, config, context)
-            extra_attrs["calibration_samples"] = len(reader)
-            context.progress(1, total, f"calibrating on {len(reader)} batches "
-                                       f"({config.calibrate_method}) and quantizing "
-                                       f"({config.quant_format})")
-            quantize_static(
-                str(source), str(target), calibration_data_reader=reader,
-                quant_format=QuantFormat[config.quant_format],
-                activation_type=QuantType[config.activation_type],
-                calibrate_method=CalibrationMethod[config.calibrate_method], **common)
-            extra_attrs.update(quant_format=config.quant_format,
-                               calibrate_method=config.calibrate_method)
-    except (UsageError, OlivineError):
-        raise
-    except Exception as exc:
-        raise OlivineError(f"onnxruntime {mode} quantization of {model.model_file().name} "
-                           f"failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        (context.work_dir / "preprocessed.onnx.tmp").unlink(missing_ok=True)
-    for leftover in context.work_dir.glob("*.tmp"):
-        leftover.unlink()
-    _check_loads(target, mode)
-    counts = count_quant_ops(target)
-    if not counts:
-        raise OlivineError(f"{mode} quantization left {source.name} without any quantized op; "
-                           "check op_types_to_quantize, nodes_to_quantize and nodes_to_exclude")
-    log.info("%s quantization: %s", mode, counts)
-    copy_sidecar_files(model, context.work_dir)
-    context.progress(total, total, "done")
-    merged = {**model.attrs_dict(), **extra_attrs, "quantized_ops": counts,
-              "weight_type": config.weight_type, "per_channel": config.per_channel}
-    return OnnxModel(path=str(context.work_dir), onnx_file_name=target.name, attributes=merged)

@@ -13,6 +13,7 @@ from olivine.accelerator import Accelerator
 from olivine.config.typed import ALIASES
 from olivine.errors import did_you_mean
 from olivine.models import ModelHandle, OnnxModel
+from olivine.onnxsave import ExternalDataOptions
 from olivine.passes import Pass, PassContext
 
 #: onnxruntime.transformers.optimizer.MODEL_TYPES of ORT 1.17 .. 1.32; checked again at run time.
@@ -42,22 +43,33 @@ def _check_opt_level(instance: Any, attribute: attrs.Attribute, value: int | str
 
 
 def _check_model_type(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is not None and value not in FUSION_MODEL_TYPES and value not in BERT_LIKE:
+    if value and value not in FUSION_MODEL_TYPES and value not in BERT_LIKE:
         raise ValueError(
             f"model_type: ONNX Runtime's transformer optimizer does not know {value!r}"
             f"{did_you_mean(value, FUSION_MODEL_TYPES)}; it knows "
             f"{', '.join(FUSION_MODEL_TYPES)} (encoders like roberta or distilbert use 'bert')")
 
 
+def _force_fp16_inputs(instance: Any, attribute: attrs.Attribute,
+                       value: dict[str, list[int]] | None) -> None:
+    for op, indices in (value or {}).items():
+        if any(i < 0 for i in indices):
+            raise ValueError(f"{attribute.name}.{op}: input indices must be >= 0, got {indices}")
+
+
 @attrs.frozen
-class FusionConfig:
+class FusionConfig(ExternalDataOptions):
     """Options of ``OrtTransformersOptimization`` (Olive's names)."""
 
     model_type: str | None = attrs.field(
         default=None, validator=_check_model_type,
-        metadata={"help": "fuser to use (bert, gpt2, t5, vit, ...); default: from the model's "
-                          "transformers model_type recorded by OnnxConversion"})
+        metadata={"help": "fuser to use (bert, gpt2, t5, vit, ...); empty or absent: from the "
+                          "model's transformers model_type (recorded by the conversion or in a "
+                          "config.json beside the model); the pass is skipped with a warning "
+                          "when the model records none ONNX Runtime knows (as Olive)"})
     num_heads: int = attrs.field(default=0, metadata={"help": "attention heads; 0: detect"})
+    num_key_value_heads: int = attrs.field(
+        default=0, metadata={"help": "key/value heads (for use_gqa); 0: from the model"})
     hidden_size: int = attrs.field(default=0, metadata={"help": "hidden size; 0: detect"})
     opt_level: int | str | None = attrs.field(
         default=None, validator=_check_opt_level,
@@ -66,7 +78,9 @@ class FusionConfig:
                           "2/extended, 99/all; default: the fuser's choice for the model type"})
     only_onnxruntime: bool = attrs.field(
         default=False, metadata={"help": "only ONNX Runtime's optimizer, no Python fusions"})
-    use_gpu: bool = attrs.field(default=False, metadata={"help": "optimize for a GPU provider"})
+    use_gpu: bool | None = attrs.field(
+        default=None, metadata={"help": "optimize for a GPU provider; default: true when the "
+                                        "target's provider is not the CPU's (as Olive)"})
     optimization_options: dict[str, Any] | None = attrs.field(
         default=None, metadata={"help": "FusionOptions switches, e.g. {\"enable_gelu\": false}"})
     float16: bool = attrs.field(default=False, metadata={"help": "convert to float16 after fusion"})
@@ -76,6 +90,15 @@ class FusionConfig:
         default=None, metadata={"help": "with float16: op types kept in float32"})
     force_fp32_nodes: list[str] | None = attrs.field(
         default=None, metadata={"help": "with float16: node names kept in float32"})
+    force_fp16_inputs: dict[str, list[int]] | None = attrs.field(
+        default=None, validator=_force_fp16_inputs,
+        metadata={"help": "with float16: {op type: [input indices]} converted to float16 even "
+                          "where the converter would keep float32"})
+    use_gqa: bool = attrs.field(
+        default=False, metadata={"help": "replace MultiHeadAttention with GroupQueryAttention "
+                                         "(with float16); not implemented in olivine: an error"})
+    input_int32: bool = attrs.field(
+        default=False, metadata={"help": "int64 graph inputs become int32"})
     require_fused: list[str] = attrs.field(
         factory=list, metadata={"help": "fail unless each of these op types was fused at least "
                                         "once (e.g. [\"Attention\"])"})
@@ -94,16 +117,27 @@ class OrtTransformersOptimization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime")
-    version = "1"
+    version = "2"
 
     @classmethod
     def check(cls, config: FusionConfig, accelerator: Accelerator,
               model: Any = None) -> list[str]:
-        """float16 targets GPUs."""
-        if config.float16 and accelerator.device == "cpu":
-            return ["float16: ONNX Runtime runs fused float16 models on GPU execution providers; "
-                    "target a gpu accelerator or set float16 to false"]
-        return []
+        """Olive's rules: float16 and use_gpu target GPUs, use_gqa needs float16, ..."""
+        out = []
+        cpu = accelerator.execution_provider == "CPUExecutionProvider"
+        if config.float16 and (accelerator.device == "cpu" or cpu):
+            out.append("float16: ONNX Runtime runs fused float16 models on GPU execution "
+                       "providers; target a gpu accelerator or set float16 to false")
+        if config.use_gpu and cpu:
+            out.append("use_gpu: the target's provider is CPUExecutionProvider; set use_gpu to "
+                       "false or target a GPU provider")
+        if config.use_gqa:
+            out.append("use_gqa: replacing MultiHeadAttention with GroupQueryAttention is not "
+                       "implemented in olivine yet; set use_gqa to false")
+        level = config.level()
+        if config.only_onnxruntime and (level is None or level <= 0):
+            out.append("opt_level: only_onnxruntime needs a positive opt_level (1, 2 or 99)")
+        return out
 
     def run(self, model: ModelHandle, config: FusionConfig, context: PassContext) -> OnnxModel:
         """Fuse, optionally convert to float16, record the fused-op counts."""
@@ -118,7 +152,7 @@ def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
 
 
 @attrs.frozen
-class Float16Config:
+class Float16Config(ExternalDataOptions):
     """Options of ``OnnxFloatToFloat16`` (Olive's names)."""
 
     keep_io_types: bool = attrs.field(
@@ -133,6 +167,15 @@ class Float16Config:
                                         metadata={"help": "larger magnitudes clamp to this"})
     force_fp16_initializers: bool = attrs.field(
         default=False, metadata={"help": "convert float initializers feeding blocked ops too"})
+    use_symbolic_shape_infer: bool = attrs.field(
+        default=True, metadata={"help": "ONNX Runtime's symbolic shape inference (else ONNX's) "
+                                        "to type the graph before converting"})
+    op_include_list: list[str] | None = attrs.field(
+        default=None, metadata={"help": "only these op types in float16 (the others are "
+                                        "blocked); excludes op_block_list"})
+    node_include_list: list[str] | None = attrs.field(
+        default=None, metadata={"help": "only these node names in float16; excludes "
+                                        "node_block_list"})
 
 
 class OnnxFloatToFloat16(Pass):
@@ -144,7 +187,19 @@ class OnnxFloatToFloat16(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime")
-    version = "1"
+    version = "2"
+
+    @classmethod
+    def check(cls, config: Float16Config, accelerator: Accelerator,
+              model: Any = None) -> list[str]:
+        """The include and block lists exclude each other (as Olive)."""
+        out = []
+        if config.op_include_list and config.op_block_list:
+            out.append("op_include_list: op_include_list and op_block_list exclude each other")
+        if config.node_include_list and config.node_block_list:
+            out.append("node_include_list: node_include_list and node_block_list exclude "
+                       "each other")
+        return out
 
     def run(self, model: ModelHandle, config: Float16Config, context: PassContext) -> OnnxModel:
         """Convert and save."""
