@@ -10,6 +10,7 @@ from typing import Any, Literal
 import attrs
 
 from olivine.hookspecs import hookimpl
+from olivine.safepath import inside
 from olivine.systems.base import ProgressSink, StepOutcome, StepRequest, System, SystemConfig
 from olivine.systems.child import run_in_child
 from olivine.systems.execute import execute_to_outcome
@@ -38,8 +39,16 @@ class LocalSystem(System):
         return execute_to_outcome(request, progress)
 
     def _log(self, request: StepRequest) -> Path:
-        folder = self.log_dir() or Path(request.work_dir).parent
-        return folder / f"{request.step_name}.log"
+        return step_log(self, request)
+
+
+def step_log(system: System, request: StepRequest) -> Path:
+    """Where a step's child process writes its log: the run's folder (or beside the work folder).
+
+    The step name comes from a config: the path is checked to stay inside that folder.
+    """
+    folder = system.log_dir() or Path(request.work_dir).parent
+    return inside(folder, f"{request.step_name}.log", what="step log")
 
 
 def _python_of(path: str) -> Path | None:
@@ -87,8 +96,7 @@ class PythonEnvironment(System):
         env = dict(self.config.environment_variables)
         if self.config.prepend_to_path:
             env["PATH"] = os.pathsep.join([*self.config.prepend_to_path, os.environ.get("PATH", "")])
-        log = (self.log_dir() or Path(request.work_dir).parent) / f"{request.step_name}.log"
-        return run_in_child(str(python), request, progress, log, env)
+        return run_in_child(str(python), request, progress, step_log(self, request), env)
 
 
 @hookimpl
