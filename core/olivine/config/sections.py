@@ -67,9 +67,13 @@ class DataConfig:
     """One entry of ``data_configs``: where data comes from and how it is prepared."""
 
     name: str
-    type: str = attrs.field(default="HuggingfaceContainer", metadata={"help": "data container type"})
-    user_script: str | None = None
-    script_dir: str | None = None
+    type: str = attrs.field(default="DataContainer", metadata={
+        "help": "data container type: DataContainer (Olive's default), HuggingfaceContainer, "
+                "DummyDataContainer, RawDataContainer, or one a plugin or the user_script registers"})
+    user_script: str | None = attrs.field(default=None, metadata={
+        "help": "a Python file registering components (Olive's Registry decorators work)"})
+    script_dir: str | None = attrs.field(default=None, metadata={
+        "help": "a folder added to sys.path before the user_script is imported"})
     load_dataset_config: dict[str, Any] = attrs.field(factory=dict)
     pre_process_data_config: dict[str, Any] = attrs.field(factory=dict)
     post_process_data_config: dict[str, Any] = attrs.field(factory=dict)

@@ -370,6 +370,13 @@ def _data_configs(raw: Any, problems: Problems) -> dict[str, DataConfig]:
             continue
         if dc.name in out:
             problems.add(f"{path}.name", f"data config {dc.name!r} is defined twice")
+        from olivine.data.pipeline import validate as validate_data
+
+        for problem in validate_data(dc):
+            if problem.startswith("data_configs."):
+                problems.add("", problem)
+            else:
+                problems.add(path, problem)
         out[dc.name] = dc
     return out
 
