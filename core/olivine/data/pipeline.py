@@ -250,7 +250,9 @@ def validate(dc: Any) -> list[str]:
     for kind, (name, params) in chosen.items():
         function = Registry.get_component(kind, name)
         if function is None:
-            if not dc.user_script:
+            # a user script may define it; a plugin's component is needed only by the passes
+            # and metrics that run this step (they report it then, with the plugin to install)
+            if not dc.user_script and name.lower() not in PROVIDERS:
                 problems.append(_unknown(dc.name, kind, name))
             continue
         filled = set(spec.fill.get(SECTIONS[kind], ()))
@@ -259,8 +261,12 @@ def validate(dc: Any) -> list[str]:
     return problems
 
 
-def resolve(dc: Any, model: Any = None) -> ResolvedData:
-    """Load the user script, pick and check each component; :class:`UsageError` on problems."""
+def resolve(dc: Any, model: Any = None, kinds: tuple[str, ...] = KINDS) -> ResolvedData:
+    """Load the user script, pick and check each component; :class:`UsageError` on problems.
+
+    ``kinds`` limits the resolution to some components (a consumer that pre-processes
+    rows itself resolves only ``load_dataset``).
+    """
     if dc.user_script:
         from olivine.userscript import load_module
 
@@ -270,6 +276,8 @@ def resolve(dc: Any, model: Any = None) -> ResolvedData:
     components: dict[str, Component] = {}
     problems: list[str] = []
     for kind, (name, params) in chosen.items():
+        if kind not in kinds:
+            continue
         function = Registry.get_component(kind, name)
         if function is None:
             problems.append(_unknown(dc.name, kind, name))
