@@ -71,7 +71,7 @@ def make_reader(model: ModelHandle, config: Any, context: PassContext) -> FeedsR
         data = text_file_data(config.calibration_file, model, config.calibration_samples,
                               max_length=config.calibration_seq_len, tokenizer=config.tokenizer)
     names = graph_input_names(model)
-    feeds = list(data.feeds(set(names)))
+    feeds = list(data.feeds(names))
     missing = [n for n in names if feeds and n not in feeds[0]]
     if missing:
         raise UsageError(f"calibration data has no {', '.join(missing)} for the model's inputs "

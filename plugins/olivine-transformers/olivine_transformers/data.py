@@ -26,6 +26,8 @@ from olivine.models import ModelHandle
 from olivine.userscript import resolve_data_file
 
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+#: key prefix of inputs a dataset gives by position (an array or a tuple of arrays)
+POSITIONAL = "#"
 
 
 @attrs.define
@@ -41,8 +43,20 @@ class TextData:
         return sum(len(next(iter(b.values()))) for b in self.batches) if self.batches else 0
 
     def feeds(self, input_names: list[str] | set[str]) -> Iterator[dict[str, Any]]:
-        """Each batch restricted to ``input_names`` (models without token_type_ids, ...)."""
+        """Each batch restricted to ``input_names`` (models without token_type_ids, ...).
+
+        Batches of positional inputs (a dataset that yields arrays, not dicts) are named
+        by position after ``input_names`` (a list, in the model's order).
+        """
         for batch in self.batches:
+            if batch and all(k.startswith(POSITIONAL) for k in batch):
+                names = list(input_names)
+                if len(batch) != len(names) or (len(names) > 1 and isinstance(input_names, set)):
+                    raise UsageError(f"{self.source}: the data gives {len(batch)} unnamed "
+                                     f"input(s) but the model takes {', '.join(sorted(names))}; "
+                                     "give the inputs as a dict of input name -> array")
+                yield {n: batch[f"{POSITIONAL}{i}"] for i, n in enumerate(names)}
+                continue
             yield {k: v for k, v in batch.items() if k in input_names}
 
 
@@ -177,9 +191,13 @@ def _split_batch(batch: Any, what: str) -> tuple[dict[str, Any], Any]:
     label = None
     if isinstance(batch, tuple | list) and len(batch) == 2 and not isinstance(batch[0], str):
         batch, label = batch
+    if isinstance(batch, tuple | list):
+        return {f"{POSITIONAL}{i}": _numpy(v) for i, v in enumerate(batch)}, label
     if not isinstance(batch, Mapping):
+        if hasattr(batch, "shape"):
+            return {f"{POSITIONAL}0": _numpy(batch)}, label
         raise UsageError(f"{what}: its dataloader yields {type(batch).__name__} inputs; olivine "
-                         "feeds models from dicts of input name -> array")
+                         "feeds models from dicts of input name -> array (or arrays by position)")
     return {str(k): _numpy(v) for k, v in batch.items()}, label
 
 
