@@ -41,7 +41,7 @@ def test_parquet_reads_rows(tmp_path: Path) -> None:
     pq.write_table(pa.table({"text": ["one", "two"]}), tmp_path / "rows.parquet")
     assert read_rows(tmp_path / "rows.parquet") == [{"text": "one"}, {"text": "two"}]
     (tmp_path / "fake.parquet").write_bytes(b"nope")
-    with pytest.raises(UsageError, match="fake.parquet' is not a parquet file"):
+    with pytest.raises(UsageError, match=r"fake\.parquet' is not a parquet file"):
         read_rows(tmp_path / "fake.parquet")
 
 
@@ -49,7 +49,7 @@ def test_data_name_selects_the_reader(tmp_path: Path) -> None:
     path = tmp_path / "rows.data"
     path.write_text('{"text": "x"}\n')
     assert file_format(path, "json") == "json" and read_rows(path, "json") == [{"text": "x"}]
-    with pytest.raises(UsageError, match="unknown format '.data'"):
+    with pytest.raises(UsageError, match=r"unknown format '\.data'"):
         file_format(path)
 
 

@@ -2,8 +2,9 @@
 
 Registers ``OnnxConversion``, ``OrtTransformersOptimization`` and
 ``OnnxFloatToFloat16``, and the data components that need a tokenizer
-(``HuggingfaceContainer``'s pre-processing, the transformers dummy-data containers). Importing this package is cheap: torch, transformers and
-onnxruntime are imported when a pass runs.
+(``HuggingfaceContainer``'s pre-processing, the transformers dummy-data containers).
+Importing this package is cheap: torch, transformers and onnxruntime are imported when a
+pass runs.
 """
 
 from __future__ import annotations

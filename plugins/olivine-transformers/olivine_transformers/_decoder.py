@@ -150,7 +150,9 @@ def convert_with_past(model: HfModel, config: ConversionConfig, context: PassCon
     from olivine_transformers._export import _export, _write_sidecars, load_hf_model
     from olivine_transformers.onnx_io import save_proto
 
-    io = dict(config.io_config or {})
+    from olivine_transformers._export import _plain
+
+    io = _plain(dict(config.io_config or model.io_config_dict()))
     names = cache_names(io)
     context.progress(0, 5, f"loading {model.path}")
     torch_model = load_hf_model(model, config)
