@@ -143,6 +143,11 @@ class HfModel(ModelHandle):
         return {k: v for k, v in self.load_kwargs}
 
 
+def _freeze_io(value: Any) -> Any:
+    """An io_config mapping frozen; a function name or ``None`` as it is."""
+    return value if value is None or isinstance(value, str) else _freeze(value)
+
+
 @attrs.frozen
 class PyTorchModel(ModelHandle):
     """A torch model that a user function loads (Olive's ``PyTorchModel``).
@@ -158,8 +163,7 @@ class PyTorchModel(ModelHandle):
     model_script: str | None = None
     script_dir: str | None = None
     model_file_format: str = "PyTorch.StateDict"
-    io_config: Any = attrs.field(default=None, converter=lambda v: v if v is None or isinstance(
-        v, str) else _freeze(v))
+    io_config: Any = attrs.field(default=None, converter=_freeze_io)
     dummy_inputs_func: str | None = None
 
     @property

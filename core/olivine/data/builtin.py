@@ -33,7 +33,7 @@ from olivine.errors import UsageError
 from olivine.userscript import resolve_data_file
 
 
-class Rows(list):  # type: ignore[type-arg]
+class Rows(list[dict[str, Any]]):
     """Rows (dicts of columns) read from local files or a hub dataset, with their source."""
 
     def __init__(self, rows: Sequence[Mapping[str, Any]], source: str) -> None:

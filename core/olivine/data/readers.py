@@ -32,12 +32,12 @@ def file_format(path: Path, data_name: str | None = None) -> str:
         if kind == "csv" and path.suffix.lower() == ".tsv":
             return "tsv"
         return kind
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
+    found = SUFFIXES.get(path.suffix.lower())
+    if found is None:
         raise UsageError(f"data file {str(path)!r}: unknown format {path.suffix or '(no suffix)'!r};"
                          f" use one of {', '.join(sorted(SUFFIXES))}, or set "
                          "load_dataset_config.data_name to json, csv, parquet or text")
-    return kind
+    return found
 
 
 def read_text(path: Path) -> str:

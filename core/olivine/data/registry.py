@@ -84,7 +84,7 @@ class Registry:
         kind = _kind(sub_type)
 
         def decorator(component: Any) -> Any:
-            key = (name or getattr(component, "__name__", "")).lower()
+            key = str(name or getattr(component, "__name__", "")).lower()
             obj = component
             if kind == DATA_CONTAINER and not isinstance(component, DataContainerSpec):
                 obj = _spec_from_class(name or component.__name__, component)
