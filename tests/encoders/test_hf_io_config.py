@@ -18,6 +18,7 @@ def test_hf_model_io_config_names_shapes_and_axes(tiny_bert: Path, workflow: Any
 
     io = {"input_names": ["input_ids", "attention_mask"], "output_names": ["last_hidden_state"],
           "input_shapes": [[1, 12], [1, 12]], "input_types": ["int64", "int64"],
+          "output_shapes": [[1, 12, 32]], "output_types": ["float32"],
           "dynamic_axes": {"input_ids": {"0": "batch", "1": "seq"},
                            "attention_mask": {"0": "batch", "1": "seq"},
                            "last_hidden_state": {"0": "batch", "1": "seq"}}}

@@ -280,6 +280,10 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
         reference = [to_numpy(t) for t in wrapper(*check.values())]
     if not is_hf:
         output_names = list(io.get("output_names") or [f"output_{i}" for i in range(len(sample_out))])
+    if io.get("output_shapes") or io.get("output_types"):
+        from olivine_transformers._torch_export import _check_declared
+
+        _check_declared(io, output_names, [to_numpy(t) for t in sample_out])
     if io.get("dynamic_axes") is not None:
         dynamic_axes = {k: {int(a): str(n) for a, n in dict(v).items()}
                         for k, v in io["dynamic_axes"].items()}
