@@ -184,3 +184,35 @@ def test_a_real_olive_is_used_when_installed(project: Path, tmp_path: Path) -> N
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["[{'text': 'from the real olive'}]", "False"]
+
+
+DRIVER = '''
+import json
+import sys
+
+import olive.workflows
+from olive import run as olive_run
+
+config = json.load(open(sys.argv[1]))
+output = olive.workflows.run(config)
+if output is None or not output.has_output_model():
+    raise Exception("Model file is not generated")
+config["output_dir"] = config["output_dir"] + "-again"
+assert olive_run(config).get_output_models()
+print("done", output.output_model.kind)
+'''
+
+
+def test_a_driver_script_runs_with_olivine_script(project: Path, onnx_model: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``olivine script FILE ARGS``: a recipe's driver calling olive.workflows.run, unchanged."""
+    wf = {"input_model": {"type": "ONNXModel", "model_path": str(onnx_model)},
+          "passes": {"scale": {"type": "Scale", "factor": 0.5}},
+          "output_dir": str(project / "out"), "cache_dir": str(project / "cache"),
+          "log_severity_level": 3}
+    (project / "wf.json").write_text(json.dumps(wf))
+    (project / "driver.py").write_text(DRIVER)
+    assert main(["script", str(project / "driver.py"), str(project / "wf.json")]) == 0
+    assert "done onnx" in capsys.readouterr().out
+    assert (project / "out").is_dir() and (project / "out-again").is_dir()
+    assert not any(type(f).__name__ == "OliveFinder" for f in sys.meta_path)

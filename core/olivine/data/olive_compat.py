@@ -16,7 +16,9 @@ script imports the real Olive, and olivine then finds components the script
 registered in Olive's own registry (:func:`real_olive_component`). The finder is
 removed when the script has loaded; the stand-in modules the script imported stay in
 ``sys.modules`` (the script's functions may import them again when called). Any other
-``olive.*`` import fails with an error naming the module.
+``olive.*`` import fails with an error naming the module. ``olivine script FILE`` runs a
+driver script (``import olive.workflows; olive.workflows.run(config)``) with the finder
+active for the whole script.
 """
 
 from __future__ import annotations
@@ -66,14 +68,37 @@ class OliveModelHandler:
     """Stand-in for Olive's model handler base class: for type hints in user scripts only."""
 
 
-def _run(run_config: Any, **kwargs: Any) -> Any:
-    """``olive.workflows.run``: runs the workflow with olivine."""
+class WorkflowOutput:
+    """What ``olive.workflows.run`` returns, over olivine's :class:`olivine.engine.RunResult`.
+
+    Olive's ``has_output_model()`` and ``get_output_models()`` work; every other attribute
+    is the run result's (``output_dir``, ``output_model``, ``metrics``, ``report``).
+    """
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def has_output_model(self) -> bool:
+        """True when the run produced an output model."""
+        return self.result.output_model is not None
+
+    def get_output_models(self) -> list[Any]:
+        """The output model handles (one at most in olivine)."""
+        return [self.result.output_model] if self.result.output_model is not None else []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result, name)
+
+
+def _run(run_config: Any, list_required_packages: bool = False, package_config: Any = None,
+         tempdir: Any = None) -> WorkflowOutput:
+    """``olive.workflows.run`` (and ``olive.run``): runs the workflow with olivine."""
     from olivine.api import run
 
-    unknown = set(kwargs) - {"list_required_packages", "package_config", "tempdir"}
-    if unknown:
-        raise TypeError(f"run() got unexpected keyword arguments {', '.join(sorted(unknown))}")
-    return run(run_config)
+    if list_required_packages or package_config is not None or tempdir is not None:
+        raise TypeError("olivine's stand-in for olive.workflows.run takes only the run config "
+                        "(list_required_packages, package_config and tempdir are Olive's own)")
+    return WorkflowOutput(run(run_config))
 
 
 def _build(name: str) -> types.ModuleType:
