@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
-from olivine_testutil import SHARED
 
 from olivine.config.inputmodel import input_model
 from olivine.config.sections import DataConfig
 from olivine.config.typed import Problems, structure
 from olivine.data import validate
+from olivine_testutil import SHARED
 
 RECIPES = SHARED / "olive-recipes"
 pytestmark = pytest.mark.skipif(not RECIPES.is_dir(), reason="../shared/olive-recipes is absent")
