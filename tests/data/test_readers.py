@@ -139,3 +139,22 @@ def test_olive_containers_by_name_calibrate_a_real_quantization(
     assert result.output_model.attrs_dict()["calibration_samples"] == 4  # the pass's cap
     ops = {n.op_type for n in onnx.load(str(result.output_model.model_file())).graph.node}
     assert "QuantizeLinear" in ops or "QLinearMatMul" in ops
+
+
+def test_rows_of_numbers_calibrate_and_their_file_is_in_the_cache_key(
+        tmp_path: Path, onnx_model: Path) -> None:
+    """DataContainer (Olive's default type) over a local file, options nested under params;
+    a row is one sample (the dataloader adds the batch axis)."""
+    import olivine
+
+    rows = tmp_path / "calib.jsonl"
+    rows.write_text("".join(json.dumps({"x": [0.1 * (i + j) for j in range(16)]}) + "\n"
+                            for i in range(5)))
+    data = {"load_dataset_config": {"type": "local_dataset", "params": {"data_files": str(rows)}}}
+    wf = _static_workflow(tmp_path, onnx_model, data)
+    first = olivine.run(wf)
+    assert first.output_model is not None
+    assert first.output_model.attrs_dict()["calibration_samples"] == 4
+    assert olivine.run(wf).report["steps"][0]["status"] == "cached"
+    rows.write_text(rows.read_text().replace("0.1", "0.2", 1))
+    assert olivine.run(wf).report["steps"][0]["status"] == "ran"

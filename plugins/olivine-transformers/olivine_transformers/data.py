@@ -141,8 +141,10 @@ def load_text_data(data_config: Any, model: ModelHandle | None = None,
     loader = dict(resolved.components["dataloader"].params)
     dataset = resolved.load_dataset()
     if isinstance(dataset, Rows) and resolved.is_default("pre_process_data"):
-        return records_to_data(list(dataset), pre, loader, model, what, dataset.source,
-                               max_samples)
+        if _is_text(dataset):
+            return records_to_data(list(dataset), pre, loader, model, what, dataset.source,
+                                   max_samples)
+        dataset = _array_rows(dataset, what)
     if isinstance(dataset, Rows) and max_samples is not None:
         dataset = Rows(dataset[:max_samples], dataset.source)
     processed = resolved.pre_process(dataset)
@@ -169,6 +171,28 @@ def load_text_data(data_config: Any, model: ModelHandle | None = None,
     texts = list(getattr(processed, "texts", []) or [])[:count]
     source = str(getattr(processed, "source", getattr(dataset, "source", name)))
     return TextData(batches, texts, labels if has_labels and labels else None, source)
+
+
+def _is_text(rows: list[dict[str, Any]]) -> bool:
+    """True when the rows hold text to tokenize (not arrays of model inputs)."""
+    first = rows[0] if rows else {}
+    return not first or any(isinstance(v, str) for v in first.values())
+
+
+def _array_rows(rows: Any, what: str) -> list[tuple[dict[str, Any], Any]]:
+    """Rows of numbers (``{"x": [[...]]}``) as ``(inputs, label)`` samples of numpy arrays;
+    a ``label`` column becomes the label."""
+    import numpy as np
+
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            inputs = {k: np.asarray(v) for k, v in row.items() if k != "label"}
+        except ValueError as exc:
+            raise UsageError(f"{what}: row {i + 1} of {rows.source} is not arrays of numbers: "
+                             f"{exc}") from None
+        out.append((inputs, row.get("label", 0)))
+    return out
 
 
 def _numpy(value: Any) -> Any:
