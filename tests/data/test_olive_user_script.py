@@ -216,3 +216,41 @@ def test_a_driver_script_runs_with_olivine_script(project: Path, onnx_model: Pat
     assert "done onnx" in capsys.readouterr().out
     assert (project / "out").is_dir() and (project / "out-again").is_dir()
     assert not any(type(f).__name__ == "OliveFinder" for f in sys.meta_path)
+
+
+POST = '''
+import numpy as np
+from olive.data.registry import Registry
+
+
+@Registry.register_dataset()
+def mlp_rows(count=6):
+    rng = np.random.default_rng(0)
+    return [({"x": rng.standard_normal(16).astype(np.float32)}, 3) for _ in range(count)]
+
+
+@Registry.register_post_process()
+def always_three(output):
+    # Olive calls it with the single output as a torch tensor
+    assert type(output).__name__ == "Tensor" and output.shape[-1] > 3
+    return output.argmax(-1) * 0 + 3
+'''
+
+
+def test_a_user_script_post_process_makes_the_accuracy_predictions(
+        project: Path, onnx_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)
+    (project / "scripts" / "post.py").write_text(POST)
+    wf = {"input_model": {"type": "ONNXModel", "model_path": str(onnx_model)},
+          "data_configs": [{"name": "rows", "user_script": "scripts/post.py",
+                            "load_dataset_config": {"type": "mlp_rows"},
+                            "post_process_data_config": {"type": "always_three"},
+                            "dataloader_config": {"batch_size": 2}}],
+          "evaluators": {"e": {"metrics": [{"name": "acc", "type": "accuracy", "data_config": "rows",
+                                            "sub_types": [{"name": "accuracy_score"}]}]}},
+          "evaluator": "e", "evaluate_input_model": False,
+          "passes": {"scale": {"type": "Scale", "factor": 1.0}},
+          "output_dir": str(project / "out"), "cache_dir": str(project / "cache"),
+          "log_severity_level": 3}
+    result = olivine.run(wf)
+    assert result.metrics["output_model"]["acc"]["accuracy_score"] == 1.0

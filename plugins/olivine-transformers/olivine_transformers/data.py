@@ -38,6 +38,8 @@ class TextData:
     texts: list[str | tuple[str, str]] = attrs.field(factory=list)
     labels: list[Any] | None = None
     source: str = ""
+    #: the data config's post_process_data component (``None``: Olive's pass-through default)
+    post_process: Any = None
 
     def __len__(self) -> int:
         return sum(len(next(iter(b.values()))) for b in self.batches) if self.batches else 0
@@ -170,7 +172,8 @@ def load_text_data(data_config: Any, model: ModelHandle | None = None,
         raise UsageError(f"{what} yields no samples")
     texts = list(getattr(processed, "texts", []) or [])[:count]
     source = str(getattr(processed, "source", getattr(dataset, "source", name)))
-    return TextData(batches, texts, labels if has_labels and labels else None, source)
+    post = None if resolved.is_default("post_process_data") else resolved.post_process
+    return TextData(batches, texts, labels if has_labels and labels else None, source, post)
 
 
 def _is_text(rows: list[dict[str, Any]]) -> bool:
