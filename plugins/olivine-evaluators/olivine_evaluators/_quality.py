@@ -144,8 +144,10 @@ def classification_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float
 def _post_processed(runner: Runner, data: Any) -> np.ndarray:
     """Predictions from the data config's post_process_data component, called as Olive does:
     with the single output as a torch tensor, or a dict of every output's tensor."""
+    import importlib
+
     try:
-        import torch
+        torch: Any = importlib.import_module("torch")
     except ImportError:
         torch = None
     preds = []
