@@ -187,7 +187,8 @@ def transformers_dummy_dataset(data_dir: str | None = None, model_name: str | No
     heads = int(getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 0) or 0)
     hidden = int(getattr(cfg, "hidden_size", 0) or 0)
     architectures = getattr(cfg, "architectures", None) or []
-    decoder = bool(getattr(cfg, "is_decoder", False) or any("CausalLM" in a for a in architectures))
+    decoder = bool(getattr(cfg, "is_decoder", False) or any(
+        "CausalLM" in a or "LMHeadModel" in a for a in architectures))
     past = past_seq_len if decoder else 0
     total = past + seq_len
     # one sample, without the batch axis: the dataloader adds it (batch_size)
