@@ -225,8 +225,9 @@ from olive.data.registry import Registry
 
 @Registry.register_dataset()
 def mlp_rows(count=6):
+    # unnamed inputs (Olive's DummyDataset style): fed to the model's inputs in order
     rng = np.random.default_rng(0)
-    return [({"x": rng.standard_normal(16).astype(np.float32)}, 3) for _ in range(count)]
+    return [(rng.standard_normal(16).astype(np.float32), 3) for _ in range(count)]
 
 
 @Registry.register_post_process()
@@ -246,11 +247,15 @@ def test_a_user_script_post_process_makes_the_accuracy_predictions(
                             "load_dataset_config": {"type": "mlp_rows"},
                             "post_process_data_config": {"type": "always_three"},
                             "dataloader_config": {"batch_size": 2}}],
-          "evaluators": {"e": {"metrics": [{"name": "acc", "type": "accuracy", "data_config": "rows",
-                                            "sub_types": [{"name": "accuracy_score"}]}]}},
+          "evaluators": {"e": {"metrics": [
+              {"name": "acc", "type": "accuracy", "data_config": "rows",
+               "sub_types": [{"name": "accuracy_score"}]},
+              {"name": "lat", "type": "latency", "data_config": "rows", "sub_types": [{"name": "avg"}],
+               "user_config": {"warmup_num": 1, "repeat_test_num": 2}}]}},
           "evaluator": "e", "evaluate_input_model": False,
           "passes": {"scale": {"type": "Scale", "factor": 1.0}},
           "output_dir": str(project / "out"), "cache_dir": str(project / "cache"),
           "log_severity_level": 3}
     result = olivine.run(wf)
     assert result.metrics["output_model"]["acc"]["accuracy_score"] == 1.0
+    assert result.metrics["output_model"]["lat"]["avg"] > 0
