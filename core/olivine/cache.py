@@ -41,7 +41,7 @@ import attrs
 import filelock
 
 from olivine.errors import UsageError
-from olivine.models import HfModel, ModelHandle, handle_from_dict
+from olivine.models import HfModel, ModelHandle, PyTorchModel, handle_from_dict
 from olivine.safepath import inside
 
 #: Libraries whose versions enter a step's key when its pass does not name its own.
@@ -120,7 +120,7 @@ def _without_paths(described: dict[str, Any]) -> dict[str, Any]:
     """A handle's description without its location fields (nested handles too)."""
     out: dict[str, Any] = {}
     for k, v in described.items():
-        if k in ("path", "adapter_path"):
+        if k in ("path", "adapter_path", "model_script", "script_dir"):
             continue
         if isinstance(v, dict) and "kind" in v:
             v = _without_paths(v)
@@ -244,6 +244,9 @@ class Cache:
             described["hub"] = f"{handle.path}@{revision}"
         else:
             root = Path(handle.path)
+            if isinstance(handle, PyTorchModel) and not (handle.path and root.exists()):
+                described["model_path"] = handle.path  # a hub id, or nothing: as written
+                root = Path(handle.script_dir or Path(handle.model_script or ".").parent)
             base = root if root.is_dir() else root.parent
             described["files"] = {f.relative_to(base).as_posix() if f.is_relative_to(base) else f.name:
                                   self.file_hash(f) for f in handle.files()}

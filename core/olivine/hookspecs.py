@@ -58,6 +58,19 @@ def register_commands(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_data_components(register: Callable[..., None]) -> None:
+    """Register data components and containers: ``register(kind, obj, name=None)``.
+
+    :param register: ``kind`` is ``load_dataset``, ``pre_process_data``,
+        ``post_process_data``, ``dataloader`` (``obj`` a function, registered as ``name``
+        or its ``__name__``) or ``data_container`` (``obj`` a
+        :class:`olivine.data.DataContainerSpec`). Names are Olive's and
+        case-insensitive; a name olivine or another plugin provides is an error. Import
+        heavy libraries inside the functions only.
+    """
+
+
+@hookspec
 def run_started(run: RunInfo) -> None:
     """Called once when a workflow run starts, before its first step.
 

@@ -15,7 +15,8 @@ What counts as read:
   be a tuple of the keys whose values are paths;
 - the ``data_configs`` entries named by options with ``"data_config": True``, whole,
   with their ``user_script`` and the data files their ``load_dataset_config`` and
-  ``pre_process_data_config`` name (``data_files``, ``data_dir``, ``path``, ...), and the
+  ``pre_process_data_config`` name (``data_files``, ``data_dir``, ``path``, ..., flat or
+  under ``params``), and the
   ``.py`` files of ``script_dir`` when a ``user_script`` is given;
 - the files a pass entry lists in ``input_files`` (what a user script opens on its own,
   which olivine cannot see).
@@ -148,12 +149,18 @@ class InputDescriber:
             block = data.get(section)
             if not isinstance(block, Mapping):
                 continue
-            block = dict(block)
-            for key in DATA_FILE_KEYS:
-                if key in block:
-                    block[key] = self.paths(block[key], script_dir)
+            block = self._data_block(block, script_dir)
+            if isinstance(block.get("params"), Mapping):  # Olive's nested form
+                block["params"] = self._data_block(block["params"], script_dir)
             data[section] = block
         return data
+
+    def _data_block(self, block: Mapping[str, Any], script_dir: str | None) -> dict[str, Any]:
+        out = dict(block)
+        for key in DATA_FILE_KEYS:
+            if key in out:
+                out[key] = self.paths(out[key], script_dir)
+        return out
 
     def files(self, values: Sequence[str]) -> list[Any]:
         """Files a pass entry declares in ``input_files``, described."""

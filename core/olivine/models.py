@@ -99,7 +99,7 @@ class ModelHandle:
         return attrs.evolve(self, **changes)
 
 
-_PATH_FIELDS = {"path", "adapter_path"}
+_PATH_FIELDS = {"path", "adapter_path", "model_script", "script_dir"}
 
 
 def _relative(value: str, base: Path | None) -> str:
@@ -127,6 +127,12 @@ class HfModel(ModelHandle):
     task: str = "text-generation"
     load_kwargs: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_freeze)
     adapter_path: str | None = None
+    #: Olive's IoConfig of the model (names, shapes, types, dynamic axes, kv_cache), or ()
+    io_config: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_freeze)
+
+    def io_config_dict(self) -> dict[str, Any]:
+        """``io_config`` as a plain dict (nested values stay read-only)."""
+        return {k: v for k, v in self.io_config}
 
     def is_local(self) -> bool:
         """True when ``path`` is a folder on this machine (not a hub id)."""
@@ -135,6 +141,50 @@ class HfModel(ModelHandle):
     def load_options(self) -> dict[str, Any]:
         """``load_kwargs`` as a plain dict (``trust_remote_code``, ``torch_dtype``, ...)."""
         return {k: v for k, v in self.load_kwargs}
+
+
+def _freeze_io(value: Any) -> Any:
+    """An io_config mapping frozen; a function name or ``None`` as it is."""
+    return value if value is None or isinstance(value, str) else _freeze(value)
+
+
+@attrs.frozen
+class PyTorchModel(ModelHandle):
+    """A torch model that a user function loads (Olive's ``PyTorchModel``).
+
+    ``path`` is Olive's ``model_path`` as given to ``model_loader`` (a local file or folder,
+    made absolute, or a hub id; empty when none is given). ``model_script`` and the
+    ``.py`` files of ``script_dir`` are part of the model's content (its cache identity).
+    ``io_config`` is a mapping, or the name of a function in ``model_script``.
+    """
+
+    kind: ClassVar[str] = "pytorch"
+    model_loader: str | None = None
+    model_script: str | None = None
+    script_dir: str | None = None
+    model_file_format: str = "PyTorch.StateDict"
+    io_config: Any = attrs.field(default=None, converter=_freeze_io)
+    dummy_inputs_func: str | None = None
+
+    @property
+    def model_path(self) -> str | None:
+        """Olive's name for ``path`` (``None`` when no model_path was given)."""
+        return self.path or None
+
+    def io_config_dict(self) -> dict[str, Any] | str | None:
+        """``io_config`` as a plain dict (or the function name, or ``None``)."""
+        if self.io_config is None or isinstance(self.io_config, str):
+            return self.io_config
+        return {k: v for k, v in self.io_config}
+
+    def files(self) -> list[Path]:
+        """The local model files, ``model_script`` and the ``.py`` files of ``script_dir``."""
+        out = super().files() if self.path else []
+        if self.model_script and Path(self.model_script).is_file():
+            out.append(Path(self.model_script))
+        if self.script_dir and Path(self.script_dir).is_dir():
+            out.extend(sorted(f for f in Path(self.script_dir).glob("*.py") if f.is_file()))
+        return sorted(set(out))
 
 
 @attrs.frozen
@@ -224,7 +274,7 @@ class CompositeModel(ModelHandle):
 
 
 HANDLE_TYPES: dict[str, type[ModelHandle]] = {
-    cls.kind: cls for cls in (HfModel, OnnxModel, AdapterModel, CompositeModel)
+    cls.kind: cls for cls in (HfModel, OnnxModel, AdapterModel, CompositeModel, PyTorchModel)
 }
 
 

@@ -126,6 +126,8 @@ class PluginHost:
         self.evaluators: Registry[type[Evaluator]] = Registry("metric type")
         self.systems: Registry[type[System]] = Registry("system type")
         self.commands: dict[str, CommandSpec] = {}
+        #: (kind, name) -> (component or container spec, plugin), from register_data_components
+        self.data_components: dict[tuple[str, str], tuple[Any, str]] = {}
         self._collect()
 
     # -- registration -----------------------------------------------------------------
@@ -150,6 +152,22 @@ class PluginHost:
         for impl in self.pm.hook.register_commands.get_hookimpls():
             owner = self._plugin_of(impl)
             impl.function(register=lambda *a, o=owner, **k: self._add_command(o, *a, **k))
+        for impl in self.pm.hook.register_data_components.get_hookimpls():
+            owner = self._plugin_of(impl)
+            impl.function(register=lambda *a, o=owner: self._add_data_component(o, *a))
+        from olivine.data.registry import install_plugin_components
+
+        install_plugin_components(self.data_components)
+
+    def _add_data_component(self, owner: str, kind: str, obj: Any, name: str | None = None) -> None:
+        from olivine.data.registry import check_plugin_component
+
+        key, obj = check_plugin_component(kind, obj, name, owner)
+        other = self.data_components.get(key)
+        if other is not None:
+            raise PluginError(f"data {key[0]} {key[1]!r} is registered twice: by plugin "
+                              f"{other[1]!r} and by plugin {owner!r}")
+        self.data_components[key] = (obj, owner)
 
     def _add_named(self, registry: Registry[Any], cls: type, owner: str) -> None:
         registry.add(getattr(cls, "name", ""), cls, owner)
@@ -196,6 +214,8 @@ class PluginHost:
                 "metric_types": self.evaluators.owned_by(info.name),
                 "systems": self.systems.owned_by(info.name),
                 "commands": sorted(c.name for c in self.commands.values() if c.plugin == info.name),
+                "data_components": sorted(f"{k}:{n}" for (k, n), (_, o) in
+                                          self.data_components.items() if o == info.name),
             })
         return out
 

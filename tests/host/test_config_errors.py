@@ -121,16 +121,16 @@ CASES: list[tuple[str, list[Mutation], list[str]]] = [
      ["input_model: required: an object with type (HfModel or ONNXModel) and model_path"]),
     ("unknown model type", [setp("input_model.type", "OnnxModle")],
      ["input_model.type: unknown model type \"OnnxModle\" (did you mean 'ONNXModel'?); expected "
-      "HfModel, ONNXModel or PyTorchModel (with config.hf_config)"]),
+      "HfModel, ONNXModel or PyTorchModel"]),
     ("missing onnx file", [setp("input_model.model_path", "/nonexistent/model.onnx")],
      ["input_model.model_path: no such file or folder: '/nonexistent/model.onnx'"]),
     ("missing hf folder", [setp("input_model", {"type": "HfModel", "model_path": "./models/nothing"})],
      ["input_model.model_path: no such folder: './models/nothing' (and it is not a Hugging Face "
       "hub id of the form org/name)"]),
-    ("PyTorchModel without hf_config", [setp("input_model", {"type": "PyTorchModel",
-                                                             "config": {"model_path": "x"}})],
-     ["input_model.config.hf_config: required: olivine loads PyTorchModel inputs from Hugging Face "
-      "(hf_config.model_name); for a custom torch model, export it to ONNX and use ONNXModel"]),
+    ("PyTorchModel without hf_config or model_loader",
+     [setp("input_model", {"type": "PyTorchModel", "config": {"model_path": "x"}})],
+     ["input_model.config.model_loader: required: the name of a function in model_script that "
+      "returns the torch.nn.Module (model_loader(model_path))"]),
     ("flat and nested options", [setp("passes.stamp.config", {"doc_string": "x"})],
      ["passes.stamp: options given both flat (model_version) and under 'config'; use one place"]),
     ("key at top level and in engine", [setp("output_dir", "elsewhere")],

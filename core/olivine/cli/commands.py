@@ -55,6 +55,40 @@ def add_builtin(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="with ls and verify: print JSON")
     p.set_defaults(handler=cmd_cache)
 
+    p = sub.add_parser("script", help="run a Python script written for Olive (olive.workflows.run, "
+                                      "olive.data.registry) with olivine",
+                       description="Run FILE as __main__ with olivine standing in for Olive's "
+                                   "olive.workflows.run / olive.run and olive.data.registry "
+                                   "(only when no real Olive is installed).")
+    p.add_argument("file", help="the Python script")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    p.set_defaults(handler=cmd_script)
+
+
+def cmd_script(args: argparse.Namespace) -> int:
+    """``olivine script FILE ARGS...``: a user's driver script, Olive's imports answered."""
+    import runpy
+    from pathlib import Path
+
+    from olivine.data.olive_compat import active
+    from olivine.errors import UsageError
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"script: no such file {args.file!r}")
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = [str(path), *args.args]
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        with active():
+            runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return 0
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``olivine run``."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,17 @@ import attrs
 
 from olivine.accelerator import AcceleratorConfig
 from olivine.config import typed
+from olivine.config.inputmodel import HUB_ID, InputModel, input_model, resolve_path
 from olivine.config.loader import check_depth
 from olivine.config.sections import (
     ENGINE_KEYS,
     DataConfig,
     EngineConfig,
-    HfModelSpec,
-    OnnxModelSpec,
-    PyTorchModelConfigOld,
     SearchStrategy,
 )
 from olivine.config.typed import Problems, is_missing, show, structure
 from olivine.errors import ConfigError, did_you_mean
 from olivine.evaluation import EvaluatorConfig, MetricConfig
-from olivine.models import HfModel, ModelHandle, OnnxModel, outside_external_data
 from olivine.plugins import PluginHost
 from olivine.safepath import component_problem, path_problem
 from olivine.search.space import Dimension, check_values, split_search
@@ -60,21 +56,13 @@ KNOWN_PROVIDERS = {
     "extractadapters": "olivine-lora",
 }
 
+__all__ = ["HUB_ID", "InputModel", "PassEntry", "SystemEntry", "WorkflowConfig", "validate_workflow"]
+
 TOP_KEYS = ("input_model", "systems", "data_configs", "evaluators", "passes", "engine",
             "workflow_id", "$schema")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DEFAULT_SYSTEM = "local_system"
 #: names the cache folder when neither ``--cache_dir`` nor the config does
 CACHE_DIR_ENV = "OLIVINE_CACHE_DIR"
-
-
-@attrs.frozen
-class InputModel:
-    """The validated ``input_model``: which handle to start from."""
-
-    type: str
-    handle: ModelHandle
-    is_hub_id: bool = False
 
 
 @attrs.frozen
@@ -174,26 +162,6 @@ def _split_config(entry: Mapping[str, Any], path: str, problems: Problems,
     return dict(nested)
 
 
-def _resolve_path(value: str, base_dir: Path) -> Path | None:
-    if path_problem(value) is not None:  # callers check it first; never an OSError here
-        return None
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return p if p.exists() else None
-    for root in (Path.cwd(), base_dir):
-        if (root / p).exists():
-            return (root / p).resolve()
-    return None
-
-
-def _bad_path(value: Any, key: str, problems: Problems) -> bool:
-    """Add a problem and return True when ``value`` is a path the file system would refuse."""
-    problem = path_problem(value) if isinstance(value, str) else None
-    if problem is not None:
-        problems.add(key, problem)
-    return problem is not None
-
-
 def _folder_problem(value: str) -> str | None:
     """Why folder ``value`` cannot be created (a name too long, a file on its way), or ``None``."""
     if not value.strip():
@@ -210,116 +178,6 @@ def _folder_problem(value: str) -> str | None:
         except OSError as exc:
             return f"{value!r} cannot be used: {exc.strerror or exc}"
     return None
-
-
-def _outside_data(model_file: Path) -> list[str]:
-    """External-data locations outside the model's folder; a file onnx cannot read is left to
-    the passes, which report it."""
-    try:
-        return outside_external_data(model_file)
-    except (ValueError, OSError):  # a damaged model is not this check's to report
-        return []
-
-
-def _input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | None:
-    path = "input_model"
-    if not isinstance(raw, Mapping):
-        problems.add(path, "required: an object with type (HfModel or ONNXModel) and model_path"
-                     if raw is None else f"expected an object, got {show(raw)}")
-        return None
-    mtype = str(raw.get("type", ""))
-    kinds = {"hfmodel": "HfModel", "pytorchmodel": "PyTorchModel", "onnxmodel": "ONNXModel"}
-    canonical = kinds.get(mtype.lower())
-    if canonical is None:
-        problems.add(f"{path}.type", f"unknown model type {show(mtype)}"
-                     f"{did_you_mean(mtype, ['HfModel', 'ONNXModel', 'PyTorchModel'])}; "
-                     f"expected HfModel, ONNXModel or PyTorchModel (with config.hf_config)")
-        return None
-    data = dict(raw)
-    if canonical == "PyTorchModel":
-        cfg_raw = data.get("config", {})
-        extra = sorted(set(data) - {"type", "config"})
-        for key in extra:
-            problems.add(f"{path}.{key}", "unknown key; PyTorchModel takes its options under 'config'")
-        cfg = structure(cfg_raw, PyTorchModelConfigOld, f"{path}.config", problems) \
-            if isinstance(cfg_raw, Mapping) else None
-        if cfg is None or is_missing(cfg):
-            return None
-        if cfg.hf_config is None:
-            problems.add(f"{path}.config.hf_config", "required: olivine loads PyTorchModel inputs "
-                         "from Hugging Face (hf_config.model_name); for a custom torch model, "
-                         "export it to ONNX and use ONNXModel")
-            return None
-        hf = cfg.hf_config
-        load_kwargs = dict(hf.from_pretrained_args)
-        if hf.trust_remote_code is not None:
-            load_kwargs["trust_remote_code"] = hf.trust_remote_code
-        model_path, task = cfg.model_path or hf.model_name, hf.task
-        adapter = cfg.adapter_path
-        spec_path = f"{path}.config.hf_config.model_name"
-    elif canonical == "HfModel":
-        spec = structure(data, HfModelSpec, path, problems)
-        if is_missing(spec):
-            return None
-        load_kwargs = dict(spec.load_kwargs)
-        if spec.trust_remote_code is not None:
-            load_kwargs["trust_remote_code"] = spec.trust_remote_code
-        model_path, task, adapter = spec.model_path, spec.task, spec.adapter_path
-        spec_path = f"{path}.model_path"
-    else:
-        if "config" in data and isinstance(data["config"], Mapping):
-            data = {"type": data["type"], **data["config"]}
-        onnx_spec = structure(data, OnnxModelSpec, path, problems)
-        if is_missing(onnx_spec):
-            return None
-        bad_name = component_problem(onnx_spec.onnx_file_name) \
-            if onnx_spec.onnx_file_name is not None else None
-        if bad_name is not None:
-            problems.add(f"{path}.onnx_file_name", f"{onnx_spec.onnx_file_name!r} {bad_name}: "
-                         "name a file inside model_path")
-            return None
-        if _bad_path(onnx_spec.model_path, f"{path}.model_path", problems):
-            return None
-        local = _resolve_path(onnx_spec.model_path, base_dir)
-        if local is None:
-            problems.add(f"{path}.model_path", f"no such file or folder: {onnx_spec.model_path!r}")
-            return None
-        handle = OnnxModel(path=str(local), onnx_file_name=onnx_spec.onnx_file_name,
-                           attributes=onnx_spec.model_attributes)
-        try:
-            if not handle.model_file().exists():
-                problems.add(f"{path}.model_path", f"no ONNX model at {handle.model_file()}")
-                return None
-        except FileNotFoundError as exc:
-            problems.add(f"{path}.onnx_file_name", str(exc))
-            return None
-        outside = _outside_data(handle.model_file())
-        if outside:
-            problems.add(f"{path}.model_path", f"{handle.model_file().name} keeps weights in "
-                         f"{', '.join(repr(n) for n in outside)}, outside its folder "
-                         f"{str(handle.model_file().parent)!r}; olivine reads external data only "
-                         "from the model's own folder: move the data file beside the model and "
-                         "save the model with a plain file name as location")
-            return None
-        return InputModel("ONNXModel", handle)
-    if _bad_path(model_path, spec_path, problems):
-        return None
-    local = _resolve_path(model_path, base_dir)
-    if adapter is not None and not _bad_path(adapter, f"{path}.adapter_path", problems):
-        adapter_local = _resolve_path(adapter, base_dir)
-        if adapter_local is None:
-            problems.add(f"{path}.adapter_path", f"no such folder: {adapter!r}")
-        adapter = str(adapter_local) if adapter_local else adapter
-    if local is not None:
-        return InputModel("HfModel", HfModel(path=str(local), task=task, load_kwargs=load_kwargs,
-                                             adapter_path=adapter))
-    looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
-    if looks_local or not HUB_ID.match(model_path):
-        problems.add(spec_path, f"no such folder: {model_path!r} (and it is not a Hugging Face "
-                     f"hub id of the form org/name)")
-        return None
-    return InputModel("HfModel", HfModel(path=model_path, task=task, load_kwargs=load_kwargs,
-                                         adapter_path=adapter), is_hub_id=True)
 
 
 def _system_entry(name: str, entry: Any, path: str, host: PluginHost,
@@ -379,6 +237,13 @@ def _data_configs(raw: Any, problems: Problems) -> dict[str, DataConfig]:
             continue
         if dc.name in out:
             problems.add(f"{path}.name", f"data config {dc.name!r} is defined twice")
+        from olivine.data.pipeline import validate as validate_data
+
+        for problem in validate_data(dc):
+            if problem.startswith("data_configs."):
+                problems.add("", problem)
+            else:
+                problems.add(path, problem)
         out[dc.name] = dc
     return out
 
@@ -481,7 +346,7 @@ def _input_files(value: Any, path: str, base_dir: Path, problems: Problems) -> t
         problems.add(path, f"expected a list of file or folder paths, got {show(value)}")
         return ()
     for i, item in enumerate(value):
-        if _resolve_path(item, base_dir) is None:
+        if resolve_path(item, base_dir) is None:
             problems.add(f"{path}[{i}]", f"no such file or folder: {item!r} (relative paths are "
                          "taken from the working directory, then from the config's folder)")
     return tuple(value)
@@ -590,7 +455,7 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
     for key in raw:
         if key not in TOP_KEYS and key not in ENGINE_KEYS:
             problems.add(str(key), f"unknown key{did_you_mean(str(key), [*TOP_KEYS, *ENGINE_KEYS])}")
-    model = _input_model(raw.get("input_model"), base, problems)
+    model = input_model(raw.get("input_model"), base, problems)
     systems = _systems(_section(raw, "systems", problems), host, problems)
     data = _data_configs(raw.get("data_configs") or [], problems) \
         if isinstance(raw.get("data_configs") or [], list | dict) else {}

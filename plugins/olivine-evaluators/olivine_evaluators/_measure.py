@@ -73,6 +73,8 @@ def timing_feeds(model: ModelHandle, runner: Runner, metric: MetricConfig | None
     if metric is not None and context is not None and metric.data_config is not None:
         data = data_batches(model, metric, context, max_samples=int(cfg["batch_size"]))
         batch = data.batches[0]
+        if batch and all(str(k).startswith("#") for k in batch):  # unnamed: Runner.run names them
+            return dict(batch)
         return {k: v for k, v in batch.items() if k in runner.input_names}
     return dummy_feeds(runner, int(cfg["batch_size"]), int(cfg["seq_len"]))
 

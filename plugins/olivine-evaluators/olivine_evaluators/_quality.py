@@ -141,6 +141,26 @@ def classification_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float
             "recall": float(np.mean(recall)), "f1_score": float(np.mean(f1))}
 
 
+def _post_processed(runner: Runner, data: Any) -> np.ndarray:
+    """Predictions from the data config's post_process_data component, called as Olive does:
+    with the single output as a torch tensor, or a dict of every output's tensor."""
+    import importlib
+
+    try:
+        torch: Any = importlib.import_module("torch")
+    except ImportError:
+        torch = None
+    preds = []
+    for batch in data.batches:
+        outputs = runner.run(batch)
+        as_tensor = (lambda a: torch.from_numpy(np.asarray(a))) if torch is not None else np.asarray
+        result = as_tensor(next(iter(outputs.values()))) if len(outputs) == 1 else \
+            {k: as_tensor(v) for k, v in outputs.items()}
+        pred = data.post_process(result)
+        preds.append(pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred))
+    return np.concatenate([p.reshape(-1) for p in preds])
+
+
 def accuracy_metric(model: ModelHandle, metric: MetricConfig, context: EvalContext,
                     subs: list[str]) -> dict[str, float]:
     """Argmax predictions scored against the data config's labels."""
@@ -150,9 +170,12 @@ def accuracy_metric(model: ModelHandle, metric: MetricConfig, context: EvalConte
         raise UsageError(f"metric {metric.name!r} (accuracy): data config "
                          f"{metric.data_config!r} has no labels; set "
                          "pre_process_data_config.label_col")
-    outputs, _ = _run_all(make_runner(model, cfg), data.batches, cfg.get("output_name"),
-                          f"model {model.path}")
-    pred = np.concatenate([o.reshape(o.shape[0], -1).argmax(axis=-1) for o in outputs])
+    if getattr(data, "post_process", None) is not None:
+        pred = _post_processed(make_runner(model, cfg), data)
+    else:
+        outputs, _ = _run_all(make_runner(model, cfg), data.batches, cfg.get("output_name"),
+                              f"model {model.path}")
+        pred = np.concatenate([o.reshape(o.shape[0], -1).argmax(axis=-1) for o in outputs])
     true = _label_ids(data.labels, model, context)
     values = classification_scores(pred, true[:len(pred)])
     return {s: values[s] for s in subs}

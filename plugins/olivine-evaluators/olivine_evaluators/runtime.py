@@ -60,7 +60,14 @@ class OnnxRunner:
         return list(self.inputs)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run on ``feeds`` (extra entries are dropped); return every output by name."""
+        """Run on ``feeds`` (extra entries are dropped; inputs a dataset gave by position are
+        named in the session's order); return every output by name."""
+        if feeds and all(str(k).startswith("#") for k in feeds):
+            if len(feeds) != len(self.inputs):
+                raise UsageError(f"the data gives {len(feeds)} unnamed input(s) but the model "
+                                 f"takes {', '.join(self.inputs)}; give the inputs as a dict "
+                                 "of input name -> array")
+            feeds = {name: feeds[f"#{i}"] for i, name in enumerate(self.inputs)}
         outs = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
         return dict(zip(self.output_names, outs, strict=True))
 

@@ -11,7 +11,6 @@ or ``join``). Nothing here imports torch.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,8 +22,6 @@ from olivine.errors import UsageError
 from olivine.userscript import resolve_data_file
 from olivine_lora.config import template_fields
 
-LOCAL_KINDS = {"json": "json", "jsonl": "json", "csv": "csv", "tsv": "tsv", "parquet": "parquet",
-               "text": "text", "txt": "text"}
 USER_COLUMNS = ("instruction", "prompt", "question", "input", "query")
 ASSISTANT_COLUMNS = ("response", "answer", "output", "completion", "target")
 DEFAULT_MAX_SEQ_LEN = 1024
@@ -109,114 +106,45 @@ def text_options(config: Any, data_config: Any | None) -> TextOptions:
                        max_samples=int(max_samples) if max_samples else None)
 
 
-# -- reading ---------------------------------------------------------------------------------
-def file_kind(path: Path, data_name: str | None = None) -> str:
-    """The reader for ``path``: from ``data_name`` (json, csv, ...) or the file's suffix."""
-    if data_name and data_name.lower() in LOCAL_KINDS:
-        return LOCAL_KINDS[data_name.lower()]
-    kind = LOCAL_KINDS.get(path.suffix.lstrip(".").lower())
-    if kind is None:
-        raise UsageError(f"data file {str(path)!r}: unknown format {path.suffix or '(no suffix)'!r}; "
-                         "use .jsonl, .json, .csv, .tsv, .parquet or .txt, or set "
-                         "load_dataset_config.data_name to json, csv, parquet or text")
-    return kind
-
-
-def read_file(path: Path, kind: str) -> list[dict[str, Any]]:
-    """The rows of one local file (``kind`` as :func:`file_kind` gives it)."""
-    if kind == "text":
-        return [{"text": line.rstrip("\r")} for line in path.read_text(encoding="utf-8").split("\n")
-                if line.strip()]
-    if kind == "json":
-        text = path.read_text(encoding="utf-8").strip()
-        if not text:
-            return []
-        try:
-            if text.startswith("["):
-                rows = json.loads(text)
-            else:
-                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"data file {str(path)!r}: not JSON lines ({exc})") from None
-        if any(not isinstance(r, dict) for r in rows):
-            raise UsageError(f"data file {str(path)!r}: every row must be a JSON object "
-                             "({\"column\": value, ...})")
-        return rows
-    if kind in ("csv", "tsv"):
-        with path.open(encoding="utf-8", newline="") as fh:
-            return [dict(r) for r in csv.DictReader(fh, delimiter="\t" if kind == "tsv" else ",")]
-    if kind == "parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise UsageError(f"data file {str(path)!r}: reading parquet needs pyarrow "
-                             "(pip install pyarrow)") from None
-        return [dict(r) for r in pq.read_table(path).to_pylist()]
-    raise UsageError(f"data file {str(path)!r}: unknown format {kind!r}")
-
-
-def _files(paths: Sequence[str], script_dir: str | None) -> list[Path]:
-    out: list[Path] = []
-    for value in paths:
-        p = resolve_data_file(value, script_dir)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and
-                           f.suffix.lstrip(".").lower() in LOCAL_KINDS)
-            if not found:
-                raise UsageError(f"data folder {value!r} holds no .jsonl, .json, .csv, .tsv, "
-                                 ".parquet or .txt file")
-            out.extend(found)
-        else:
-            out.append(p)
-    return out
-
-
-def _hub_rows(data_name: str, load: Mapping[str, Any]) -> Rows:
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError(f"data_name {data_name!r} is not a local file, so it names a Hugging Face "
-                         "hub dataset, which needs the datasets package (pip install "
-                         "'olivine-lora[hub]'); for local files give data_files") from None
-    kwargs = {k: load[k] for k in ("revision", "trust_remote_code") if k in load}
-    split = load.get("split") or "train"
-    try:
-        ds = datasets.load_dataset(data_name, load.get("subset"), split=split, **kwargs)
-    except Exception as exc:  # datasets raises many types for bad names, splits and network
-        raise UsageError(f"cannot load hub dataset {data_name!r} (split {split!r}): {exc}") from None
-    return Rows([dict(r) for r in ds], f"{data_name} [{split}]")
-
-
+# -- reading: olivine's shared data layer ---------------------------------------------------
 def load_rows(data_config: Any) -> Rows:
-    """Every row the data config names, with their source; :class:`UsageError` if there are none."""
+    """Every row the data config names, with their source; :class:`UsageError` if there are none.
+
+    Local files and hub datasets are read by olivine's data layer (:mod:`olivine.data`);
+    a ``load_dataset_config.type`` other than Olive's defaults (a user script's dataset,
+    for example) is run as Olive would and must give rows (dicts of columns).
+    """
+    from olivine.data.builtin import hub_dataset
+    from olivine.data.readers import LOADERS, expand_files, file_format, read_rows, split_files
+
     name = getattr(data_config, "name", "?")
     load = dict(getattr(data_config, "load_dataset_config", None) or {})
+    if getattr(data_config, "user_script", None) or load.get("type") not in (
+            None, "huggingface_dataset", "local_dataset", "default_load_dataset"):
+        return _component_rows(data_config)
+    if isinstance(load.get("params"), Mapping):
+        load = {**dict(load["params"]), **{k: v for k, v in load.items() if k != "params"}}
     script_dir = getattr(data_config, "script_dir", None)
     data_name = load.get("data_name")
-    files = load.get("data_files")
-    if isinstance(files, str):
-        files = [files]
-    if isinstance(files, Mapping):  # datasets' {"train": [...]} form
-        split = load.get("split") or "train"
-        files = files.get(split) or next(iter(files.values()), [])
-        files = [files] if isinstance(files, str) else list(files)
-    if not files and data_name and data_name.lower() not in LOCAL_KINDS and \
-            Path(data_name).expanduser().exists():
-        files = [data_name]
-        data_name = None
+    local_loader = bool(data_name) and str(data_name).lower() in LOADERS
+    files = split_files(load.get("data_files"), load.get("split") or "train")
+    if not files and data_name and not local_loader and Path(data_name).expanduser().exists():
+        files, data_name = [data_name], None
     if not files:
-        if data_name and data_name.lower() not in LOCAL_KINDS:
-            hub = _hub_rows(data_name, load)
-            if not hub.rows:
+        if data_name and not local_loader:
+            hub = hub_dataset(data_name, load.get("subset"), load.get("data_dir"),
+                              load.get("split") or "train",
+                              **{k: load[k] for k in ("revision", "trust_remote_code") if k in load})
+            if not hub:
                 raise UsageError(f"data config {name!r}: dataset {hub.source} has no rows")
-            return hub
+            return Rows(list(hub), hub.source)
         raise UsageError(f"data config {name!r}: no data; set load_dataset_config.data_files to "
                          "local files (jsonl, json, csv, parquet, txt) or data_name to a hub "
                          "dataset")
     rows: list[dict[str, Any]] = []
-    paths = _files(list(files), script_dir)
+    paths = expand_files([resolve_data_file(f, script_dir) for f in files])
     for path in paths:
-        found = read_file(path, file_kind(path, data_name))
+        found = read_rows(path, file_format(path, data_name if local_loader else None))
         if not found:
             raise UsageError(f"data file {str(path)!r} is empty: it has no rows")
         rows.extend(found)
@@ -224,13 +152,30 @@ def load_rows(data_config: Any) -> Rows:
     return Rows(rows, source)
 
 
+def _component_rows(data_config: Any) -> Rows:
+    """Rows from the data config's ``load_dataset`` component (a user script's, say)."""
+    from olivine.data import resolve
+
+    resolved = resolve(data_config, kinds=("load_dataset",))
+    dataset = resolved.load_dataset()
+    name = getattr(data_config, "name", "?")
+    try:
+        rows = [dict(r) for r in dataset]
+    except (TypeError, ValueError):
+        raise UsageError(f"data config {name!r}: its load_dataset component "
+                         f"{resolved.components['load_dataset'].name!r} gives "
+                         f"{type(dataset).__name__}, not rows of columns (dicts)") from None
+    if not rows:
+        raise UsageError(f"data config {name!r}: its dataset has no rows")
+    return Rows(rows, f"data config {name!r}")
+
+
 # -- text ------------------------------------------------------------------------------------
 def columns_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Column names in first-seen order over all rows."""
-    seen: dict[str, None] = {}
-    for row in rows:
-        seen.update(dict.fromkeys(row))
-    return list(seen)
+    from olivine.data.readers import columns_of as columns
+
+    return columns(rows)
 
 
 def _missing_column(what: str, column: str, data: Rows) -> UsageError:

@@ -54,6 +54,26 @@ def graph_input_names(model: OnnxModel) -> list[str]:
     return [i.name for i in proto.graph.input if i.name not in inits]
 
 
+def graph_input_types(model: OnnxModel) -> dict[str, Any]:
+    """numpy dtype of each graph input (those with a tensor element type)."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    proto = onnx.load(str(model.model_file()), load_external_data=False)
+    out = {}
+    for i in proto.graph.input:
+        elem = i.type.tensor_type.elem_type
+        if elem:
+            out[i.name] = tensor_dtype_to_np_dtype(elem)
+    return out
+
+
+def _cast(feeds: dict[str, Any], types: dict[str, Any]) -> dict[str, Any]:
+    """Numbers read from files (float64 from JSON) as the model's input types."""
+    return {k: v.astype(types[k]) if k in types and hasattr(v, "astype") and
+            v.dtype != types[k] and v.dtype.kind in "fiub" else v for k, v in feeds.items()}
+
+
 def make_reader(model: ModelHandle, config: Any, context: PassContext) -> FeedsReader:
     """A reader of at most ``config.calibration_samples`` samples for ``model``."""
     assert isinstance(model, OnnxModel)
@@ -71,7 +91,7 @@ def make_reader(model: ModelHandle, config: Any, context: PassContext) -> FeedsR
         data = text_file_data(config.calibration_file, model, config.calibration_samples,
                               max_length=config.calibration_seq_len, tokenizer=config.tokenizer)
     names = graph_input_names(model)
-    feeds = list(data.feeds(set(names)))
+    feeds = [_cast(f, graph_input_types(model)) for f in data.feeds(names)]
     missing = [n for n in names if feeds and n not in feeds[0]]
     if missing:
         raise UsageError(f"calibration data has no {', '.join(missing)} for the model's inputs "

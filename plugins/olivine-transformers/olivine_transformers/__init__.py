@@ -1,8 +1,10 @@
 """olivine-transformers: ONNX export of transformers models, ONNX Runtime fusions, float16.
 
 Registers ``OnnxConversion``, ``OrtTransformersOptimization`` and
-``OnnxFloatToFloat16``. Importing this package is cheap: torch, transformers and
-onnxruntime are imported when a pass runs.
+``OnnxFloatToFloat16``, and the data components that need a tokenizer
+(``HuggingfaceContainer``'s pre-processing, the transformers dummy-data containers).
+Importing this package is cheap: torch, transformers and onnxruntime are imported when a
+pass runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ from olivine_transformers.optimization import OnnxFloatToFloat16, OrtTransformer
 
 __version__ = "0.1.0"
 __all__ = ["OnnxConversion", "OnnxFloatToFloat16", "OrtTransformersOptimization"]
+
+
+@olivine.hookimpl
+def register_data_components(register: Any) -> None:
+    """Register the tokenizing pre-processors and the transformers dummy-data containers."""
+    from olivine_transformers.data_components import register_all
+
+    register_all(register)
 
 
 @olivine.hookimpl

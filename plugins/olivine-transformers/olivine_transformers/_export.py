@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from olivine.errors import OlivineError, UsageError
-from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine.models import HfModel, ModelHandle, OnnxModel, PyTorchModel
 from olivine.passes import PassContext
 from olivine_transformers.conversion import ConversionConfig
 from olivine_transformers.onnx_io import copy_hf_sidecar_files, save_proto
@@ -153,11 +153,21 @@ def text_inputs(names: Sequence[str], batch: int, seq: int, vocab: int,
     return out
 
 
-def io_config_inputs(io: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
-    """Random inputs of the shapes and types ``io_config`` gives (for model_loader models)."""
+def _plain(value: Any) -> Any:
+    """Read-only handle values (tuples, FrozenDict) as plain lists and dicts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def io_config_inputs(io: dict[str, Any], seed: int, high: int = 100) -> dict[str, torch.Tensor]:
+    """Random inputs of the shapes and types ``io_config`` gives (integers below ``high``)."""
     names = list(io.get("input_names") or [])
     shapes = io.get("input_shapes")
-    types = io.get("input_types") or ["float32"] * len(names)
+    types = io.get("input_types") or (["int64"] * len(names) if high > 100 else
+                                      ["float32"] * len(names))
     if not shapes or len(shapes) != len(names) or len(types) != len(names):
         raise UsageError("io_config: input_shapes (and input_types, if given) need one entry per "
                          f"input name ({len(names)} names)")
@@ -170,7 +180,8 @@ def io_config_inputs(io: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
         if tdtype.is_floating_point:
             out[name] = torch.randn(*shape, generator=gen).to(tdtype)
         else:
-            out[name] = torch.randint(0, 100, tuple(shape), generator=gen, dtype=tdtype)
+            out[name] = torch.ones(tuple(shape), dtype=tdtype) if name == "attention_mask" else \
+                torch.randint(0, min(high, 1000), tuple(shape), generator=gen, dtype=tdtype)
     return out
 
 
@@ -217,7 +228,16 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 # -- the pass -------------------------------------------------------------------------------
 def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) -> OnnxModel:
     """Export ``model`` into ``context.work_dir``; return the validated ONNX handle."""
-    io = dict(config.io_config or {})
+    if isinstance(model, PyTorchModel):
+        from olivine_transformers._torch_export import convert_pytorch
+
+        return convert_pytorch(model, config, context)
+    io = dict(config.io_config or (model.io_config_dict() if isinstance(model, HfModel) else {}))
+    io = {k: _plain(v) for k, v in io.items()}
+    unsupported = [k for k in ("dynamic_shapes", "string_to_int_dim_params") if io.get(k)]
+    if unsupported:
+        raise UsageError(f"io_config.{unsupported[0]} is not supported for a transformers model's "
+                         "export; give dynamic_axes")
     is_hf = config.model_loader is None
     if is_hf:
         from olivine_transformers._decoder import convert_with_past, wants_past
@@ -234,8 +254,12 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
         torch_model = load_hf_model(model, config)
         input_names = list(io.get("input_names") or text_input_names(torch_model))
         vocab = int(getattr(torch_model.config, "vocab_size", 1000))
-        sample = text_inputs(input_names, *EXPORT_SHAPE, vocab, seed=0)
-        check = text_inputs(input_names, *VALIDATION_SHAPE, vocab, seed=1)
+        if io.get("input_shapes"):  # Olive's fixed sample shapes (and types)
+            sample = io_config_inputs({**io, "input_names": input_names}, seed=0, high=vocab)
+            check = io_config_inputs({**io, "input_names": input_names}, seed=1, high=vocab)
+        else:
+            sample = text_inputs(input_names, *EXPORT_SHAPE, vocab, seed=0)
+            check = text_inputs(input_names, *VALIDATION_SHAPE, vocab, seed=1)
         fields: list[str] | None = output_fields(torch_model, sample)
         output_names = list(io.get("output_names") or fields or [])
         if len(output_names) > len(fields or []):
@@ -256,6 +280,10 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
         reference = [to_numpy(t) for t in wrapper(*check.values())]
     if not is_hf:
         output_names = list(io.get("output_names") or [f"output_{i}" for i in range(len(sample_out))])
+    if io.get("output_shapes") or io.get("output_types"):
+        from olivine_transformers._torch_export import _check_declared
+
+        _check_declared(io, output_names, [to_numpy(t) for t in sample_out])
     if io.get("dynamic_axes") is not None:
         dynamic_axes = {k: {int(a): str(n) for a, n in dict(v).items()}
                         for k, v in io["dynamic_axes"].items()}

@@ -62,8 +62,9 @@ def _kv_cache(value: Any, io: dict[str, Any]) -> None:
 
 
 def _io_config(instance: Any, attribute: attrs.Attribute, value: dict[str, Any] | None) -> None:
-    allowed = {"input_names", "output_names", "dynamic_axes", "input_shapes", "input_types",
-               "kv_cache"}
+    from olivine.config.sections import IO_CONFIG_KEYS
+
+    allowed = set(IO_CONFIG_KEYS)
     for key in value or {}:
         if key not in allowed:
             raise ValueError(f"io_config: unknown key {key!r}; expected some of "
@@ -117,12 +118,13 @@ class ConversionConfig:
 
 
 class OnnxConversion(Pass):
-    """Export a transformers (or user-loaded torch) model to ONNX and validate it against torch."""
+    """Export a transformers model, or Olive's PyTorchModel (a user-loaded torch module), to
+    ONNX and validate it against torch."""
 
     name = "OnnxConversion"
     aliases = ("onnx_conversion", "ConvertToOnnx")
     Config = ConversionConfig
-    accepts = ("hf",)
+    accepts = ("hf", "pytorch")
     produces = "onnx"
     libraries = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript")
     isolate = True
@@ -139,6 +141,9 @@ class OnnxConversion(Pass):
         if config.model_loader and not (config.io_config or {}).get("input_names"):
             problems.append("io_config.input_names is required with model_loader (the names of "
                             "the model's forward arguments)")
+        if getattr(model, "kind", None) == "pytorch" and config.model_loader:
+            problems.append("model_script and model_loader come from the PyTorchModel input; "
+                            "leave them out of the pass")
         return problems
 
     def run(self, model: ModelHandle, config: ConversionConfig, context: PassContext) -> OnnxModel:

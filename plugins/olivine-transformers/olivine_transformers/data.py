@@ -1,27 +1,20 @@
-"""Text data for transformer models, from a workflow's ``data_configs`` entry or a text file.
+"""Model inputs from a workflow's ``data_configs`` entry (or a text file), as numpy batches.
 
-Evaluators and calibration use :func:`load_text_data`. Supported data config types:
-
-``HuggingfaceContainer`` (Olive's name; also ``TextDataContainer``)
-    ``load_dataset_config``: ``data_name`` (``text``, ``json``, ``csv`` or a hub dataset
-    id), ``data_files`` (local file or list; relative paths are taken from the working
-    directory, then from ``script_dir``), ``split``, ``subset``.
-    ``pre_process_data_config``: ``input_cols`` (default ``["text"]``; two columns make
-    sentence pairs), ``label_col``, ``max_samples``, ``max_length`` (also
-    ``seq_length``/``max_seq_len``; default 128), ``padding`` (``max_length`` or
-    ``longest``), ``truncation``, ``model_name`` (where the tokenizer is; default: the
-    model's folder). ``dataloader_config``: ``batch_size`` (default 1).
-``DummyDataContainer`` / ``TransformersDummyDataContainer``
-    random token ids: ``load_dataset_config`` ``max_samples``, ``seq_len``,
-    ``batch_size``, ``input_names``.
+Evaluators and calibration use :func:`load_text_data`, which runs the data config
+through olivine's data layer (:mod:`olivine.data`): any container and components,
+Olive's built-in names or a user script's. Rows that are still text after
+pre-processing (``DataContainer`` with ``data_files``, or a skipped pre-process) are
+tokenized here with ``pre_process_data_config``'s ``input_cols`` (default ``["text"]``;
+two columns make sentence pairs), ``label_col``, ``max_samples``, ``max_length`` (also
+``seq_length``/``max_seq_len``; default 128), ``padding`` (``max_length`` or
+``longest``), ``truncation`` and ``model_name`` (where the tokenizer is; default: the
+model's folder). ``dataloader_config.batch_size`` batches (default 1).
 
 Local files need no extra package; hub datasets need ``datasets``.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,9 +25,9 @@ from olivine.errors import UsageError
 from olivine.models import ModelHandle
 from olivine.userscript import resolve_data_file
 
-HF_TYPES = ("huggingfacecontainer", "textdatacontainer")
-DUMMY_TYPES = ("dummydatacontainer", "transformersdummydatacontainer")
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+#: key prefix of inputs a dataset gives by position (an array or a tuple of arrays)
+POSITIONAL = "#"
 
 
 @attrs.define
@@ -45,13 +38,27 @@ class TextData:
     texts: list[str | tuple[str, str]] = attrs.field(factory=list)
     labels: list[Any] | None = None
     source: str = ""
+    #: the data config's post_process_data component (``None``: Olive's pass-through default)
+    post_process: Any = None
 
     def __len__(self) -> int:
         return sum(len(next(iter(b.values()))) for b in self.batches) if self.batches else 0
 
     def feeds(self, input_names: list[str] | set[str]) -> Iterator[dict[str, Any]]:
-        """Each batch restricted to ``input_names`` (models without token_type_ids, ...)."""
+        """Each batch restricted to ``input_names`` (models without token_type_ids, ...).
+
+        Batches of positional inputs (a dataset that yields arrays, not dicts) are named
+        by position after ``input_names`` (a list, in the model's order).
+        """
         for batch in self.batches:
+            if batch and all(k.startswith(POSITIONAL) for k in batch):
+                names = list(input_names)
+                if len(batch) != len(names) or (len(names) > 1 and isinstance(input_names, set)):
+                    raise UsageError(f"{self.source}: the data gives {len(batch)} unnamed "
+                                     f"input(s) but the model takes {', '.join(sorted(names))}; "
+                                     "give the inputs as a dict of input name -> array")
+                yield {n: batch[f"{POSITIONAL}{i}"] for i, n in enumerate(names)}
+                continue
             yield {k: v for k, v in batch.items() if k in input_names}
 
 
@@ -60,39 +67,6 @@ def _get(cfg: Mapping[str, Any], *names: str, default: Any = None) -> Any:
         if name in cfg and cfg[name] is not None:
             return cfg[name]
     return default
-
-
-def read_records(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """Rows of a local ``.txt`` (one ``text`` per line), ``.jsonl``/``.json`` or ``.csv`` file."""
-    kind = (kind or path.suffix.lstrip(".")).lower()
-    if kind in ("txt", "text"):
-        return [{"text": line.strip()} for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-    if kind in ("jsonl", "json"):
-        text = path.read_text(encoding="utf-8").strip()
-        if text.startswith("["):
-            rows = json.loads(text)
-        else:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [r if isinstance(r, dict) else {"text": r} for r in rows]
-    if kind in ("csv", "tsv"):
-        with path.open(encoding="utf-8", newline="") as fh:
-            return list(csv.DictReader(fh, delimiter="\t" if kind == "tsv" else ","))
-    raise UsageError(f"data file {str(path)!r}: unknown format {kind!r}; use .txt, .jsonl, "
-                     ".json or .csv (or set load_dataset_config.data_name)")
-
-
-def _hub_records(load: Mapping[str, Any]) -> list[dict[str, Any]]:
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError(f"data config names the dataset {load.get('data_name')!r}, which needs "
-                         "the datasets package (pip install datasets); for local files give "
-                         "data_files") from None
-    kwargs = {k: load[k] for k in ("split", "revision", "trust_remote_code") if k in load}
-    kwargs.setdefault("split", "train")
-    ds = datasets.load_dataset(load["data_name"], load.get("subset"), **kwargs)
-    return [dict(r) for r in ds]
 
 
 def load_tokenizer(model: ModelHandle | None, name: str | None) -> Any:
@@ -145,65 +119,113 @@ def tokenize(texts: list[Any], tokenizer: Any, max_length: int, batch_size: int,
     return batches
 
 
-def dummy_data(load: Mapping[str, Any], vocab_size: int = 1000) -> TextData:
-    """Random token batches (for latency and shape checks)."""
-    import numpy as np
+def read_records(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a local file through olivine's shared readers (:func:`olivine.data.read_rows`)."""
+    from olivine.data import file_format, read_rows
 
-    n = int(_get(load, "max_samples", "num_samples", default=8))
-    seq = int(_get(load, "seq_len", "sequence_length", "max_length", default=128))
-    batch = int(_get(load, "batch_size", default=1))
-    names = list(_get(load, "input_names", default=TEXT_INPUT_NAMES))
-    rng = np.random.default_rng(0)
-    batches = []
-    for _ in range(max(n // batch, 1) if n else 0):
-        feeds = {}
-        for name in names:
-            if name == "input_ids":
-                feeds[name] = rng.integers(min(1000, vocab_size // 2), vocab_size, (batch, seq))
-            elif name == "attention_mask":
-                feeds[name] = np.ones((batch, seq), np.int64)
-            else:
-                feeds[name] = np.zeros((batch, seq), np.int64)
-        batches.append({k: v.astype(np.int64) for k, v in feeds.items()})
-    return TextData(batches, source="dummy data")
+    return read_rows(path, file_format(path, kind))
 
 
 def load_text_data(data_config: Any, model: ModelHandle | None = None,
                    max_samples: int | None = None) -> TextData:
-    """Load and tokenize the data ``data_config`` (a DataConfig) describes, for ``model``.
+    """Run ``data_config`` (a DataConfig) through the data layer; numpy batches for ``model``.
 
+    ``max_samples`` caps the number of samples (it lowers the config's, never raises it).
     Raises UsageError naming the config when it yields no samples.
     """
+    from olivine.data import resolve
+    from olivine.data.builtin import Rows
+
     name = getattr(data_config, "name", "?")
-    dtype = str(getattr(data_config, "type", "HuggingfaceContainer")).lower()
-    load = dict(getattr(data_config, "load_dataset_config", {}) or {})
-    pre = dict(getattr(data_config, "pre_process_data_config", {}) or {})
-    loader = dict(getattr(data_config, "dataloader_config", {}) or {})
-    if dtype in DUMMY_TYPES:
-        data = dummy_data({**load, **pre, **loader}, int(_get(pre, "vocab_size", default=1000)))
-        if not data.batches:
-            raise UsageError(f"data config {name!r} yields no samples (max_samples is 0)")
-        return data
-    if dtype not in HF_TYPES:
-        raise UsageError(f"data config {name!r}: type {getattr(data_config, 'type', '')!r} is not "
-                         "supported for text models; use HuggingfaceContainer (local files or a "
-                         "hub dataset) or DummyDataContainer")
-    files = _get(load, "data_files", "data_file")
-    if files:
-        paths = [resolve_data_file(str(f), getattr(data_config, "script_dir", None))
-                 for f in (files if isinstance(files, list) else [files])]
-        kind = _get(load, "data_name", "type")
-        kind = kind if kind in ("text", "txt", "json", "jsonl", "csv", "tsv") else None
-        records = [r for p in paths for r in read_records(p, kind)]
-        source = ", ".join(str(p) for p in paths)
-    elif load.get("data_name"):
-        records = _hub_records(load)
-        source = str(load["data_name"])
-    else:
-        raise UsageError(f"data config {name!r}: load_dataset_config needs data_files (a local "
-                         "file) or data_name (a hub dataset)")
-    return records_to_data(records, pre, loader, model, f"data config {name!r}", source,
-                           max_samples)
+    what = f"data config {name!r}"
+    resolved = resolve(data_config, model)
+    pre = dict(resolved.components["pre_process_data"].params)
+    loader = dict(resolved.components["dataloader"].params)
+    dataset = resolved.load_dataset()
+    if isinstance(dataset, Rows) and resolved.is_default("pre_process_data"):
+        if _is_text(dataset):
+            return records_to_data(list(dataset), pre, loader, model, what, dataset.source,
+                                   max_samples)
+        dataset = _array_rows(dataset, what)
+    if isinstance(dataset, Rows) and max_samples is not None:
+        dataset = Rows(dataset[:max_samples], dataset.source)
+    processed = resolved.pre_process(dataset)
+    batches: list[dict[str, Any]] = []
+    labels: list[Any] = []
+    has_labels = getattr(processed, "labels", "unknown") is not None
+    count = 0
+    for batch in resolved.dataloader(processed):
+        inputs, label = _split_batch(batch, what)
+        size = len(next(iter(inputs.values()))) if inputs else 0
+        if max_samples is not None and count + size > max_samples:
+            keep = max_samples - count
+            inputs = {k: v[:keep] for k, v in inputs.items()}
+            label = label[:keep] if label is not None and hasattr(label, "__len__") else label
+            size = keep
+        if size <= 0:
+            break
+        batches.append(inputs)
+        if label is not None and hasattr(label, "__len__"):
+            labels.extend(_plain(label))
+        count += size
+    if not batches:
+        raise UsageError(f"{what} yields no samples")
+    texts = list(getattr(processed, "texts", []) or [])[:count]
+    source = str(getattr(processed, "source", getattr(dataset, "source", name)))
+    post = None if resolved.is_default("post_process_data") else resolved.post_process
+    return TextData(batches, texts, labels if has_labels and labels else None, source, post)
+
+
+def _is_text(rows: list[dict[str, Any]]) -> bool:
+    """True when the rows hold text to tokenize (not arrays of model inputs)."""
+    first = rows[0] if rows else {}
+    return not first or any(isinstance(v, str) for v in first.values())
+
+
+def _array_rows(rows: Any, what: str) -> list[tuple[dict[str, Any], Any]]:
+    """Rows of numbers (``{"x": [[...]]}``) as ``(inputs, label)`` samples of numpy arrays;
+    a ``label`` column becomes the label."""
+    import numpy as np
+
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            inputs = {k: np.asarray(v) for k, v in row.items() if k != "label"}
+        except ValueError as exc:
+            raise UsageError(f"{what}: row {i + 1} of {rows.source} is not arrays of numbers: "
+                             f"{exc}") from None
+        out.append((inputs, row.get("label", 0)))
+    return out
+
+
+def _numpy(value: Any) -> Any:
+    import numpy as np
+
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    return arr.astype(np.int64) if arr.dtype.kind in "iub" else arr
+
+
+def _plain(label: Any) -> list[Any]:
+    if hasattr(label, "detach"):
+        label = label.detach().cpu().numpy()
+    return [x.item() if hasattr(x, "item") else x for x in label]
+
+
+def _split_batch(batch: Any, what: str) -> tuple[dict[str, Any], Any]:
+    """``(inputs, label)`` of one batch; inputs as a dict of numpy arrays."""
+    label = None
+    if isinstance(batch, tuple | list) and len(batch) == 2 and not isinstance(batch[0], str):
+        batch, label = batch
+    if isinstance(batch, tuple | list):
+        return {f"{POSITIONAL}{i}": _numpy(v) for i, v in enumerate(batch)}, label
+    if not isinstance(batch, Mapping):
+        if hasattr(batch, "shape"):
+            return {f"{POSITIONAL}0": _numpy(batch)}, label
+        raise UsageError(f"{what}: its dataloader yields {type(batch).__name__} inputs; olivine "
+                         "feeds models from dicts of input name -> array (or arrays by position)")
+    return {str(k): _numpy(v) for k, v in batch.items()}, label
 
 
 def records_to_data(records: list[dict[str, Any]], pre: Mapping[str, Any],

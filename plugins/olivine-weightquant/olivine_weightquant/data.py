@@ -2,7 +2,8 @@
 
 The text of every record is joined into one stream, tokenized, and cut into windows
 of ``max_seq_len`` tokens; ``max_samples`` windows spread evenly over the stream are
-kept. A workflow's ``data_configs`` entry resolves to the same readers:
+kept. Files are read by olivine's shared readers (:mod:`olivine.data.readers`). A
+workflow's ``data_configs`` entry resolves to the same readers:
 
 ``load_dataset_config``
     ``data_files`` (a path or a list), ``data_name`` (a hub dataset id, or one of the
@@ -17,8 +18,6 @@ needs ``datasets`` and network access.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import random
@@ -28,13 +27,12 @@ from typing import Any
 
 import attrs
 
+from olivine.data.readers import LOADERS, columns_of, file_format, parquet_schema, read_rows, read_text
 from olivine.errors import UsageError
 
 log = logging.getLogger("olivine.pass.weightquant")
 
-FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json",
-           ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
-LOCAL_LOADERS = ("text", "json", "csv", "parquet")
+LOCAL_LOADERS = tuple(LOADERS)
 
 
 @attrs.frozen
@@ -97,32 +95,10 @@ def source_from_data_config(name: str, data_config: Any, defaults: TextSource) -
 # -- readers -------------------------------------------------------------------------------------
 
 
-def _format_of(path: Path) -> str:
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise UsageError(f"calibration file {str(path)!r}: unknown format {path.suffix or '(none)'!r}; "
-                         f"use one of {', '.join(sorted(FORMATS))}")
-    return fmt
-
-
-def _read_text_file(path: Path) -> str:
-    data = path.read_bytes()
-    if b"\0" in data[:65536]:
-        raise UsageError(f"calibration file {str(path)!r} is not text (it holds binary data); "
-                         "give a UTF-8 .txt, .jsonl, .csv or .parquet file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"calibration file {str(path)!r} is not UTF-8 text ({exc.reason} at byte "
-                         f"{exc.start}); save it as UTF-8") from None
-
-
 def _field_values(path: Path, records: Sequence[Mapping[str, Any]], field: str) -> list[str]:
     if not records:
         return []
-    keys: list[str] = []
-    for r in records:
-        keys += [k for k in r if k not in keys]
+    keys = columns_of(records)
     if field not in keys:
         raise UsageError(f"calibration file {str(path)!r} has no field {field!r}; its records have "
                          f"{', '.join(map(repr, keys)) or 'no fields'} (choose one with --text_field, "
@@ -139,81 +115,27 @@ def _field_values(path: Path, records: Sequence[Mapping[str, Any]], field: str) 
     return out
 
 
-def _read_json(path: Path, field: str) -> list[str]:
-    text = _read_text_file(path).strip()
-    if not text:
-        return []
-    records: list[Any]
-    if text.startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"calibration file {str(path)!r} is not valid JSON: {exc}") from None
-    else:
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"calibration file {str(path)!r}, line {n}: not a JSON record "
-                                 f"({exc.msg})") from None
-    if any(not isinstance(r, Mapping) for r in records):
-        raise UsageError(f"calibration file {str(path)!r}: expected JSON objects with a "
-                         f"{field!r} field, one per line")
-    return _field_values(path, records, field)
-
-
-def _read_csv(path: Path, field: str) -> list[str]:
-    text = _read_text_file(path)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    rows = list(reader)
-    header = list(reader.fieldnames or [])
-    if header and field not in header:
-        _field_values(path, [dict.fromkeys(header)], field)  # raises: names the columns there are
-    return _field_values(path, rows, field)
-
-
-def _read_parquet(path: Path, field: str) -> list[str]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UsageError(f"calibration file {str(path)!r}: reading parquet needs pyarrow "
-                         "(pip install 'olivine-weightquant[parquet]')") from None
-    try:
-        schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid and friends
-        raise UsageError(f"calibration file {str(path)!r} is not a parquet file: {exc}") from None
-    if field not in schema.names:
-        raise UsageError(f"calibration file {str(path)!r} has no column {field!r}; its columns are "
-                         f"{', '.join(map(repr, schema.names))} (choose one with --text_field)")
-    column = pq.read_table(path, columns=[field]).column(field)
-    import pyarrow as pa
-
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise UsageError(f"calibration file {str(path)!r}: column {field!r} holds {column.type}, "
-                         "not text")
-    return [v for v in column.to_pylist() if v is not None]
-
-
 def read_file(path: Path, field: str) -> list[str]:
-    """The texts in one local file (a ``.txt`` file is one text)."""
+    """The texts in one local file (a ``.txt`` file is one text), read by olivine's shared readers."""
     if not path.exists():
         raise UsageError(f"calibration file {str(path)!r} does not exist")
     if not path.is_file():
         raise UsageError(f"calibration file {str(path)!r} is a folder; give the files in it")
-    fmt = _format_of(path)
+    fmt = file_format(path)
     if fmt == "text":
-        text = _read_text_file(path)
+        text = read_text(path)
         texts = [text] if text.strip() else []
-    elif fmt == "json":
-        texts = _read_json(path, field)
-    elif fmt == "csv":
-        texts = _read_csv(path, field)
+    elif fmt == "parquet":
+        schema = parquet_schema(path)
+        if field not in schema:
+            raise UsageError(f"calibration file {str(path)!r} has no column {field!r}; its columns "
+                             f"are {', '.join(map(repr, schema))} (choose one with --text_field)")
+        if schema[field] not in ("string", "large_string"):
+            raise UsageError(f"calibration file {str(path)!r}: column {field!r} holds "
+                             f"{schema[field]}, not text")
+        texts = [r[field] for r in read_rows(path, fmt, [field]) if r.get(field) is not None]
     else:
-        texts = _read_parquet(path, field)
+        texts = _field_values(path, read_rows(path, fmt), field)
     if not any(t.strip() for t in texts):
         raise UsageError(f"calibration file {str(path)!r} holds no text"
                          + ("" if fmt == "text" else f" in field {field!r}"))
@@ -221,21 +143,15 @@ def read_file(path: Path, field: str) -> list[str]:
 
 
 def _read_hub(source: TextSource) -> list[str]:
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError(f"calibration data {source.data_name!r} names a hub dataset, which needs the "
-                         "datasets package (pip install 'olivine-weightquant[hub]'); for local text "
-                         "give data_files") from None
-    try:
-        ds = datasets.load_dataset(source.data_name, source.subset, split=source.split)
-    except Exception as exc:  # network, missing dataset, bad split: all user-fixable
-        raise UsageError(f"cannot load dataset {source.data_name!r} (subset {source.subset!r}, split "
-                         f"{source.split!r}): {exc}") from None
-    if source.text_field not in ds.column_names:
+    from olivine.data.builtin import hub_dataset
+
+    assert source.data_name is not None
+    rows = hub_dataset(source.data_name, source.subset, None, source.split)
+    columns = rows.column_names
+    if rows and source.text_field not in columns:
         raise UsageError(f"dataset {source.data_name!r} has no column {source.text_field!r}; its "
-                         f"columns are {', '.join(map(repr, ds.column_names))}")
-    return [t for t in ds[source.text_field] if isinstance(t, str)]
+                         f"columns are {', '.join(map(repr, columns))}")
+    return [r[source.text_field] for r in rows if isinstance(r.get(source.text_field), str)]
 
 
 def read_texts(source: TextSource) -> list[str]:
