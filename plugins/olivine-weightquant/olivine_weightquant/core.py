@@ -356,8 +356,8 @@ def kquant(w: torch.Tensor, bits: int, group_size: int) -> QuantizedWeight:
     Each block's values are weighted by ``rms(block) + |w|``. Starting from the min/max
     grid, the block tries :data:`KQUANT_STEPS` denser grids (each anchored at the offset
     accepted so far); for each, the integer codes are fixed and scale and offset solved by
-    weighted least squares, and the fit with the smallest weighted squared error is kept. The offset then becomes an integer zero
-    point and the codes are rounded once more against it.
+    weighted least squares, and the fit with the smallest weighted squared error is kept.
+    The offset then becomes an integer zero point and the codes are rounded once more against it.
     """
     n, k = w.shape
     x = grouped(w.float(), group_size)  # [N, G, B]

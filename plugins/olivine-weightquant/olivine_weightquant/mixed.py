@@ -157,11 +157,8 @@ def fake_quantize(w: torch.Tensor, bits: int, group_size: int, symmetric: bool) 
     hi = torch.where(both, torch.ones_like(hi), hi)
     maxq = (1 << bits) - 1
     scale = (hi - lo) / maxq
-    if symmetric:
-        zero = torch.full_like(scale, float((maxq + 1) // 2))
-    else:
-        zero = torch.round(-lo / scale)
-    zero = zero.clamp(0, maxq)
+    mid = torch.full_like(scale, float((maxq + 1) // 2))
+    zero = (mid if symmetric else torch.round(-lo / scale)).clamp(0, maxq)
     q = torch.round(x / scale.unsqueeze(-1) + zero.unsqueeze(-1)).clamp(0, maxq)
     return ((q - zero.unsqueeze(-1)) * scale.unsqueeze(-1)).reshape(n, k).to(w.dtype)
 

@@ -258,8 +258,10 @@ def hf_options(config: Any, algorithm: str, attributes: dict[str, Any] | None = 
 
 
 #: What Olive's Gptq calibrates on when no data_config is given (``get_calibration_data_config``).
-OLIVE_DEFAULT_CALIBRATION: dict[str, Any] = {"data_name": "Salesforce/wikitext", "subset": "wikitext-2-raw-v1",
-                             "split": "train[:1000]", "max_samples": 128, "max_seq_len": 2048}
+OLIVE_DEFAULT_CALIBRATION: dict[str, Any] = {"data_name": "Salesforce/wikitext",
+                                             "subset": "wikitext-2-raw-v1",
+                                             "split": "train[:1000]", "max_samples": 128,
+                                             "max_seq_len": 2048}
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 

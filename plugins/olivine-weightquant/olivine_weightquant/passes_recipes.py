@@ -16,7 +16,7 @@ import attrs
 
 from olivine.accelerator import Accelerator
 from olivine.errors import UsageError
-from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine.models import HfModel, ModelHandle
 from olivine.passes import Pass, PassContext
 from olivine_weightquant.config_recipes import (
     K_QUANT,

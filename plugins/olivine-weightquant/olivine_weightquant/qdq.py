@@ -138,7 +138,8 @@ def _convert(node: Any, inits: dict[str, Any], graph_inputs: set[str], config: A
 
     def quantized(name: str, values: np.ndarray) -> Any:
         data = layout(values).astype(np.int16) - (mid if signed else 0)
-        return helper.make_tensor(name, ELEM_TYPES[(bits, signed)], data.shape, pack_flat(data, bits), raw=True)
+        return helper.make_tensor(name, ELEM_TYPES[(bits, signed)], data.shape, pack_flat(data, bits),
+                                  raw=True)
 
     tensors.append(quantized(f"{dq}.qweight", q))
     tensors.append(numpy_helper.from_array(np.ascontiguousarray(layout(scales_arr)), f"{dq}.scales"))
