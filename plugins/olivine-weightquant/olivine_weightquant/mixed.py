@@ -48,7 +48,7 @@ def natural_key(name: str) -> list[Any]:
 class Structure:
     """Module names of a decoder-only model: layers, LM head, embeddings, q/k/v and down_proj."""
 
-    def __init__(self, model: torch.nn.Module, tied: bool) -> None:
+    def __init__(self, model: Any, tied: bool) -> None:
         self.model = model
         self.tied = tied
         names = {id(m): n for n, m in model.named_modules()}
@@ -90,7 +90,7 @@ class Structure:
         return [tuple(g) for g in (self.attention_inputs(i) for i in range(len(self.layers))) if len(g) > 1]
 
 
-def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+def _decoder_layers(model: Any) -> torch.nn.ModuleList:
     try:
         layers = model.get_decoder().layers
         if isinstance(layers, torch.nn.ModuleList):
