@@ -13,14 +13,17 @@ import olivine
 
 @olivine.hookimpl
 def register_passes(register: Any) -> None:
-    """Register the ONNX passes (RTN, HQQ, GPTQ) and the Hugging Face passes (Rtn, Gptq and
-    Olive's GptqQuantizer/GptqModel, Awq)."""
-    from olivine_weightquant import passes
+    """Register the ONNX passes (RTN, HQQ, GPTQ, k-quant, MatMulNBits to QDQ) and the Hugging
+    Face passes (Rtn, Gptq and Olive's GptqQuantizer/GptqModel, Awq, SelectiveMixedPrecision)."""
+    from olivine_weightquant import passes, passes_recipes
 
     for cls in (passes.OnnxBlockWiseRtnQuantization, passes.OnnxHqqQuantization,
                 passes.OnnxGptqQuantization, passes.Gptq, passes.GptqQuantizer,
                 passes.GptqModel, passes.Awq, passes.Rtn):
         register(cls)
+    for extra in (passes_recipes.SelectiveMixedPrecision, passes_recipes.OnnxKQuantQuantization,
+                  passes_recipes.MatMulNBitsToQDQ):
+        register(extra)
 
 
 @olivine.hookimpl

@@ -342,3 +342,59 @@ def gptq(w: torch.Tensor, factor: HessianFactor, bits: int, group_size: int, sym
     qw = QuantizedWeight(q_all.contiguous(), scales.t().contiguous().to(scale_dtype),
                          zeros.t().contiguous().to(torch.uint8), bits, group_size, symmetric)
     return qw, loss
+
+
+# -- k-quant (llama.cpp's weighted least squares; Olive's OnnxKQuantQuantization) -------------------
+
+#: Candidate grids tried per block: the range divided into ``maxq - 1 + 0.1 * i`` steps.
+KQUANT_STEPS = 20
+
+
+def kquant(w: torch.Tensor, bits: int, group_size: int) -> QuantizedWeight:
+    """Asymmetric k-quant of ``W[N, K]`` (always with zero points), as Olive's pass computes it.
+
+    Each block's values are weighted by ``rms(block) + |w|``. Starting from the min/max
+    grid, the block tries :data:`KQUANT_STEPS` denser grids (each anchored at the offset
+    accepted so far); for each, the integer codes are fixed and scale and offset solved by
+    weighted least squares, and the fit with the smallest weighted squared error is kept.
+    The offset then becomes an integer zero point and the codes are rounded once more against it.
+    """
+    n, k = w.shape
+    x = grouped(w.float(), group_size)  # [N, G, B]
+    maxq = (1 << bits) - 1
+    weights = torch.sqrt((x * x).sum(-1, keepdim=True) / group_size) + x.abs()
+    rmin = x.amin(-1, keepdim=True)
+    rmax = x.amax(-1, keepdim=True)
+    span = rmax - rmin
+    flat = span == 0
+    safe_span = torch.where(flat, torch.ones_like(span), span)
+    sum_w = weights.sum(-1, keepdim=True)
+    sum_x = (weights * x).sum(-1, keepdim=True)
+    iscale = torch.where(flat, torch.ones_like(span), maxq / safe_span)
+    scale = 1 / iscale
+    q = torch.clamp(torch.round(iscale * (x - rmin)), 0, maxq)
+    best = (weights * (scale * q + rmin - x) ** 2).sum(-1, keepdim=True)
+    for step in range(KQUANT_STEPS):
+        factor = torch.tensor(-1 + 0.1 * step + maxq, dtype=torch.float32)
+        span = rmax - rmin  # the offset of an accepted fit moves the next grids (as llama.cpp's)
+        flat = span == 0
+        safe_span = torch.where(flat, torch.ones_like(span), span)
+        trial_iscale = torch.where(flat, torch.ones_like(span), factor / safe_span)
+        qn = torch.clamp(torch.round(trial_iscale * (x - rmin)), 0, maxq)
+        wq = weights * qn
+        sum_l = wq.sum(-1, keepdim=True)
+        sum_l2 = (wq * qn).sum(-1, keepdim=True)
+        sum_xl = (wq * x).sum(-1, keepdim=True)
+        det = sum_w * sum_l2 - sum_l * sum_l
+        trial_scale = (sum_w * sum_xl - sum_x * sum_l) / det
+        trial_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
+        err = (weights * (trial_scale * qn + trial_min - x) ** 2).sum(-1, keepdim=True)
+        better = err < best  # NaN (a singular fit) is never better
+        best = torch.where(better, err, best)
+        scale = torch.where(better, trial_scale, scale)
+        rmin = torch.where(better, trial_min, rmin)
+    zero = torch.clamp(torch.round(-rmin / scale), 0, maxq)
+    codes = torch.clamp(torch.round(x.double() / scale.double() + zero.double()), 0, maxq)
+    codes = codes.reshape(n, -1)[:, :k].to(torch.uint8)
+    return QuantizedWeight(codes, scale.squeeze(-1), zero.squeeze(-1).to(torch.uint8), bits,
+                           group_size, False)

@@ -126,8 +126,7 @@ def streamed(folder: Path, target: Path, options: HfOptions, progress: Progress 
         qw = _quantize_plain(source.get(weight_name).float(), bits, group, sym, options.algorithm)
         for key, value in gptq_tensors(qw).items():
             add(f"{module}.{key}", value)
-        if qc_in is not None or module == "lm_head":
-            add_override(qc, module, bits, group, sym)
+        add_override(qc, module, bits, group, sym)  # no-op where the defaults apply
         if progress:
             progress(done, len(todo), module)
     if embeds is not None:

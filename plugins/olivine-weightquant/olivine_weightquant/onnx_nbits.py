@@ -208,12 +208,15 @@ def _no_candidates_message(path: Path, graph: Any, skipped: dict[str, int]) -> s
 def quantize_onnx(source: Path, target_dir: Path, quantize: QuantizeFn, *, bits: int, block_size: int,
                   accuracy_level: int | None, selection: Selection,
                   progress: Callable[[float, float | None, str], None] | None = None,
-                  candidates_hook: Callable[[list[Candidate]], None] | None = None) -> Path:
+                  candidates_hook: Callable[[list[Candidate]], None] | None = None,
+                  settings: Callable[[Candidate], tuple[int, int]] | None = None) -> Path:
     """Quantize ``source`` (a .onnx file) into ``target_dir``; return the new model file.
 
     ``quantize`` maps one ``W[N, K]`` to a QuantizedWeight. A quantizer that needs to
     know which weight it is given (GPTQ) has a ``name`` keyword: it is called as
     ``quantize(w, name=weight_name)``; ``candidates_hook`` sees the chosen nodes first.
+    ``settings`` gives ``(bits, block_size)`` per node (Olive's ``customized_weight_config``);
+    the quantizer is then called as ``quantize(w, bits=..., block_size=...)``.
     MatMul weights are stored as ``[K, N]`` in ONNX and transposed on the way in. Raises :class:`UsageError`
     when no node qualifies.
     """
@@ -235,14 +238,15 @@ def quantize_onnx(source: Path, target_dir: Path, quantize: QuantizeFn, *, bits:
     target_dir.mkdir(parents=True, exist_ok=True)
     out_file = target_dir / source.name
     writer = DataWriter(target_dir / f"{source.name}.data")
-    done: dict[tuple[str, str], list[str]] = {}
+    done: dict[tuple[str, str, int, int], list[str]] = {}
     new_tensors: list[Any] = []
     total = len(candidates)
     try:
         for i, cand in enumerate(candidates):
             if progress:
                 progress(i, total, f"{cand.op_type} {cand.node.name or cand.weight}")
-            key = (cand.weight, cand.op_type)
+            node_bits, node_block = settings(cand) if settings else (bits, block_size)
+            key = (cand.weight, cand.op_type, node_bits, node_block)
             if key not in done:
                 tensor = inits[cand.weight]
                 array = reader.array(tensor)
@@ -251,9 +255,12 @@ def quantize_onnx(source: Path, target_dir: Path, quantize: QuantizeFn, *, bits:
                     warnings.simplefilter("ignore", UserWarning)
                     w = torch.from_numpy(np.asarray(array))
                 w = w.t() if cand.op_type == "MatMul" else w
-                qw = quantize(w, name=cand.weight) if named else quantize(w)
+                if settings:
+                    qw = quantize(w, bits=node_bits, block_size=node_block)
+                else:
+                    qw = quantize(w, name=cand.weight) if named else quantize(w)
                 del w, array
-                base = f"{cand.weight}_Q{bits}G{block_size}"
+                base = f"{cand.weight}_Q{node_bits}G{node_block}"
                 if cand.op_type == "MatMul":
                     packed, scales, zeros = matmul_nbits_tensors(qw, scale_dtype)
                 else:
@@ -264,7 +271,7 @@ def quantize_onnx(source: Path, target_dir: Path, quantize: QuantizeFn, *, bits:
                     names.append(f"{base}_zero_points")
                     new_tensors.append(writer.add(f"{base}_zero_points", zeros))
                 done[key] = names
-            _replace_node(cand, done[key], bits, block_size, accuracy_level)
+            _replace_node(cand, done[key], node_bits, node_block, accuracy_level)
         used = {name for node in graph.node for name in node.input}
         used |= _subgraph_inputs(graph)
         kept = []

@@ -264,11 +264,13 @@ OLIVE_DEFAULT_CALIBRATION: dict[str, Any] = {
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-def calibration_source(config: CalibrationFields, context: PassContext, pass_name: str = "") -> Any:
+def calibration_source(config: CalibrationFields, context: PassContext, pass_name: str = "",
+                       default: dict[str, Any] | None = None) -> Any:
     """The :class:`~olivine_weightquant.data.TextSource` a calibrated pass reads.
 
-    Without any source (allowed only where Olive allows it, ``Gptq``) this is Olive's
-    default, wikitext-2 from the hub; offline that is an error naming ``data_config``.
+    Without any source (allowed only where Olive allows it: ``Gptq``, ``SelectiveMixedPrecision``)
+    this is Olive's default, wikitext-2 from the hub (``default`` replaces its window counts);
+    offline that is an error naming ``data_config``.
     """
     import os
 
@@ -283,7 +285,7 @@ def calibration_source(config: CalibrationFields, context: PassContext, pass_nam
             raise UsageError(f"data_config: no data_configs entry named {config.data_config!r}")
         return source_from_data_config(config.data_config, entry, base)
     if not config.data_files and not config.data_name:
-        default = OLIVE_DEFAULT_CALIBRATION
+        default = {**OLIVE_DEFAULT_CALIBRATION, **(default or {})}
         offline = [v for v in OFFLINE_ENV
                    if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
         if offline:
