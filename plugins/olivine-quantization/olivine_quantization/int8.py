@@ -71,6 +71,9 @@ def _providers(instance: Any, attribute: attrs.Attribute, value: list[str] | Non
 class DynamicQuantConfig(ExternalDataOptions):
     """Options of ``OnnxDynamicQuantization`` (Olive's names and defaults)."""
 
+    quant_mode: Literal["dynamic"] = attrs.field(
+        default="dynamic", metadata={"help": "Olive's mode option; this pass is dynamic only "
+                                             "(OnnxQuantization takes static or dynamic)"})
     precision: str = attrs.field(
         default="int8", validator=_precision,
         metadata={"help": "type of quantized weights: int8 or uint8 (static QDQ also int16, "
@@ -116,6 +119,10 @@ class DynamicQuantConfig(ExternalDataOptions):
 @attrs.frozen
 class StaticQuantConfig(DynamicQuantConfig):
     """Options of ``OnnxStaticQuantization``: the dynamic ones plus format and calibration."""
+
+    quant_mode: Literal["static"] = attrs.field(  # type: ignore[assignment]
+        default="static", metadata={"help": "Olive's mode option; this pass is static only "
+                                            "(OnnxQuantization takes static or dynamic)"})
 
     quant_format: Literal["QDQ", "QOperator"] = attrs.field(
         default="QDQ", metadata={"help": "QDQ (QuantizeLinear/DequantizeLinear pairs) or "
@@ -170,7 +177,7 @@ class StaticQuantConfig(DynamicQuantConfig):
 class QuantConfig(StaticQuantConfig):
     """Options of ``OnnxQuantization``: ``quant_mode`` picks static or dynamic."""
 
-    quant_mode: Literal["static", "dynamic"] = attrs.field(
+    quant_mode: Literal["static", "dynamic"] = attrs.field(  # type: ignore[assignment]
         default="static", metadata={"help": "static (calibrated activations) or dynamic; "
                                             "the static-only options do not apply to dynamic"})
 
