@@ -227,6 +227,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not quiet:
             print(f"demo: {message}", file=sys.stderr, flush=True)
 
+    # the trained model is kept inside the step cache: make the folder an olivine cache
+    # first, or the cache would (rightly) refuse a folder that holds files it did not make
+    from olivine.cache import Cache
+
+    Cache(cache).ensure()
     spec = TinySpec(seconds=args.train_seconds)
     say(f"a tiny Qwen2 model trained on the Sonnets (cached under {cache / 'demo-models'})")
     model_dir = cached_model(spec, cache / "demo-models", log=say, retrain=args.retrain)
