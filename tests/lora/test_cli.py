@@ -52,6 +52,7 @@ def test_finetune_then_auto_opt(cli: Cli, base_model: Path, tmp_path: Path) -> N
     assert m, out
     record_quality("lora_cli_loss_last_vs_first", ratio=float(m[2]) / float(m[1]))
     record_quality("lora_cli_eval_ppl_vs_base", ratio=float(m[4]) / float(m[3]))
+    # measured: loss ratio 0.598 .. 0.605, perplexity ratio 0.117 .. 0.143
     assert float(m[2]) < 0.7 * float(m[1]) and float(m[4]) < 0.5 * float(m[3])
     ft = tmp_path / "ft"
     assert (ft / "adapter" / "adapter_config.json").is_file()

@@ -41,7 +41,7 @@ def test_int4_export_with_adapter_inputs(base_model: Path, trained: Path, tmp_pa
               for name, value in exact.items()}
     record_quality("lora_int4_adapter_rel_error", worst=max(errors.values()))
     worst = max(errors, key=errors.__getitem__)
-    assert errors[worst] < 0.12, (worst, errors[worst])  # int4, blocks of 32: SPREAD(lora_int4_adapter_rel_error)
+    assert errors[worst] < 0.12, (worst, errors[worst])  # int4, blocks of 32: 0.072 .. 0.073
     # with the exact file, the int4 model moves its logits the way peft moves the fp32 model's
     tokenizer, base, peft = torch_models
     ids = tokenizer("### Question: Give a word that rhymes with day.\n### Answer:")["input_ids"]
@@ -54,4 +54,4 @@ def test_int4_export_with_adapter_inputs(base_model: Path, trained: Path, tmp_pa
     cosine = float((genai_delta * torch_delta).sum() /
                    (np.linalg.norm(genai_delta) * np.linalg.norm(torch_delta)))
     record_quality("lora_int4_delta_cosine", cosine=cosine)
-    assert cosine > 0.99, cosine  # SPREAD(lora_int4_delta_cosine)
+    assert cosine > 0.99, cosine  # measured 0.9970 .. 0.9976

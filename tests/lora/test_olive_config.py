@@ -47,8 +47,9 @@ def test_olive_lora_workflow(base_model: Path, tmp_path: Path) -> None:
     record = json.loads((lora_out / "olivine_training.json").read_text())
     assert (record["steps"], record["train_rows"], record["eval_rows"]) == (12, 36, 4)
     assert [step for step, _ in record["losses"]] == [4, 8, 12]
-    record_quality("lora_olive_eval_ppl_vs_base", ratio=record["eval_perplexity"] / record["eval_perplexity_base"])
-    assert record["eval_perplexity"] < record["eval_perplexity_base"]  # SPREAD(lora_olive_eval_ppl_vs_base)
+    record_quality("lora_olive_eval_ppl_vs_base",
+                   ratio=record["eval_perplexity"] / record["eval_perplexity_base"])
+    assert record["eval_perplexity"] < record["eval_perplexity_base"]  # ratio measured 0.46 .. 0.49
     assert (Path(result.output_dir) / "model.safetensors").is_file()  # the merged model
 
 

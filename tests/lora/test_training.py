@@ -18,7 +18,7 @@ def test_training_loss_falls(record: dict[str, Any]) -> None:
     assert record["steps"] == 40 and len(losses) == 40
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     record_quality("lora_loss_last_vs_first", ratio=last / first)
-    assert last < 0.6 * first, (first, last)  # SPREAD(lora_loss_last_vs_first)
+    assert last < 0.6 * first, (first, last)  # measured 0.47 .. 0.48
     assert record["trainable_parameters"] == 16384  # r=8 on 7 projections x 2 layers
     assert record["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                         "up_proj", "down_proj"]
@@ -31,8 +31,8 @@ def test_adapted_perplexity_beats_base(torch_models: tuple[Any, Any, Any], texts
     base_ppl = perplexity(base, tokenizer, texts)
     tuned_ppl = perplexity(peft, tokenizer, texts)
     record_quality("lora_ppl_tuned_vs_base", ratio=tuned_ppl / base_ppl, tuned=tuned_ppl)
-    assert tuned_ppl < 0.25 * base_ppl, (base_ppl, tuned_ppl)  # SPREAD(lora_ppl_tuned_vs_base)
-    assert tuned_ppl < 20
+    assert tuned_ppl < 0.25 * base_ppl, (base_ppl, tuned_ppl)  # measured 0.046 .. 0.053
+    assert tuned_ppl < 20  # measured 9.3 .. 10.8
 
 
 def test_output_folder_and_handle(trained: Path, base_model: Path) -> None:
@@ -84,7 +84,7 @@ def test_eval_split_reports_perplexities(base_model: Path, tmp_path: Path) -> No
     record = json.loads((Path(result.output_dir) / "olivine_training.json").read_text())
     assert (record["train_rows"], record["eval_rows"]) == (32, 8)
     record_quality("lora_eval_ppl_vs_base", ratio=record["eval_perplexity"] / record["eval_perplexity_base"])
-    assert record["eval_perplexity"] < 0.5 * record["eval_perplexity_base"]  # SPREAD(lora_eval_ppl_vs_base)
+    assert record["eval_perplexity"] < 0.5 * record["eval_perplexity_base"]  # measured 0.13 .. 0.15
     assert len(record["losses"]) == 4
 
 

@@ -58,7 +58,7 @@ def test_training_learned_something(trained_model: Path) -> None:
     report = json.loads((trained_model / "olivine_training.json").read_text())["report"]
     assert report["steps"] == 300
     record_quality("modelbuilder_training_loss_drop", drop=report["first_loss"] - report["last_loss"])
-    assert report["last_loss"] < report["first_loss"] - 2.0  # SPREAD(modelbuilder_training_loss_drop)
+    assert report["last_loss"] < report["first_loss"] - 2.0  # measured 3.49 .. 3.71
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -71,7 +71,7 @@ def test_fp32_logits_match_torch(built: Any, torch_model: Any, tokenizer: Any, p
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
-@pytest.mark.quality  # exact tokens: a near tie could flip on other kernels (measured: never)
+@pytest.mark.quality  # exact tokens: a near tie could flip on other kernels (12 runs: never)
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_fp32_greedy_equals_torch(built: Any, torch_model: Any, tokenizer: Any, prompt: str) -> None:
     import torch
@@ -121,7 +121,8 @@ def test_quantized_close_to_fp32(built: Any, torch_model: Any, tokenizer: Any, p
     agreement = float(np.mean(reference.argmax(-1) == quant.argmax(-1)))
     mean_diff = float(np.mean(np.abs(reference - quant)))
     record_quality(f"modelbuilder_{precision}_vs_fp32", agreement=agreement, mean_abs_diff=mean_diff)
-    assert agreement >= min_agreement, agreement  # SPREAD(modelbuilder_int8_vs_fp32, modelbuilder_int4_vs_fp32)
+    # measured: int8 agreement 0.979 .. 1.0, mean diff 0.012 .. 0.014; int4 0.907 .. 0.959, 0.110 .. 0.125
+    assert agreement >= min_agreement, agreement
     assert 0 < mean_diff < max_mean_diff, mean_diff
 
 

@@ -48,6 +48,6 @@ def test_run_reports_int4_perplexity(trained_model: Path, tmp_path: Path, cli: A
     # and int4 costs it a little, not a lot
     assert 1 < fp32 < 1024 and 1 < int4 < 1024
     record_quality("modelbuilder_int4_vs_fp32_ppl", ratio=int4 / fp32)
-    assert fp32 <= int4 * 1.02 and int4 < fp32 * 1.25  # SPREAD(modelbuilder_int4_vs_fp32_ppl)
+    assert fp32 <= int4 * 1.02 and int4 < fp32 * 1.25  # int4/fp32 measured 1.004 .. 1.022
     assert "output model: ppl-perplexity=" in out
     assert report["goals"][0]["met"] is True

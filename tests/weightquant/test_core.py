@@ -37,7 +37,8 @@ def test_symmetric_rtn_maps_the_signed_extreme_to_minus_eight() -> None:
 def test_asymmetric_blocks_are_never_worse_than_symmetric_ones(bits: int) -> None:
     """On skewed weights (a quarter of the rows shifted), a zero point lowers the squared error.
 
-    Measured: SPREAD(core_asym_vs_sym).
+    Measured (benchmarks/quality_spread.py, 12 runs): asym/sym summed error 0.48 .. 0.66; no block
+    ever worse (asymmetric takes the symmetric grid when that is better).
     """
     w = _weights(seed=seed())
     for size in (16, 32, 128):
@@ -84,7 +85,7 @@ def test_gptq_cuts_the_output_error_of_rtn(act_order: bool) -> None:
         err_r = float((x @ qr.dequantize().t() - ref).pow(2).mean())
         record_quality(f"core_gptq_vs_rtn_output_error_{'sym' if symmetric else 'asym'}"
                        f"{'_act_order' if act_order else ''}", ratio=err_g / err_r)
-        assert err_g < 0.6 * err_r, (symmetric, err_g, err_r)
+        assert err_g < 0.6 * err_r, (symmetric, err_g, err_r)  # measured 0.22 .. 0.27
 
 
 @pytest.mark.quality
@@ -96,7 +97,7 @@ def test_hqq_lowers_the_weight_error_of_its_min_max_start() -> None:
     e_plain = float((plain.dequantize() - w).abs().mean())
     e_fit = float((fitted.dequantize() - w).abs().mean())
     record_quality("core_hqq_fit_vs_start", ratio=e_fit / e_plain)
-    assert e_fit < e_plain
+    assert e_fit < e_plain  # measured: 0.966 .. 0.981 of the start's error
 
 
 def _ort(path: Path, ids: np.ndarray) -> np.ndarray:
