@@ -109,7 +109,7 @@ def save_onnx(proto: Any, folder: Path, options: Any = None, *, file_name: str =
     if source is not None and sidecars:
         copy_sidecar_files(source, folder, skip={p.name for p in folder.iterdir()})
     merged = {**(source.attrs_dict() if source is not None else {}), **attributes}
-    return OnnxModel(path=str(folder), onnx_file_name=file_name, attributes=_plain(merged))
+    return OnnxModel(path=str(folder), onnx_file_name=file_name, attributes=plain_data(merged))
 
 
 def copy_sidecar_files(model: ModelHandle, dest: Path, skip: set[str] | None = None) -> list[str]:
@@ -135,10 +135,11 @@ def copy_sidecar_files(model: ModelHandle, dest: Path, skip: set[str] | None = N
     return copied
 
 
-def _plain(value: Any) -> Any:
-    """Attribute values as plain JSON data (handles freeze dicts into tuples of pairs)."""
+def plain_data(value: Any) -> Any:
+    """Handle attribute values as plain JSON data: read-only mappings (FrozenDict) become
+    dicts and tuples become lists, all the way down."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_data(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value

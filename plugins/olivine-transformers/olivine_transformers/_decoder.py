@@ -147,10 +147,11 @@ def sample(layout: CacheLayout, batch: int, seq: int, past: int, vocab: int,
 
 def convert_with_past(model: HfModel, config: ConversionConfig, context: PassContext) -> OnnxModel:
     """Export ``model`` with past key values into ``context.work_dir``; validate; return it."""
-    from olivine_transformers._export import _export, _plain, _write_sidecars, load_hf_model
+    from olivine.onnxsave import plain_data
+    from olivine_transformers._export import _export, _write_sidecars, load_hf_model
     from olivine_transformers.onnx_io import save_proto
 
-    io = _plain(dict(config.io_config or model.io_config_dict()))
+    io = plain_data(dict(config.io_config or model.io_config_dict()))
     names = cache_names(io)
     context.progress(0, 5, f"loading {model.path}")
     torch_model = load_hf_model(model, config)

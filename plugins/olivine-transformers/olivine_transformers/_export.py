@@ -27,6 +27,7 @@ import torch
 
 from olivine.errors import OlivineError, UsageError
 from olivine.models import HfModel, ModelHandle, OnnxModel, PyTorchModel
+from olivine.onnxsave import plain_data
 from olivine.passes import PassContext
 from olivine_transformers.conversion import ConversionConfig
 from olivine_transformers.onnx_io import copy_hf_sidecar_files, save_proto
@@ -153,14 +154,6 @@ def text_inputs(names: Sequence[str], batch: int, seq: int, vocab: int,
     return out
 
 
-def _plain(value: Any) -> Any:
-    """Read-only handle values (tuples, FrozenDict) as plain lists and dicts."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
 
 def io_config_inputs(io: dict[str, Any], seed: int, high: int = 100) -> dict[str, torch.Tensor]:
     """Random inputs of the shapes and types ``io_config`` gives (integers below ``high``)."""
@@ -233,7 +226,7 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
 
         return convert_pytorch(model, config, context)
     io = dict(config.io_config or (model.io_config_dict() if isinstance(model, HfModel) else {}))
-    io = {k: _plain(v) for k, v in io.items()}
+    io = {k: plain_data(v) for k, v in io.items()}
     unsupported = [k for k in ("dynamic_shapes", "string_to_int_dim_params") if io.get(k)]
     if unsupported:
         raise UsageError(f"io_config.{unsupported[0]} is not supported for a transformers model's "

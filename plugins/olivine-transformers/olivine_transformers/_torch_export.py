@@ -18,6 +18,7 @@ import torch
 
 from olivine.errors import OlivineError, UsageError
 from olivine.models import OnnxModel, PyTorchModel
+from olivine.onnxsave import plain_data
 from olivine.passes import PassContext
 from olivine_transformers.conversion import ConversionConfig
 
@@ -101,15 +102,8 @@ def resolved_io_config(model: PyTorchModel, config: ConversionConfig) -> dict[st
         if unknown:
             raise UsageError(f"input_model.io_config: {model.io_config}() returned unknown key "
                              f"{unknown[0]!r}; expected some of {', '.join(IO_CONFIG_KEYS)}")
-    return _plain(io or {})
+    return plain_data(io or {})
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def dummy_inputs(model: PyTorchModel, io: Mapping[str, Any]) -> tuple[tuple[Any, ...], list[str] | None]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from olivine.models import ModelHandle, OnnxModel
+from olivine.onnxsave import plain_data
 
 #: Models whose serialized size is above this are saved with external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -132,16 +133,8 @@ def output_handle(source: ModelHandle, folder: Path, file_name: str = "model.onn
                   **attributes: Any) -> OnnxModel:
     """An ONNX handle for ``folder/file_name`` keeping ``source``'s attributes, updated."""
     merged = {**source.attrs_dict(), **attributes}
-    return OnnxModel(path=str(folder), onnx_file_name=file_name, attributes=_plain(merged))
+    return OnnxModel(path=str(folder), onnx_file_name=file_name, attributes=plain_data(merged))
 
-
-def _plain(value: Any) -> Any:
-    """Attribute values as plain JSON data (handles freeze dicts into tuples of pairs)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def attribute_dict(model: ModelHandle, key: str) -> dict[str, Any]:
