@@ -30,14 +30,14 @@ SCORES: dict[str, tuple[float, float]] = {}
 # default/avx2/avx512 at one thread, and seeds 0, 1, 2 at two threads. "min .. max" is the range
 # of the ratio over those runs; each bound leaves at least a third of the distance between the
 # worst run and "no better" (a ratio of 1) as margin for another CPU.
-GPTQ_VS_RTN_KL = 0.55  # GPTQ's KL / RTN's, block 128: sym 0.27 .. 0.40, asym 0.30 .. 0.39
+GPTQ_VS_RTN_KL = 0.55  # GPTQ's KL / RTN's, block 128: sym 0.23 .. 0.40, asym 0.30 .. 0.39
 RTN_BLOCK32_VS_128_KL = 0.85  # RTN block 32's KL / block 128's: sym 0.61 .. 0.73, asym 0.56 .. 0.76
-GPTQ_VS_RTN_32_KL = 0.6  # GPTQ's KL / RTN's, block 32: sym 0.28 .. 0.40, asym 0.25 .. 0.42
+GPTQ_VS_RTN_32_KL = 0.6  # GPTQ's KL / RTN's, block 32: sym 0.26 .. 0.40, asym 0.25 .. 0.42
 GPTQ_WORST_PPL = 1.01  # worst GPTQ variant's perplexity / fp32's: 1.001 .. 1.004
-AWQ_VS_RTN_KL = 1.05  # AWQ's KL / RTN's, sym block 128: 0.77 .. 0.95 (a gain, not a margin)
-MB_EXPORT_PPL = 0.002  # |ORT perplexity - torch's| / torch's after ModelBuilder: 4.6e-5 .. 3.2e-4
+AWQ_VS_RTN_KL = 1.05  # AWQ's KL / RTN's, sym block 128: 0.75 .. 0.95 (a gain, not a margin)
+MB_EXPORT_PPL = 0.002  # |ORT perplexity - torch's| / torch's after ModelBuilder: 4.0e-5 .. 3.2e-4
 HQQ_VS_RTN_32_KL = 1.0  # HQQ's KL / RTN's (asymmetric), block 32: 0.80 .. 0.94
-ONNX_GPTQ_VS_RTN_KL = 0.55  # GPTQ on ONNX weights, KL / RTN's in ONNX Runtime: 0.28 .. 0.36
+ONNX_GPTQ_VS_RTN_KL = 0.55  # GPTQ on ONNX weights, KL / RTN's in ONNX Runtime: 0.26 .. 0.36
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_gptq_variants(scores: dict[str, tuple[float, float]]) -> None:
 
 @pytest.mark.quality
 def test_awq_is_no_worse_than_rtn(scores: dict[str, tuple[float, float]]) -> None:
-    """AWQ's scales keep RTN's quality or better. It did better in every run (KL 5-23% lower),
+    """AWQ's scales keep RTN's quality or better. It did better in every run (KL 5-25% lower),
     but by too little, on a tiny model without activation outliers, to assert a gain."""
     ratio = kl(scores, "awq-sym-128") / kl(scores, "rtn-sym-128")
     record_quality("awq_vs_rtn_sym_128", kl_ratio=ratio,
@@ -227,7 +227,7 @@ def calibration_free(tiny_model: Any, held: tuple[Any, Any]) -> dict[str, tuple[
 @pytest.mark.quality
 def test_hqq_beats_rtn_at_block_32(calibration_free: dict[str, tuple[float, float]]) -> None:
     """Block 32: HQQ's KL is 6-20% below RTN's (perplexity ratio 0.998 .. 1.001, not asserted).
-    At block 128 the KL ratio spans 0.87 .. 1.03, hence HQQ's default block of 32."""
+    At block 128 the KL ratio spans 0.87 .. 1.09, hence HQQ's default block of 32."""
     (kl_h, ppl_h), (kl_r, ppl_r) = calibration_free["hqq-32"], calibration_free["rtn-32"]
     record_quality("hqq_vs_rtn_32", kl_ratio=kl_h / kl_r, ppl_ratio=ppl_h / ppl_r)
     record_quality("hqq_vs_rtn_128", kl_ratio=calibration_free["hqq-128"][0] / calibration_free["rtn-128"][0])
