@@ -69,7 +69,9 @@ def _check(result: Any, model: Path, ort_session: Any, texts: list[str]) -> floa
     cos = float((got * want).sum(1).mean())
     record_quality(f"minilm_{result.report['steps'][-1]['pass']}_cosine", cosine=cos,
                    evaluator_cosine=out["embedding"]["cosine"])
-    assert cos >= 0.99  # SPREAD(minilm_OnnxDynamicQuantization_cosine, minilm_OnnxStaticQuantization_cosine)
+    # 12 runs: dynamic 0.9935, static 0.9995 (ONNX Runtime's int8 kernels decide this; torch's
+    # seed and kernels do not move it, and another CPU's MLAS kernels could not be tried here)
+    assert cos >= 0.99
     return cos
 
 

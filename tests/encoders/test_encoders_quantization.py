@@ -45,7 +45,7 @@ def test_dynamic_quantization(exported_tiny_bert: Path, workflow: Any, ort_sessi
     assert (result.output_dir / "tokenizer.json").is_file()  # sidecars travel along
     cosine = _close_to_float(result.output_dir, exported_tiny_bert, ort_session)
     record_quality("tiny_bert_dynamic_int8_cosine", cosine=cosine)
-    assert cosine > 0.98  # SPREAD(tiny_bert_dynamic_int8_cosine)
+    assert cosine > 0.98  # 12 runs: 0.99997
 
 
 @pytest.mark.quality
@@ -61,7 +61,7 @@ def test_static_qdq_from_text_file(exported_tiny_bert: Path, workflow: Any,
     assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(result.output_dir)
     cosine = _close_to_float(result.output_dir, exported_tiny_bert, ort_session)
     record_quality("tiny_bert_static_qdq_cosine", cosine=cosine)
-    assert cosine > 0.95  # SPREAD(tiny_bert_static_qdq_cosine)
+    assert cosine > 0.95  # 12 runs: 0.9993 .. 0.9995
 
 
 def test_onnx_quantization_dispatch_qoperator_on_fused_model(exported_tiny_bert: Path,
