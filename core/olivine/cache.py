@@ -140,6 +140,22 @@ class CachedStep:
     meta: dict[str, Any]
 
 
+def _being_created(root: Path) -> bool:
+    """True when ``root`` is empty, or holds only what another olivine process creating the
+    cache right now has written so far (its marker's temporary file). Such a process
+    finishes within moments: wait for its marker rather than refuse the folder."""
+    def ours_so_far() -> bool:
+        return all(entry.name.startswith(f".{MARKER}.") for entry in root.iterdir())
+
+    if ours_so_far():
+        return True
+    for _ in range(20):  # the other process's marker appears after one rename
+        if is_olivine_cache(root):
+            return True
+        time.sleep(0.05)
+    return is_olivine_cache(root)
+
+
 class Cache:
     """One cache folder; safe for several processes at once.
 
@@ -179,7 +195,7 @@ class Cache:
             raise UsageError(f"cache_dir {str(root)!r} is a file; give a folder path")
         if not is_olivine_cache(root):
             legacy = all((root / sub).is_dir() for sub in _LAYOUT)  # made before the marker existed
-            if root.is_dir() and any(root.iterdir()) and not legacy:
+            if root.is_dir() and not legacy and not _being_created(root):
                 raise UsageError(f"cache_dir {str(root)!r} holds files and is not an olivine cache "
                                  f"(no {MARKER}); give a new or empty folder, or an olivine cache")
             try:

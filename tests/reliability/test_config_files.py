@@ -71,3 +71,45 @@ def test_json_error_lines_count_multi_line_comments(tmp_path: Path) -> None:
     config.write_text('{"passes": {}, /* never closed\n}\n')
     proc = olivine_subprocess("run", "--config", str(config))
     assert proc.returncode == 2 and "comment is not closed (opened at line 1, column 16)" in proc.stderr
+
+
+def test_a_key_written_twice_is_refused_not_dropped(tmp_path: Path) -> None:
+    """JSON and YAML readers keep the last of two equal keys; olivine says so instead."""
+    cases = {
+        "wf.json": f'{{"input_model": {{"type": "ONNXModel", "model_path": "{HELLO_MODEL}"}},\n'
+                   '"passes": {"s": {"type": "Scale", "factor": 2.0, "factor": 3.0}}}\n',
+        "wf.yaml": f"input_model: {{type: ONNXModel, model_path: {HELLO_MODEL}}}\n"
+                   "passes:\n  s:\n    type: Scale\n    factor: 2.0\n    factor: 3.0\n",
+    }
+    for name, text in cases.items():
+        config = tmp_path / name
+        config.write_text(text)
+        proc = olivine_subprocess("run", "--config", str(config), "--dry-run")
+        assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
+        assert "'factor' appears twice" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert name in proc.stderr
+    # a YAML merge key may still be overridden: that is not a repeated key
+    config = tmp_path / "merge.yaml"
+    config.write_text(f"input_model: {{type: ONNXModel, model_path: {HELLO_MODEL}}}\n"
+                      "base: &scale {type: Scale, factor: 2.0}\n"
+                      "passes:\n  s:\n    <<: *scale\n    factor: 3.0\n"
+                      f"output_dir: {tmp_path / 'out'}\ncache_dir: {tmp_path / 'cache'}\n")
+    proc = olivine_subprocess("run", "--config", str(config), "--dry-run")
+    # 'base' is not a workflow key, so the plan is refused for that, not for the merge
+    assert "appears twice" not in proc.stderr, proc.stderr
+
+
+def test_a_number_that_is_not_finite_is_refused(tmp_path: Path) -> None:
+    """1e400 reads as infinity; no option wants it, and run.json could not hold it as JSON."""
+    for name, value in (("wf.json", "1e400"), ("nan.json", "NaN"), ("wf.yaml", ".inf")):
+        config = tmp_path / name
+        if name.endswith(".json"):
+            config.write_text(f'{{"input_model": {{"type": "ONNXModel", "model_path": "{HELLO_MODEL}"}},'
+                              f'"passes": {{"s": {{"type": "Scale", "factor": {value}}}}}}}')
+        else:
+            config.write_text(f"input_model: {{type: ONNXModel, model_path: {HELLO_MODEL}}}\n"
+                              f"passes: {{s: {{type: Scale, factor: {value}}}}}\n")
+        proc = olivine_subprocess("run", "--config", str(config), "--dry-run")
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert "passes.s.factor" in proc.stderr and "finite number" in proc.stderr, proc.stderr
+        assert not (tmp_path / "out").exists()

@@ -18,6 +18,7 @@ the parsers would otherwise fail with a RecursionError).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,6 +154,7 @@ def _yaml12_loader() -> Any:
     for tag, pattern, first in core:
         Yaml12Loader.add_implicit_resolver(tag, re.compile(pattern), list(first))
     Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _yaml_int)
+    Yaml12Loader.add_constructor("tag:yaml.org,2002:map", _yaml_unique_mapping)
     _YAML12_LOADER = Yaml12Loader
     return Yaml12Loader
 
@@ -174,6 +176,62 @@ def check_depth(data: Any, source: str) -> None:
             stack.extend((v, depth + 1) for v in items)
 
 
+def check_finite(data: Any, source: str) -> None:
+    """Raise UsageError for an infinite or NaN number anywhere in ``data``.
+
+    JSON has no such numbers (``1e400`` overflows to infinity when read), and a run
+    report that held one would not be valid JSON; no option wants one.
+    """
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            at = f" at {where}" if where else ""
+            raise UsageError(f"{source}: the number{at} is {value!r} (too large for a float, or "
+                             "not a number); give a finite number")
+        if isinstance(value, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _unique_pairs(source: str) -> Any:
+    """A json ``object_pairs_hook`` that refuses a key given twice in one object."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise UsageError(f"{source}: key {key!r} appears twice in one object; the first "
+                                 "value would be silently dropped: keep one")
+            out[key] = value
+        return out
+
+    return hook
+
+
+def _yaml_unique_mapping(loader: Any, node: Any) -> dict[Any, Any]:
+    """Build a YAML mapping, refusing a key written twice (YAML 1.2 requires unique keys).
+
+    Keys a merge (``<<``) brings in may still be overridden by the mapping's own keys.
+    """
+    import yaml
+
+    written: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, list | dict):
+            continue  # unhashable keys are refused by PyYAML itself
+        if key in written:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping (YAML requires unique "
+                "keys; the first value would be silently dropped)", key_node.start_mark)
+        written.add(key)
+    return dict(loader.construct_mapping(node, deep=True))
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML 1.2 text; raise UsageError naming the line."""
     import yaml
@@ -186,6 +244,7 @@ def parse_yaml(text: str, source: str) -> Any:
         raise UsageError(f"{source}: nested too deeply to read; a workflow config never needs "
                          f"more than {MAX_DEPTH} levels") from None
     check_depth(data, source)
+    check_finite(data, source)
     return data
 
 
@@ -197,7 +256,9 @@ def parse_text(text: str, source: str, fmt: str | None = None) -> Any:
         return parse_yaml(text, source)
     cleaned = strip_json_comments(text, source)
     try:
-        return json.loads(cleaned)
+        data = json.loads(cleaned, object_pairs_hook=_unique_pairs(source))
+        check_finite(data, source)
+        return data
     except json.JSONDecodeError as exc:
         raise UsageError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno}, "
                          f"column {exc.colno}") from exc
