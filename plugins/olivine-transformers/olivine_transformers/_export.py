@@ -375,6 +375,13 @@ def validate(path: Path, inputs: dict[str, torch.Tensor], input_names: list[str]
         raise OlivineError(f"the exported model does not run in ONNX Runtime: "
                            f"{type(exc).__name__}: {exc}") from exc
     shape = "x".join(str(s) for s in next(iter(inputs.values())).shape)
+    return compare_outputs(output_names, outputs, reference, config, f"sample inputs {shape}")
+
+
+def compare_outputs(output_names: list[str], outputs: list[np.ndarray], reference: list[np.ndarray],
+                    config: ConversionConfig, what: str = "the sample inputs") -> dict[str, float]:
+    """Max abs difference per output between ONNX Runtime and torch; raise on a shape or
+    tolerance mismatch, naming every bad output."""
     diffs: dict[str, float] = {}
     bad = []
     for name, got, want in zip(output_names, outputs, reference, strict=True):
@@ -391,8 +398,7 @@ def validate(path: Path, inputs: dict[str, torch.Tensor], input_names: list[str]
                        f"the output's range {rel:.3g}); tolerance atol={config.atol:g}, "
                        f"rtol={config.rtol:g}")
     if bad:
-        raise OlivineError(f"exported model does not match torch on sample inputs {shape}: "
-                           + "; ".join(bad))
+        raise OlivineError(f"exported model does not match torch on {what}: " + "; ".join(bad))
     return diffs
 
 

@@ -200,7 +200,7 @@ def _check_declared(io: Mapping[str, Any], names: list[str], reference: list[np.
 def _validate(session: Any, input_names: list[str], inputs: list[torch.Tensor],
               output_names: list[str], reference: list[np.ndarray],
               config: ConversionConfig) -> dict[str, float]:
-    from olivine_transformers._export import to_numpy
+    from olivine_transformers._export import compare_outputs, to_numpy
 
     graph = [i.name for i in session.get_inputs()]
     feeds = {n: to_numpy(t) for n, t in zip(input_names, inputs, strict=False) if n in graph}
@@ -209,19 +209,4 @@ def _validate(session: Any, input_names: list[str], inputs: list[torch.Tensor],
     except Exception as exc:
         raise OlivineError(f"the exported model does not run in ONNX Runtime: "
                            f"{type(exc).__name__}: {exc}") from exc
-    diffs: dict[str, float] = {}
-    bad = []
-    for name, got, want in zip(output_names, outputs, reference, strict=True):
-        if got.shape != want.shape:
-            bad.append(f"output {name!r} has shape {list(got.shape)} in ONNX Runtime but "
-                       f"{list(want.shape)} in torch")
-            continue
-        diffs[name] = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) \
-            if got.size else 0.0
-        if not np.allclose(got, want, atol=config.atol, rtol=config.rtol):
-            bad.append(f"output {name!r} differs from torch by max abs {diffs[name]:.3g}; "
-                       f"tolerance atol={config.atol:g}, rtol={config.rtol:g}")
-    if bad:
-        raise OlivineError("exported model does not match torch on the sample inputs: "
-                           + "; ".join(bad))
-    return diffs
+    return compare_outputs(output_names, outputs, reference, config)
