@@ -80,3 +80,63 @@ def test_gptq_rtn_modelbuilder_chain_runs_in_genai(tmp_path: Path, tied_model: P
         ref = torch_model(torch.tensor([ids])).logits[0, -1].numpy()
     spread = float(ref.max() - ref.min())
     assert float(np.abs(onnx_logits - ref).max()) < 2e-3 * spread
+
+
+def test_gptqmodel_with_olives_defaults_runs_in_genai(tmp_path: Path, tied_model: Path) -> None:
+    """Olive's ``GptqModel`` with its defaults: one block per row (group_size -1),
+    true_sequential, act-order, symmetric (and ``lm_head``, so that the reference holds every
+    quantized weight). Every linear of this model has a
+    power-of-two input size, so MatMulNBits runs blocks as long as the row; ONNX Runtime then
+    computes the dequantized checkpoint's logits (within 2e-3 of their range, as above)."""
+    import onnx
+    import onnxruntime_genai as og
+    import torch
+
+    import olivine
+    from olivine_modelbuilder.tinymodel import corpus_text
+    from olivine_weightquant.hf_checkpoint import load_dequantized, quant_config_of, read_config
+
+    calib = tmp_path / "calib.txt"
+    calib.write_text(corpus_text()[:20000], encoding="utf-8")
+    result = olivine.run({
+        "input_model": {"type": "HfModel", "model_path": str(tied_model)},
+        "passes": {"g": {"type": "GptqModel", "lm_head": True, "data_files": [str(calib)],
+                         "max_samples": 8, "max_seq_len": 32},
+                   "m": {"type": "ModelBuilder", "precision": "int4", "int4_accuracy_level": 1}},
+        "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 3})
+    gptq_folder = Path(result.report["steps"][0]["output_model"]["path"])
+    qc = quant_config_of(read_config(gptq_folder))
+    assert qc is not None and qc["group_size"] == -1 and qc["true_sequential"] and qc["sym"]
+    onnx_file = next(Path(result.output_dir).rglob("model.onnx"))
+    graph = onnx.load(str(onnx_file), load_external_data=False).graph
+    blocks = {(a.i, b.i) for n in graph.node if n.op_type == "MatMulNBits"
+              for a in n.attribute if a.name == "K" for b in n.attribute if b.name == "block_size"}
+    assert blocks == {(64, 64), (128, 128)}, blocks  # one block per row: block_size == K
+
+    ids = [5, 17, 42, 7, 99, 3]
+    model = og.Model(str(onnx_file.parent))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=32)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    onnx_logits = np.asarray(gen.get_output("logits"))[0, -1]
+    with torch.no_grad():
+        ref = load_dequantized(gptq_folder)(torch.tensor([ids])).logits[0, -1].numpy()
+    spread = float(ref.max() - ref.min())
+    assert float(np.abs(onnx_logits - ref).max()) < 2e-3 * spread
+
+
+def test_one_block_per_row_needs_a_power_of_two_row(tmp_path: Path, tiny_model: Any) -> None:
+    """group_size -1 on a linear whose input size is no power of two (this model's MLP: 384):
+    MatMulNBits cannot run it, so the run stops before quantizing anything, naming the linear
+    and the block sizes that fit."""
+    import olivine
+    from olivine.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"down_proj: group_size -1 .*MatMulNBits.*\(16, 32, 64, 128\)"):
+        olivine.run({"input_model": {"type": "HfModel", "model_path": str(tiny_model.path)},
+                     "passes": {"r": {"type": "Rtn", "group_size": -1}},
+                     "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+                     "log_severity_level": 3})
+    assert not (tmp_path / "out").exists()

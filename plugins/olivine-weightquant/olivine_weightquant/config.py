@@ -30,6 +30,12 @@ def _block(instance: Any, attribute: Any, value: int) -> None:
                          f"or 256), got {value}; MatMulNBits runs no other block sizes")
 
 
+def _group(instance: Any, attribute: Any, value: int) -> None:
+    """A Hugging Face pass's ``group_size``: a MatMulNBits block size, or -1 (one block per row)."""
+    if value != -1:
+        _block(instance, attribute, value)
+
+
 def _accuracy(instance: Any, attribute: Any, value: int | None) -> None:
     if value is not None and not 0 <= value <= 4:
         raise ValueError(f"accuracy_level: expected 0 (unset), 1 (fp32), 2 (fp16), 3 (bf16) or 4 "
@@ -87,9 +93,10 @@ def _overrides(instance: Any, attribute: Any, value: dict[str, Any] | None) -> N
             if key == "bits" and item not in (4, 8):
                 raise ValueError(f"{where}.bits: expected 4 or 8, got {item!r}")
             if key == "group_size" and (not isinstance(item, int) or isinstance(item, bool)
-                                        or not 16 <= item <= 256 or item & (item - 1)):
-                raise ValueError(f"{where}.group_size: expected a power of two from 16 to 256, "
-                                 f"got {item!r} (MatMulNBits runs no other block sizes)")
+                                        or (item != -1 and (not 16 <= item <= 256 or item & (item - 1)))):
+                raise ValueError(f"{where}.group_size: expected a power of two from 16 to 256 or -1 "
+                                 f"(one block per row), got {item!r} (MatMulNBits runs no other "
+                                 "block sizes)")
             if key == "symmetric" and not isinstance(item, bool):
                 raise ValueError(f"{where}.symmetric: expected true or false, got {item!r}")
 
@@ -158,9 +165,10 @@ class HfWeightConfig:
     ``get_quantizer_config``: bits, group_size, sym, lm_head, overrides)."""
 
     bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    group_size: int = attrs.field(default=128, validator=_block, metadata={
-        "help": "weights per block (16, 32, 64, 128, 256); must divide every quantized layer's "
-                "input size", "aliases": ("block_size",)})
+    group_size: int = attrs.field(default=128, validator=_group, metadata={
+        "help": "weights per block (16, 32, 64, 128, 256; it must divide every quantized layer's "
+                "input size), or -1: one block per row, for layers whose input size is a power of "
+                "two (MatMulNBits runs no other block sizes)", "aliases": ("block_size",)})
     sym: bool = attrs.field(default=False, metadata={
         "help": "symmetric blocks; false (Olive's default) fits a zero point per block",
         "aliases": ("symmetric", "is_symmetric")})
@@ -223,7 +231,8 @@ class GptqConfig(CalibratedConfig):
         "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
     desc_act: bool | None = attrs.field(default=None, metadata={
         "help": "act-order: quantize columns by decreasing activation energy (each column keeps its "
-                "block's scale, so no g_idx is needed); null means false", "aliases": ("act_order",)})
+                "block's scale, so no g_idx is needed); null means true for group_size -1 and false "
+                "otherwise, as in Olive", "aliases": ("act_order",)})
 
 
 @attrs.frozen
@@ -247,8 +256,8 @@ class GptqQuantizerConfig(CalibrationFields):
     """Options of Olive's ``GptqQuantizer`` (AutoGPTQ), run by olivine's GPTQ."""
 
     bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    group_size: int = attrs.field(default=128, validator=_block, metadata={
-        "help": "weights per block (16, 32, 64, 128, 256)"})
+    group_size: int = attrs.field(default=128, validator=_group, metadata={
+        "help": "weights per block (16, 32, 64, 128, 256), or -1 (one block per row)"})
     sym: bool = attrs.field(default=False, metadata={"help": "symmetric blocks"})
     damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata={
         "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
@@ -258,7 +267,9 @@ class GptqQuantizerConfig(CalibrationFields):
     static_groups: bool = attrs.field(default=False, metadata={
         "help": "accepted: olivine's act-order always uses static groups"})
     true_sequential: bool = attrs.field(default=False, metadata={
-        "help": "false only: a layer's linears are quantized from one pass of calibration inputs"})
+        "help": "quantize a layer's linears group by group (attention inputs, attention output, MLP "
+                "inputs, MLP output), each from inputs that went through the groups already "
+                "quantized; false: all from one pass of calibration inputs"})
     layers_block_name: str | None = attrs.field(default=None, validator=_unset(
         "olivine finds the decoder layers from the transformers model; remove this option"),
         metadata={"help": "not supported (olivine finds the decoder layers itself)"})
@@ -268,10 +279,6 @@ class GptqQuantizerConfig(CalibrationFields):
     inside_layer_modules: list[list[str]] | None = attrs.field(default=None, validator=_unset(
         "olivine quantizes every linear inside each decoder layer; remove this option"),
         metadata={"help": "not supported (every linear of each decoder layer is quantized)"})
-    def __attrs_post_init__(self) -> None:
-        if self.true_sequential:
-            raise ValueError("true_sequential: olivine quantizes a layer's linears from one pass of "
-                             "calibration inputs (true_sequential false); set it to false")
 
 
 @attrs.frozen
@@ -279,9 +286,9 @@ class GptqModelConfig(CalibrationFields):
     """Options of Olive's ``GptqModel`` (the gptqmodel package), run by olivine's GPTQ."""
 
     bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    group_size: int = attrs.field(default=-1, metadata={
-        "help": "weights per block (16, 32, 64, 128, 256); Olive's default -1 (per channel) "
-                "cannot run as MatMulNBits and is refused"})
+    group_size: int = attrs.field(default=-1, validator=_group, metadata={
+        "help": "weights per block (16, 32, 64, 128, 256), or -1 (GPTQModel's default: one block "
+                "per row, for layers whose input size is a power of two)"})
     damp_percent: float = attrs.field(default=0.05, validator=_damp, metadata={
         "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
     damp_auto_increment: float = attrs.field(default=0.01, metadata={
@@ -289,8 +296,8 @@ class GptqModelConfig(CalibrationFields):
     static_groups: bool = attrs.field(default=False, metadata={
         "help": "accepted: olivine's act-order always uses static groups"})
     true_sequential: bool = attrs.field(default=True, metadata={
-        "help": "olivine quantizes a layer's linears from one pass of calibration inputs: true is "
-                "refused (set false)"})
+        "help": "quantize a layer's linears group by group, each from inputs that went through "
+                "the groups already quantized"})
     desc_act: bool = attrs.field(default=True, metadata={"help": "act-order (static groups)"})
     sym: bool = attrs.field(default=True, metadata={"help": "symmetric blocks"})
     mse: float = attrs.field(default=0.0, metadata={
@@ -305,12 +312,6 @@ class GptqModelConfig(CalibrationFields):
         metadata={"help": "not supported: rotate with a QuaRot pass"})
     def __attrs_post_init__(self) -> None:
         problems = []
-        if self.group_size == -1 or self.group_size not in (16, 32, 64, 128, 256):
-            problems.append(f"group_size: {self.group_size} cannot run as MatMulNBits (blocks of 16, "
-                            "32, 64, 128 or 256; -1, per channel, is GPTQModel's default): set one")
-        if self.true_sequential:
-            problems.append("true_sequential: olivine quantizes a layer's linears from one pass of "
-                            "calibration inputs; set it to false")
         if self.mse:
             problems.append(f"mse: {self.mse} is not supported (olivine's scale search is fixed); set 0")
         if self.device != "cpu":

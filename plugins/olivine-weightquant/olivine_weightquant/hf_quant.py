@@ -51,6 +51,8 @@ class HfOptions:
     lm_head: bool = False
     lm_head_bits: int | None = None
     only_lm_head: bool = False
+    #: quantize a layer's linears group by group, each from inputs through the groups done
+    true_sequential: bool = False
     batch_tokens: int = 2048
     awq_grid: int = 20
     embeds: bool = False
@@ -84,8 +86,22 @@ def release_memory() -> None:
         pass
 
 
+def resolve_group(name: str, k: int, group_size: int) -> int:
+    """The block size of a linear with ``k`` inputs: ``group_size``, or ``k`` for -1 (one block
+    per row), which MatMulNBits runs only when ``k`` is a power of two of at least 16."""
+    if group_size != -1:
+        return group_size
+    if k < 16 or k & (k - 1):
+        sizes = [g for g in (16, 32, 64, 128, 256) if k % g == 0]
+        raise UsageError(f"{name}: group_size -1 makes one block of its {k} inputs, and "
+                         "MatMulNBits runs only power-of-two blocks of at least 16; set group_size "
+                         f"to a block size that divides {k} ({', '.join(map(str, sizes)) or 'none'})")
+    return k
+
+
 def check_shape(name: str, n: int, k: int, bits: int, group_size: int) -> None:
     """Refuse a linear the GPTQ format or ONNX Runtime's loader cannot hold."""
+    group_size = resolve_group(name, k, group_size)
     per = 32 // bits
     if k % group_size:
         sizes = [g for g in (16, 32, 64, 128, 256) if k % g == 0]
@@ -233,28 +249,30 @@ def calibrated(folder: Path, target: Path, options: HfOptions, windows: torch.Te
     del captured
     writer = CheckpointWriter(target)
     qc = make_quant_config(options.bits, options.group_size, options.symmetric, method=options.algorithm,
-                           damp_percent=options.damp_percent, act_order=options.act_order)
+                           damp_percent=options.damp_percent, act_order=options.act_order,
+                           true_sequential=options.true_sequential)
     summary: dict[str, Any] = {"layers": lm.num_layers, "linears": 0, "lean_loading": lm.lean}
     for i in range(lm.num_layers):
         clock = time.perf_counter()
         layer = lm.load_layer(i)
         names = {n: m for n, m in layer.named_modules() if f"{lm.prefix}.{i}.{n}" in plans}
-        keep = 512 if options.algorithm == "awq" else 0
-        collector = InputCollector(names, keep_tokens=keep)
-        with torch.no_grad():
-            for b, h in enumerate(hidden):
-                run_layer(layer, h, kwargs[b][i])
-                collector.end_batch()
-        collector.close()
-        times = [time.perf_counter() - clock]
-        if options.algorithm == "awq":
-            from olivine_weightquant.awq import scale_layer
+        layer_kwargs = [k[i] for k in kwargs]
+        if options.true_sequential and options.algorithm == "gptq":
+            tensors = _true_sequential(layer, names, hidden, layer_kwargs, options, lm.dtype,
+                                       f"{lm.prefix}.{i}.", qc)
+            times = [0.0, time.perf_counter() - clock]
+        else:
+            keep = 512 if options.algorithm == "awq" else 0
+            collector = _collect(layer, names, hidden, layer_kwargs, keep)
+            times = [time.perf_counter() - clock]
+            if options.algorithm == "awq":
+                from olivine_weightquant.awq import scale_layer
 
-            scale_layer(layer, collector, options)
-        tensors = _quantize_layer(layer, names, collector, options, lm.dtype, f"{lm.prefix}.{i}.", qc)
+                scale_layer(layer, collector, options)
+            tensors = _quantize_layer(layer, names, collector, options, lm.dtype, f"{lm.prefix}.{i}.", qc)
+            del collector
+            times.append(time.perf_counter() - clock - sum(times))
         summary["linears"] += len(names)
-        del collector
-        times.append(time.perf_counter() - clock - sum(times))
         with torch.no_grad():
             for b in range(len(hidden)):
                 hidden[b] = run_layer(layer, hidden[b], kwargs[b][i])
@@ -312,17 +330,57 @@ def _layer_plans(lm: Any, options: HfOptions) -> set[str]:
     return plans
 
 
+def _collect(layer: torch.nn.Module, names: dict[str, Any], hidden: list[torch.Tensor],
+             layer_kwargs: list[Any], keep_tokens: int = 0) -> InputCollector:
+    """Run the calibration batches through ``layer`` with hooks on the linears ``names``."""
+    from olivine_weightquant.hf_model import run_layer
+
+    collector = InputCollector(names, keep_tokens=keep_tokens)
+    try:
+        with torch.no_grad():
+            for h, kw in zip(hidden, layer_kwargs):
+                run_layer(layer, h, kw)
+                collector.end_batch()
+    finally:
+        collector.close()
+    return collector
+
+
+def _true_sequential(layer: torch.nn.Module, names: dict[str, Any], hidden: list[torch.Tensor],
+                     layer_kwargs: list[Any], options: HfOptions, dtype: torch.dtype, prefix: str,
+                     qc: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """GPTQ's ``true_sequential``: the linears that read one input form a group; groups are
+    quantized in the order the layer's forward reaches them, and each group's statistics are
+    gathered from a forward through the groups already quantized."""
+    collector = _collect(layer, names, hidden, layer_kwargs)
+    order = list(collector.groups().items())
+    tensors: dict[str, torch.Tensor] = {}
+    for n, (_, members) in enumerate(order):
+        group_names = {m: names[m] for m in members}
+        if n:
+            collector = _collect(layer, group_names, hidden, layer_kwargs)
+        tensors.update(_quantize_layer(layer, group_names, collector, options, dtype, prefix, qc))
+    missing = set(names) - {m for _, members in order for m in members}
+    if missing:
+        raise UsageError(f"linears {sorted(missing)} received no calibration input (unused by the "
+                         "layer's forward?)")
+    return tensors
+
+
 def _quantize_layer(layer: torch.nn.Module, names: dict[str, Any], collector: InputCollector,
                     options: HfOptions, dtype: torch.dtype, prefix: str,
                     qc: dict[str, Any]) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for leader, members in collector.groups().items():
+        if leader not in names:  # another group's (true_sequential quantizes one group at a time)
+            continue
         factor = core.factor_hessian(collector.take_hessian(leader), options.damp_percent,
                                      options.act_order) if options.algorithm == "gptq" else None
         for name in members:
             module = names[name]
             w = module.weight.detach().float()
             bits, group, sym = options.settings(prefix + name)
+            group = resolve_group(prefix + name, w.shape[1], group)
             if factor is not None:
                 qw, _ = core.gptq(w, factor, bits, group, sym, scale_dtype=torch.float16)
             else:
@@ -343,6 +401,7 @@ def _quantize_lm_head(lm: Any, hidden: list[torch.Tensor], options: HfOptions,
                       qc: dict[str, Any]) -> dict[str, torch.Tensor]:
     bits, group, sym = options.settings("lm_head")
     w = lm.lm_head_matrix().float()
+    group = resolve_group("lm_head", w.shape[1], group)
     if options.algorithm == "gptq":
         norm = lm.final_norm()
         h = torch.zeros(w.shape[1], w.shape[1])

@@ -32,7 +32,7 @@ from olivine_weightquant.hf_checkpoint import (
     quant_config_of,
     read_config,
 )
-from olivine_weightquant.hf_quant import SHARD_BYTES, HfOptions, _tie_off, check_shape
+from olivine_weightquant.hf_quant import SHARD_BYTES, HfOptions, _tie_off, check_shape, resolve_group
 from olivine_weightquant.packing import gptq_tensors
 
 Progress = Callable[[float, "float | None", str], None]
@@ -71,8 +71,9 @@ def _plan(options: HfOptions, linears: dict[str, tuple[int, int]], already: set[
         raise UsageError(f"only_lm_head: {folder} is a float model, and the genai builder reads every "
                          "decoder-layer linear of a quantized checkpoint as quantized; quantize the "
                          "layers first (Gptq or Rtn), then add the LM head")
-    for name, (bits, group, _) in todo.items():
+    for name, (bits, group, sym) in todo.items():
         check_shape(name, *linears[name], bits, group)
+        todo[name] = (bits, resolve_group(name, linears[name][1], group), sym)
     return todo
 
 
@@ -158,6 +159,7 @@ def _embeds_plan(options: HfOptions, qc_in: dict[str, Any] | None, embed_name: s
         raise UsageError("embeds: the model has no input embedding table to quantize")
     bits, group, sym = options.settings(embed_name)
     hidden = int(source.get(f"{embed_name}.weight").shape[1])
+    group = resolve_group(embed_name, hidden, group)
     if hidden % group:
         raise UsageError(f"embeds: the embedding width {hidden} is not a multiple of the block size "
                          f"{group}; set group_size (or overrides.{embed_name}.group_size) to one "

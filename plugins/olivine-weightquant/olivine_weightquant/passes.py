@@ -233,7 +233,11 @@ def hf_options(config: Any, algorithm: str, attributes: dict[str, Any] | None = 
 
     extra: dict[str, Any] = {}
     if hasattr(config, "damp_percent"):
-        extra = {"damp_percent": config.damp_percent, "act_order": bool(getattr(config, "desc_act", False))}
+        desc_act = getattr(config, "desc_act", False)
+        if desc_act is None:  # Olive's Gptq: act-order by default for one block per row only
+            desc_act = config.group_size == -1
+        extra = {"damp_percent": config.damp_percent, "act_order": bool(desc_act),
+                 "true_sequential": bool(getattr(config, "true_sequential", False))}
     if isinstance(config, AwqConfig):
         extra = {"awq_grid": config.grid}
     base = {"bits": config.bits, "group_size": config.group_size, "symmetric": config.sym}
