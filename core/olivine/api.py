@@ -28,6 +28,11 @@ def validate(config: str | Path | Mapping[str, Any], **overrides: Any) -> Workfl
             raw["engine"][key] = value
         else:
             raw[key] = value
+    if source is None:  # a file was checked as it was read; a dict from Python is checked here
+        from olivine.config.loader import check_depth, check_finite
+
+        check_depth(raw, "the workflow")
+        check_finite(raw, "the workflow")
     return validate_workflow(raw, host, source=source, base_dir=base)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from olivine_testutil import HELLO_MODEL, olivine_subprocess
 
 
@@ -113,3 +115,19 @@ def test_a_number_that_is_not_finite_is_refused(tmp_path: Path) -> None:
         assert proc.returncode == 2, (name, proc.stderr)
         assert "passes.s.factor" in proc.stderr and "finite number" in proc.stderr, proc.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_a_number_that_is_not_finite_is_refused_from_python(tmp_path: Path) -> None:
+    """``olivine.run`` with a dict: the same check as for a file, before anything is written."""
+    import math
+
+    import olivine
+    from olivine.errors import UsageError
+
+    for value in (math.inf, -math.inf, math.nan):
+        config = {"input_model": {"type": "ONNXModel", "model_path": str(HELLO_MODEL)},
+                  "passes": {"s": {"type": "Scale", "factor": value}},
+                  "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache")}
+        with pytest.raises(UsageError, match=r"passes\.s\.factor .*finite number"):
+            olivine.run(config)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
