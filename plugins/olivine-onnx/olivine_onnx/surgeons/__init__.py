@@ -88,6 +88,29 @@ class ReplaceAttentionMaskValueOptions:
 
 
 @attrs.frozen
+class ZeroOutInputOptions:
+    """Options of ``ZeroOutInput``."""
+
+    node_name: str = attrs.field(metadata={"help": "the node whose input is zeroed"})
+    input_idx: int = attrs.field(validator=_not_negative, metadata={"help": "which input"})
+
+
+@attrs.frozen
+class NamesOptions:
+    """A list of names (graph inputs for ``RemoveInputs``, nodes for ``ExposeOutputs``)."""
+
+    names: list[str] = attrs.field(metadata={"help": "the names"})
+
+
+@attrs.frozen
+class IntermediateTensorsOptions:
+    """Options of ``AddIntermediateTensorsToOutputs``."""
+
+    intermediate_tensor_to_add: list[str] | None = attrs.field(
+        default=None, metadata={"help": "tensors to expose (default: every node output)"})
+
+
+@attrs.frozen
 class Surgeon:
     """One entry of the catalogue: its name, options class and ``module:function``."""
 
@@ -144,6 +167,20 @@ _ENTRIES: list[tuple[str, type, str, str]] = [
     ("RemoveMemcpy", NoOptions, "cleanup:remove_memcpy", "drop MemcpyToHost/MemcpyFromHost"),
     ("PackedAttentionToLoopMHA", NoOptions, "attention:packed_attention_to_loop_mha",
      "custom::PackedAttention -> a Loop of MultiHeadAttention over segments"),
+    ("ReplaceErfWithTanh", NoOptions, "misc:replace_erf_with_tanh",
+     "Erf(x) -> Tanh(x * 605/503), an approximation within 0.02"),
+    ("DecomposeQuickGelu", NoOptions, "misc:decompose_quick_gelu",
+     "QuickGelu(x) -> x * Sigmoid(alpha * x)"),
+    ("ZeroOutInput", ZeroOutInputOptions, "misc:zero_out_input",
+     "one input of a node reads zeros of its shape"),
+    ("RemoveInputs", NamesOptions, "misc:remove_inputs",
+     "drop graph inputs (nodes stop reading them)"),
+    ("ExposeOutputs", NamesOptions, "misc:expose_outputs",
+     "the first output of the named nodes becomes a graph output"),
+    ("AddIntermediateTensorsToOutputs", IntermediateTensorsOptions,
+     "misc:add_intermediate_tensors_to_outputs", "intermediate tensors become graph outputs"),
+    ("RemoveAllTensorValueShapes", NoOptions, "misc:remove_all_tensor_value_shapes",
+     "clear the shapes of intermediate value infos"),
 ]
 
 #: Every surgeon by its lower-case name (Olive matches surgeon names case-insensitively).
