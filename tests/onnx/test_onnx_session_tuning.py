@@ -73,7 +73,7 @@ def test_tuning_ranks_what_it_timed_and_writes_the_fastest(tmp_path: Path) -> No
 def test_tuning_reusable_function_and_handle_attribute(tmp_path: Path) -> None:
     """The tuning core works without the engine; the pass's output handle carries the settings."""
     from olivine_onnx.session_pass import SessionParamsTuningConfig
-    from olivine_onnx.session_tuning import candidates, generated_feeds, create_session, tune_session_params
+    from olivine_onnx.session_tuning import candidates, create_session, generated_feeds, tune_session_params
 
     model = _model(tmp_path)
     config = SessionParamsTuningConfig(intra_thread_num_list=[1, 2])

@@ -33,7 +33,8 @@ def _decoder(tmp_path: Path, metadata: str | None = None) -> Path:
              "lm_w": RNG.standard_normal((H, V)).astype(np.float32)}
     for i in range(4):
         inits[f"w{i}"] = RNG.standard_normal((H, H)).astype(np.float32)
-        nodes += [helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"], name=f"/model/layers.{i}/mlp/MatMul"),
+        nodes += [helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"],
+                                   name=f"/model/layers.{i}/mlp/MatMul"),
                   helper.make_node("Mul", [f"m{i}", "half"], [f"s{i}"], name=f"/model/layers.{i}/Mul"),
                   helper.make_node("Tanh", [f"s{i}"], [f"h{i + 1}"], name=f"/model/layers.{i}/act/Tanh")]
     nodes.append(helper.make_node("MatMul", ["h4", "lm_w"], ["logits"], name="/lm_head/MatMul"))

@@ -111,7 +111,8 @@ def test_static_llm_fixes_input_shapes_and_keeps_the_logits(tmp_path: Path, gena
     assert decoder["session_options"]["provider_options"] == [{"qnn": {"backend_type": "gpu"}}]
     pipeline = decoder["pipeline"][0]["model_onnx"]
     assert pipeline["filename"] == "model.onnx"
-    assert pipeline["inputs"] == [i.name for i in onnx.load(str(static), load_external_data=False).graph.input]
+    graph = onnx.load(str(static), load_external_data=False).graph
+    assert pipeline["inputs"] == [i.name for i in graph.input]
     assert (static.parent / "tokenizer.json").is_file()
 
 

@@ -4,6 +4,7 @@ reference, where ONNX Runtime cannot run the original op) computes on random inp
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ def _attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, cu: np.nda
                          scale: float) -> np.ndarray:
     """Each segment attends only to itself; [B, heads, seq, d] in, [B, seq, heads, d] out."""
     out = np.zeros((q.shape[0], q.shape[2], q.shape[1], q.shape[3]), np.float32)
-    for a, b in zip(cu[:-1], cu[1:], strict=True):
+    for a, b in itertools.pairwise(cu):
         scores = np.einsum("bhsd,bhtd->bhst", q[:, :, a:b], k[:, :, a:b]) * scale
         p = np.exp(scores - scores.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
@@ -34,7 +35,8 @@ def test_packed_attention_to_loop_mha(tmp_path: Path) -> None:
     inputs = [helper.make_tensor_value_info(n, F, [b, heads, seq, d]) for n in "qkv"]
     inputs.append(helper.make_tensor_value_info("cu_seqlens", TensorProto.INT32, ["n"]))
     model = helper.make_model(
-        helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("attn", F, [b, seq, heads, d])]),
+        helper.make_graph([node], "g", inputs,
+                          [helper.make_tensor_value_info("attn", F, [b, seq, heads, d])]),
         opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("custom", 1)])
     path = save(model, tmp_path / "in" / "model.onnx", check=False)
     out = surgery(tmp_path, path, {"surgeon": "PackedAttentionToLoopMHA"})

@@ -256,7 +256,7 @@ def generated_feeds(sess: Any, seed: int = 0) -> dict[str, np.ndarray]:
     types = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
              "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-    feeds = {}
+    feeds: dict[str, np.ndarray] = {}
     for inp in sess.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
         dtype = types.get(inp.type)

@@ -205,7 +205,7 @@ def split_model(model: ModelHandle, config: Any, context: PassContext) -> Compos
     proto = onnx.load(str(model.model_file()), load_external_data=True)
     assignments = _find_assignments(proto, model, config.split_assignments)
     parts = split_proto(proto, assignments)
-    components = []
+    components: list[tuple[str, OnnxModel]] = []
     for s, part in parts:
         name = f"split_{s}"
         options = config
