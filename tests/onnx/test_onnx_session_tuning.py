@@ -114,3 +114,36 @@ def test_tuning_options_that_cannot_apply_on_cpu(tmp_path: Path, options: dict, 
     with pytest.raises(ConfigError) as info:
         olivine.validate(wf)
     assert message in str(info.value)
+
+
+def test_tuning_times_the_first_batch_of_its_data_config(tmp_path: Path) -> None:
+    """Rows of a local JSON-lines file, batched by 3: the table says it timed 3 x 64 inputs."""
+    model = _model(tmp_path)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"x": RNG.standard_normal(64).round(3).tolist()}) + "\n"
+                            for _ in range(5)))
+    wf = make_workflow(tmp_path, model, {"t": {
+        "type": "OrtSessionParamsTuning", "data_config": "d", "intra_thread_num_list": 1,
+        "warmup_num": 0, "repeat_test_num": 2}},
+        data_configs=[{"name": "d", "load_dataset_config": {"data_files": str(rows)},
+                       "dataloader_config": {"batch_size": 3}}])
+    result = olivine.run(wf)
+    folder = Path(result.output_model.path)
+    assert "timed on x[3, 64]" in (folder / "session_params_tuning.md").read_text()
+    wf["data_configs"] = []
+    with pytest.raises(ConfigError, match="data_config"):
+        olivine.validate(wf)
+
+
+def test_tuning_a_genai_model_writes_its_session_options(tmp_path: Path, genai_model: Path) -> None:
+    """onnxruntime-genai reads the written thread counts (and loads the model with them)."""
+    og = pytest.importorskip("onnxruntime_genai")
+    wf = make_workflow(tmp_path, genai_model.parent, {"t": {
+        "type": "OrtSessionParamsTuning", "intra_thread_num_list": [1, 2], "opt_level_list": 1,
+        "warmup_num": 0, "repeat_test_num": 2}})
+    folder = Path(olivine.run(wf).output_model.path)
+    best = json.loads((folder / "inference_settings.json").read_text())["session_options"]
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    assert decoder["session_options"]["intra_op_num_threads"] == best["intra_op_num_threads"]
+    assert decoder["session_options"]["graph_optimization_level"] == "ORT_ENABLE_BASIC"
+    og.Model(str(folder))

@@ -250,26 +250,45 @@ def table(rows: list[TuningRow]) -> str:
     return "\n".join(lines)
 
 
-def generated_feeds(sess: Any, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for a session: symbolic dimensions 1, floats random, integers zero, masks one."""
+def generated_feeds(sess: Any, seed: int = 0, head_size: int | None = None) -> dict[str, np.ndarray]:
+    """Inputs for a session: symbolic dimensions 1 (a past sequence length 0, a KV cache's head
+    dimension ``head_size``), floats random, integers zero, masks and total lengths one."""
     rng = np.random.default_rng(seed)
     types = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
              "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
     feeds: dict[str, np.ndarray] = {}
     for inp in sess.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        shape = []
+        for i, d in enumerate(inp.shape):
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif isinstance(d, str) and d.startswith("past_seq"):
+                shape.append(0)
+            elif head_size and inp.name.startswith("past_key_values") and i == len(inp.shape) - 1:
+                shape.append(head_size)
+            else:
+                shape.append(1)
         dtype = types.get(inp.type)
         if dtype is None:
             raise UsageError(f"cannot generate input {inp.name!r} of type {inp.type}; give a "
                              "data_config")
         if np.issubdtype(dtype, np.floating):
             feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-        elif "mask" in inp.name or dtype == np.bool_:
+        elif "mask" in inp.name or dtype == np.bool_ or inp.name.startswith("total_seq"):
             feeds[inp.name] = np.ones(shape, dtype)
         else:
             feeds[inp.name] = np.zeros(shape, dtype)
     return feeds
+
+
+def _head_size(model_file: Path) -> int | None:
+    cfg = model_file.parent / "genai_config.json"
+    try:
+        value = json.loads(cfg.read_text())["model"]["decoder"]["head_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(value) if isinstance(value, int) else None
 
 
 def _data_feeds(model: OnnxModel, config: SessionParamsTuningConfig,
@@ -297,7 +316,14 @@ def _data_feeds(model: OnnxModel, config: SessionParamsTuningConfig,
     if missing:
         raise UsageError(f"data config {config.data_config!r} gives no {', '.join(missing)} "
                          f"for the model's inputs ({', '.join(names)})")
-    return {n: np.asarray(batch[n]) for n in names}
+    types = {i.name: i.type.tensor_type.elem_type for i in proto.graph.input}
+    feeds = {}
+    for n in names:
+        value = np.asarray(batch[n])
+        if types.get(n) and value.dtype.kind in "fiub":  # numbers read from files: the model's type
+            value = value.astype(onnx.helper.tensor_dtype_to_np_dtype(types[n]))
+        feeds[n] = value
+    return feeds
 
 
 def _copy_model(model: OnnxModel, dest: Path) -> Path:
@@ -324,7 +350,8 @@ def run_tuning(model: ModelHandle, config: SessionParamsTuningConfig,
     rows = candidates(config, config.providers(context.accelerator))
     feeds = _data_feeds(model, config, context)
     if feeds is None:
-        feeds = generated_feeds(create_session(model.model_file(), rows[0].settings))
+        feeds = generated_feeds(create_session(model.model_file(), rows[0].settings),
+                                head_size=_head_size(model.model_file()))
     context.progress(0, len(rows), f"timing {len(rows)} settings")
     ranked = tune_session_params(model.model_file(), feeds, rows, config.warmup_num,
                                  config.repeat_test_num,
@@ -335,8 +362,9 @@ def run_tuning(model: ModelHandle, config: SessionParamsTuningConfig,
     if best.error:
         raise OlivineError(f"every session setting failed; the first: {best.error}")
     out_file = _copy_model(model, context.work_dir)
+    shapes = ", ".join(f"{k}[{', '.join(map(str, v.shape))}]" for k, v in feeds.items())
     (context.work_dir / TABLE_FILE).write_text(
-        f"# OrtSessionParamsTuning\n\n{len(feeds)} input(s), {config.warmup_num} warm-up and "
+        f"# OrtSessionParamsTuning\n\ntimed on {shapes}; {config.warmup_num} warm-up and "
         f"{config.repeat_test_num} timed runs per setting; written: **{best.label}**\n\n{text}\n")
     (context.work_dir / TABLE_JSON).write_text(json.dumps(
         [attrs.asdict(r) for r in ranked], indent=1, default=str))
