@@ -149,3 +149,41 @@ def test_capture_split_info_needs_num_splits_or_cost_model(tiny_hf: Path, tmp_pa
     with pytest.raises(ConfigError) as info:
         olivine.validate(wf)
     assert "passes.c.memory: cost_model needs the accelerator's memory" in str(info.value)
+
+
+@pytest.mark.slow
+def test_capture_convert_split_chain_on_a_tiny_qwen2(tmp_path: Path) -> None:
+    """CaptureSplitInfo -> OnnxConversion -> SplitModel: the exporter's node names carry the
+    module names the assignments use; the two parts chained give the converted model's logits
+    (1e-5; same nodes in the same order)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    hf = tmp_path / "hf"
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                 num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=1)).eval().save_pretrained(hf)
+    wf = {"input_model": {"type": "HfModel", "model_path": str(hf)},
+          "passes": {"c": {"type": "CaptureSplitInfo", "num_splits": 2},
+                     "conv": {"type": "OnnxConversion"}},
+          "output_dir": str(tmp_path / "conv"), "cache_dir": str(tmp_path / "cache"),
+          "log_severity_level": 3}
+    converted = olivine.run(wf).output_model
+    meta = {p.key: p.value for p in onnx.load(str(converted.model_file()), load_external_data=False)
+            .metadata_props}
+    assert converted.attrs_dict()["split_assignments"] or meta.get("split_assignments")
+    wf["passes"]["s"] = {"type": "SplitModel"}  # type: ignore[index]
+    wf["output_dir"] = str(tmp_path / "split")
+    parts = [h for _, h in olivine.run(wf).output_model.components]
+    assert len(parts) == 2
+    feeds = {"input_ids": np.array([[3, 9, 27, 5]], np.int64),
+             "attention_mask": np.ones((1, 4), np.int64)}
+    values = dict(feeds)
+    for part in parts:
+        sess = session(part.model_file())
+        values.update(zip([o.name for o in sess.get_outputs()],
+                          sess.run(None, {i.name: values[i.name] for i in sess.get_inputs()}),
+                          strict=True))
+    want = session(converted.model_file()).run(["logits"], feeds)[0]
+    np.testing.assert_allclose(values["logits"], want, atol=1e-5, rtol=1e-5)

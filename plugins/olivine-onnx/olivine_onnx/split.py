@@ -43,13 +43,17 @@ def parse_assignments(value: dict[str, int] | str) -> dict[str, int]:
 
 
 def assignment_of(node_name: str, assignments: dict[str, int]) -> int | None:
-    """The split of the longest dotted prefix of ``node_name`` found in ``assignments``."""
-    parts = node_name.replace("/", ".").lstrip(".").split(".")
-    while parts:
-        found = assignments.get(".".join(parts))
-        if found is not None:
-            return found
-        parts.pop()
+    """The split of the longest dotted prefix of ``node_name`` found in ``assignments``; when
+    none matches, the same without leading components (an exporter's wrapper module, as in
+    ``/model/model/layers.0/...``)."""
+    names = node_name.replace("/", ".").lstrip(".").split(".")
+    for start in range(len(names)):
+        parts = names[start:]
+        while parts:
+            found = assignments.get(".".join(parts))
+            if found is not None:
+                return found
+            parts.pop()
     return None
 
 
