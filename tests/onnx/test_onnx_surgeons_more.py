@@ -124,3 +124,48 @@ def test_add_intermediate_tensors_and_remove_value_shapes(tmp_path: Path) -> Non
     y, xm = session(out).run(None, feeds)
     np.testing.assert_allclose(xm, feeds["x"] * feeds["m"], atol=1e-6)
     np.testing.assert_allclose(y, session(model).run(None, feeds)[0], atol=1e-6)
+
+
+def _qdq_model(tmp_path: Path) -> tuple[Path, float]:
+    """x -> Q/DQ (uint8, scale 0.02, zero 128) -> MatMul with an int8 DequantizeLinear weight
+    -> Q/DQ -> y."""
+    scale = 0.02
+    w = RNG.integers(-127, 127, (4, 3)).astype(np.int8)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], name="dq_w"),
+             helper.make_node("MatMul", ["xd", "wd"], ["m"], name="mm"),
+             helper.make_node("QuantizeLinear", ["m", "s", "z"], ["mq"], name="q_out"),
+             helper.make_node("DequantizeLinear", ["mq", "s", "z"], ["y"], name="dq_out")]
+    inits = {"s": np.array(scale, np.float32), "z": np.array(128, np.uint8), "w": w,
+             "ws": np.array(0.01, np.float32), "wz": np.array(0, np.int8)}
+    path = save(make(nodes, [helper.make_tensor_value_info("x", F, [2, 4])],
+                     [helper.make_tensor_value_info("y", F, [2, 3])], inits), tmp_path / "in" / "model.onnx")
+    return path, scale
+
+
+def test_remove_deqlin_folds_constant_dequantization(tmp_path: Path) -> None:
+    model, _ = _qdq_model(tmp_path)
+    out = surgery(tmp_path, model, {"surgeon": "RemoveDeqLin"})
+    assert op_types(out).count("DequantizeLinear") == 2  # only the activations' remain
+    assert_same(model, out, atol=1e-6)
+
+
+def test_qdq_to_clip_and_remove_qdq(tmp_path: Path) -> None:
+    """Without the Q/DQ rounding the outputs move by at most half a step per rounding
+    (2 roundings through a weight of at most 4 x 1.27: bound 0.01 + 4 x 1.27 x 0.01 + 0.01)."""
+    model, scale = _qdq_model(tmp_path)
+    x = RNG.uniform(-1, 1, (2, 4)).astype(np.float32)
+    clip = surgery(tmp_path / "c", model, {"surgeon": "QDQToClip"})
+    assert op_types(clip).count("Clip") == 2 and "QuantizeLinear" not in op_types(clip)
+    bound = scale / 2 + 4 * 1.27 * scale / 2 + scale / 2
+    assert_same(model, clip, feeds={"x": x}, atol=bound, rtol=0)
+    removed = surgery(tmp_path / "r", model, {"surgeon": "RemoveQDQ"})
+    assert "QuantizeLinear" not in op_types(removed)
+    assert_same(model, removed, feeds={"x": x}, atol=bound, rtol=0)
+    kept = surgery(tmp_path / "k", model, {"surgeon": "RemoveQDQ", "keep_clip_after_inputs": True})
+    assert op_types(kept)[0] == "Clip" and op_types(kept).count("Clip") == 1
+    big = np.full((2, 4), 9.0, np.float32)  # clipped to the input's range, (255 - 128) x 0.02
+    edge = np.full((2, 4), 127 * scale, np.float32)
+    np.testing.assert_allclose(session(kept).run(None, {"x": big})[0],
+                               session(removed).run(None, {"x": edge})[0], atol=1e-5)

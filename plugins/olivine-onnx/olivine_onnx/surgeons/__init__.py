@@ -111,6 +111,15 @@ class IntermediateTensorsOptions:
 
 
 @attrs.frozen
+class RemoveQDQOptions:
+    """Options of ``RemoveQDQ``."""
+
+    keep_clip_after_inputs: bool = attrs.field(
+        default=False, metadata={"help": "a pair right after a graph input becomes a Clip to "
+                                         "its range"})
+
+
+@attrs.frozen
 class Surgeon:
     """One entry of the catalogue: its name, options class and ``module:function``."""
 
@@ -179,6 +188,11 @@ _ENTRIES: list[tuple[str, type, str, str]] = [
      "the first output of the named nodes becomes a graph output"),
     ("AddIntermediateTensorsToOutputs", IntermediateTensorsOptions,
      "misc:add_intermediate_tensors_to_outputs", "intermediate tensors become graph outputs"),
+    ("RemoveQDQ", RemoveQDQOptions, "qdq:remove_qdq",
+     "QuantizeLinear -> DequantizeLinear pairs removed"),
+    ("QDQToClip", NoOptions, "qdq:qdq_to_clip", "QuantizeLinear -> DequantizeLinear pairs -> Clip"),
+    ("RemoveDeqLin", NoOptions, "qdq:remove_deqlin",
+     "DequantizeLinear of constants folded into float initializers"),
     ("RemoveAllTensorValueShapes", NoOptions, "misc:remove_all_tensor_value_shapes",
      "clear the shapes of intermediate value infos"),
 ]
