@@ -144,9 +144,9 @@ class StaticLLMConfig:
 
 
 class StaticLLM(Pass):
-    """Give an LLM fixed shapes: on a QNN GPU target, one model with input length
-    ``context_length``; otherwise a composite (embeddings, transformer part(s), lm_head) becomes
-    context and iterator (length 1) models, with the onnxruntime-genai pipeline."""
+    """Give an LLM fixed shapes (Olive's QNN GPU form): input_ids becomes [batch_size,
+    context_length] and genai_config.json a one-model pipeline with a sliding window. Olive's
+    composite form (context and iterator models) is not supported yet."""
 
     name = "StaticLLM"
     aliases = ("static_llm",)
