@@ -188,6 +188,8 @@ _ENTRIES: list[tuple[str, type, str, str]] = [
      "the first output of the named nodes becomes a graph output"),
     ("AddIntermediateTensorsToOutputs", IntermediateTensorsOptions,
      "misc:add_intermediate_tensors_to_outputs", "intermediate tensors become graph outputs"),
+    ("RMSNormToL2Norm", NoOptions, "norm:rmsnorm_to_l2norm",
+     "Pow/ReduceMean/Add/Sqrt/Div RMSNorm -> LpNormalization * (weight * sqrt(N))"),
     ("RemoveQDQ", RemoveQDQOptions, "qdq:remove_qdq",
      "QuantizeLinear -> DequantizeLinear pairs removed"),
     ("QDQToClip", NoOptions, "qdq:qdq_to_clip", "QuantizeLinear -> DequantizeLinear pairs -> Clip"),
