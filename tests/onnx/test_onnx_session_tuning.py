@@ -147,3 +147,21 @@ def test_tuning_a_genai_model_writes_its_session_options(tmp_path: Path, genai_m
     assert decoder["session_options"]["intra_op_num_threads"] == best["intra_op_num_threads"]
     assert decoder["session_options"]["graph_optimization_level"] == "ORT_ENABLE_BASIC"
     og.Model(str(folder))
+
+
+def test_tuning_other_providers_when_forced(tmp_path: Path) -> None:
+    """A provider this onnxruntime lacks is a failed row of the table, not the end of tuning."""
+    import onnxruntime as ort
+
+    model = _model(tmp_path)
+    out = run_pass(tmp_path, model, "OrtSessionParamsTuning", cpu_cores=1,
+                   providers_list=["CPUExecutionProvider", "CUDAExecutionProvider"],
+                   force_evaluate_other_eps=True, warmup_num=0, repeat_test_num=2)
+    rows = json.loads((out.parent / "session_params_tuning.json").read_text())
+    cuda = [r for r in rows if r["settings"]["execution_provider"] == ["CUDAExecutionProvider"]]
+    assert len(cuda) == 2 and len(rows) == 4
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert all("CUDAExecutionProvider is not available" in r["error"] for r in cuda)
+        assert rows[-2:] == cuda  # failed rows rank last
+        written = json.loads((out.parent / "inference_settings.json").read_text())
+        assert written["execution_provider"] == ["CPUExecutionProvider"]

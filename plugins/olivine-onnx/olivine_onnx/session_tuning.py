@@ -225,8 +225,6 @@ def tune_session_params(model_file: str | Path, feeds: dict[str, np.ndarray],
             times = _time(sess, feeds, bool(row.settings.get("io_bind")), warmup, repeat)
             if row.settings["session_options"].get("enable_profiling"):
                 row.profile = sess.end_profiling()
-        except UsageError:
-            raise
         except Exception as exc:  # one setting failing is a result, not the end of tuning
             row.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
             log.warning("setting %r failed: %s", row.label, row.error)
@@ -350,7 +348,7 @@ def run_tuning(model: ModelHandle, config: SessionParamsTuningConfig,
     rows = candidates(config, config.providers(context.accelerator))
     feeds = _data_feeds(model, config, context)
     if feeds is None:
-        feeds = generated_feeds(create_session(model.model_file(), rows[0].settings),
+        feeds = generated_feeds(create_session(model.model_file(), {}),
                                 head_size=_head_size(model.model_file()))
     context.progress(0, len(rows), f"timing {len(rows)} settings")
     ranked = tune_session_params(model.model_file(), feeds, rows, config.warmup_num,
@@ -360,7 +358,8 @@ def run_tuning(model: ModelHandle, config: SessionParamsTuningConfig,
     context.logger.info("session settings, fastest first:\n%s", text)
     best = ranked[0]
     if best.error:
-        raise OlivineError(f"every session setting failed; the first: {best.error}")
+        raise OlivineError(f"every session setting failed; the first ({best.label}): "
+                           f"{best.error}")
     out_file = _copy_model(model, context.work_dir)
     shapes = ", ".join(f"{k}[{', '.join(map(str, v.shape))}]" for k, v in feeds.items())
     (context.work_dir / TABLE_FILE).write_text(
