@@ -201,3 +201,17 @@ def test_rmsnorm_to_l2norm(tmp_path: Path) -> None:
     out = surgery(tmp_path, model, {"surgeon": "RMSNormToL2Norm"})
     assert op_types(out).count("LpNormalization") == 2 and "Sqrt" not in op_types(out)
     assert_same(model, out, atol=1e-4)
+
+
+def test_expose_quantized_output(tmp_path: Path) -> None:
+    """The quantized output with its exposed scale and zero point dequantizes to the original."""
+    model, _ = _qdq_model(tmp_path)
+    out = surgery(tmp_path, model, {"surgeon": "ExposeQuantizedOutput", "output_name": "y"})
+    sess = session(out)
+    assert [o.name for o in sess.get_outputs()] == ["mq", "y_exposed_scale_output",
+                                                    "y_exposed_zero_point_output"]
+    x = RNG.uniform(-1, 1, (2, 4)).astype(np.float32)
+    q, scale, zero = sess.run(None, {"x": x})
+    assert q.dtype == np.uint8
+    want = session(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose((q.astype(np.int32) - zero.astype(np.int32)) * scale, want, atol=1e-6)

@@ -120,6 +120,13 @@ class RemoveQDQOptions:
 
 
 @attrs.frozen
+class ExposeQuantizedOutputOptions:
+    """Options of ``ExposeQuantizedOutput``."""
+
+    output_name: str = attrs.field(metadata={"help": "the graph output made by Q -> DQ"})
+
+
+@attrs.frozen
 class Surgeon:
     """One entry of the catalogue: its name, options class and ``module:function``."""
 
@@ -193,6 +200,8 @@ _ENTRIES: list[tuple[str, type, str, str]] = [
     ("RemoveQDQ", RemoveQDQOptions, "qdq:remove_qdq",
      "QuantizeLinear -> DequantizeLinear pairs removed"),
     ("QDQToClip", NoOptions, "qdq:qdq_to_clip", "QuantizeLinear -> DequantizeLinear pairs -> Clip"),
+    ("ExposeQuantizedOutput", ExposeQuantizedOutputOptions, "qdq:expose_quantized_output",
+     "a Q -> DQ graph output given quantized, with its scale and zero point"),
     ("RemoveDeqLin", NoOptions, "qdq:remove_deqlin",
      "DequantizeLinear of constants folded into float initializers"),
     ("RemoveAllTensorValueShapes", NoOptions, "misc:remove_all_tensor_value_shapes",

@@ -137,3 +137,44 @@ def remove_deqlin(model: onnx.ModelProto, options: Any) -> onnx.ModelProto:
     g.prune()
     log.info("RemoveDeqLin: %d constant DequantizeLinear nodes folded", done)
     return g.model
+
+
+def expose_quantized_output(model: onnx.ModelProto, options: Any) -> onnx.ModelProto:
+    """Graph output ``output_name``, made by DequantizeLinear(QuantizeLinear(...)), is given
+    quantized instead (the Q's output, in its place), with its scale and zero point as the
+    outputs ``<output_name>_exposed_scale_output`` and ``<output_name>_exposed_zero_point_output``."""
+    g = Graph(model)
+    name = options.output_name
+    if name not in g.outputs:
+        raise SurgeryError(f"output_name: {name!r} is not a graph output "
+                           f"({', '.join(g.outputs)})")
+    dq = g.producer.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        raise SurgeryError(f"output_name: {name!r} is not made by a DequantizeLinear")
+    q = g.producer.get(dq.input[0])
+    if q is None or q.op_type != "QuantizeLinear":
+        raise SurgeryError(f"output_name: the DequantizeLinear making {name!r} does not read a "
+                           "QuantizeLinear")
+    scale = g.array(q.input[1])
+    zero = g.array(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), np.uint8)
+    if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+        raise SurgeryError(f"output_name: {name!r} needs a constant per-tensor scale and zero "
+                           "point")
+    index = [o.name for o in g.graph.output].index(name)
+    zero_type = helper.np_dtype_to_tensor_dtype(zero.dtype)
+    new_outputs = [helper.make_tensor_value_info(q.output[0], zero_type, None)]
+    nodes = []
+    for what, value in (("scale", scale.reshape(1).astype(np.float32)), ("zero_point", zero.reshape(1))):
+        base = f"{name}_exposed_{what}"
+        init = g.add_initializer(value, f"{base}_value")
+        nodes.append(helper.make_node("Identity", [init], [f"{base}_output"], name=base))
+        new_outputs.append(helper.make_tensor_value_info(
+            f"{base}_output", helper.np_dtype_to_tensor_dtype(value.dtype), [1]))
+    g.replace(dq, nodes)
+    outputs = list(g.graph.output)
+    outputs[index:index + 1] = new_outputs[:1]
+    outputs.extend(new_outputs[1:])
+    del g.graph.output[:]
+    g.graph.output.extend(outputs)
+    g.prune()
+    return g.model
