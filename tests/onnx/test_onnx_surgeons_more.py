@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 from onnx_helpers import F, assert_same, make, op_types, save, session, surgery
 
@@ -215,3 +216,28 @@ def test_expose_quantized_output(tmp_path: Path) -> None:
     assert q.dtype == np.uint8
     want = session(model).run(None, {"x": x})[0]
     np.testing.assert_allclose((q.astype(np.int32) - zero.astype(np.int32)) * scale, want, atol=1e-6)
+
+
+@pytest.mark.parametrize(("rank", "interleaved", "rotary_dim"), [
+    (4, 0, 0), (4, 1, 0), (3, 0, 0), (4, 0, 4)], ids=["4d", "4d-interleaved", "3d", "4d-partial"])
+def test_decompose_rotary_embedding(tmp_path: Path, rank: int, interleaved: int,
+                                    rotary_dim: int) -> None:
+    """Same outputs as ONNX Runtime's RotaryEmbedding kernel within 1e-5."""
+    b, n, s, h, max_pos = 2, 2, 5, 8, 16
+    half = (rotary_dim or h) // 2
+    angles = np.arange(max_pos)[:, None] / 10000 ** (np.arange(half)[None, :] / half)
+    shape = [b, n, s, h] if rank == 4 else [b, s, n * h]
+    attrs = {"interleaved": interleaved, **({"num_heads": n} if rank == 3 or rotary_dim else {}),
+             **({"rotary_embedding_dim": rotary_dim} if rotary_dim else {})}
+    node = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"],
+                            domain="com.microsoft", name="rope", **attrs)
+    model = save(make([node], [helper.make_tensor_value_info("x", F, shape),
+                               helper.make_tensor_value_info("pos", TensorProto.INT64, [b, s])],
+                      [helper.make_tensor_value_info("y", F, shape)],
+                      {"cos": np.cos(angles).astype(np.float32), "sin": np.sin(angles).astype(np.float32)},
+                      ms=True), tmp_path / "in" / "model.onnx", check=False)
+    out = surgery(tmp_path, model, {"surgeon": "DecomposeRotaryEmbedding"})
+    assert "RotaryEmbedding" not in op_types(out)
+    feeds = {"x": RNG.standard_normal(shape).astype(np.float32),
+             "pos": RNG.integers(0, max_pos, (b, s)).astype(np.int64)}
+    assert_same(model, out, feeds=feeds, atol=1e-5)

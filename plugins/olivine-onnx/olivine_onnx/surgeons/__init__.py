@@ -183,6 +183,8 @@ _ENTRIES: list[tuple[str, type, str, str]] = [
     ("RemoveMemcpy", NoOptions, "cleanup:remove_memcpy", "drop MemcpyToHost/MemcpyFromHost"),
     ("PackedAttentionToLoopMHA", NoOptions, "attention:packed_attention_to_loop_mha",
      "custom::PackedAttention -> a Loop of MultiHeadAttention over segments"),
+    ("DecomposeRotaryEmbedding", NoOptions, "attention:decompose_rotary_embedding",
+     "com.microsoft RotaryEmbedding -> Gather of the caches and the rotation in primitive ops"),
     ("ReplaceErfWithTanh", NoOptions, "misc:replace_erf_with_tanh",
      "Erf(x) -> Tanh(x * 605/503), an approximation within 0.02"),
     ("DecomposeQuickGelu", NoOptions, "misc:decompose_quick_gelu",

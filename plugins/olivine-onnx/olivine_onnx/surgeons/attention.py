@@ -1,10 +1,12 @@
-"""Attention surgeons: ``custom::PackedAttention`` as a Loop of ``MultiHeadAttention``."""
+"""Attention surgeons: ``custom::PackedAttention`` as a Loop of ``MultiHeadAttention``;
+``RotaryEmbedding`` in primitive ops."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -125,3 +127,93 @@ def packed_attention_to_loop_mha(model: onnx.ModelProto, options: Any) -> onnx.M
         model.opset_import.extend(kept)
     del model.functions[:]
     return model
+
+
+def _int64(g: Any, values: list[int], base: str) -> str:
+    return g.add_initializer(np.array(values, np.int64), g.unique(base))
+
+
+def decompose_rotary_embedding(model: onnx.ModelProto, options: Any) -> onnx.ModelProto:
+    """``com.microsoft::RotaryEmbedding`` -> Gather of the cos/sin caches by position and the
+    rotation in primitive ops (halves or interleaved pairs; a partial rotary dimension leaves the
+    rest of each head as it is; 3-D inputs are split into ``num_heads``)."""
+    from olivine_onnx.surgeons.graph import Graph
+
+    inferred = Graph(onnx.shape_inference.infer_shapes(model))
+    g = Graph(model)
+    done = 0
+    for node in list(g.graph.node):
+        if node.op_type != "RotaryEmbedding" or node.domain != MS:
+            continue
+        at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        x, pos, cos, sin = node.input[:4]
+        rank = len(inferred.shape(x) or [])
+        cache = g.array(cos)
+        if rank not in (3, 4) or cache is None or len(inferred.shape(pos) or []) != 2:
+            raise SurgeryError(f"RotaryEmbedding {node.name!r}: needs an input of known rank 3 or "
+                               "4, position_ids of shape [batch, sequence] and constant caches; "
+                               "run InferShapes first")
+        heads = int(at.get("num_heads", 0))
+        if rank == 3 and heads <= 0:
+            raise SurgeryError(f"RotaryEmbedding {node.name!r}: a 3-D input needs num_heads")
+        half = int(cache.shape[-1])
+        p = g.unique(f"{node.name or 'rope'}_")
+        nodes = []
+        src = x
+        if float(at.get("scale", 1.0)) != 1.0:
+            scale = g.add_initializer(np.array(at["scale"], np.float32), f"{p}scale")
+            nodes.append(helper.make_node("Mul", [x, scale], [f"{p}scaled"]))
+            src = f"{p}scaled"
+        if rank == 3:  # [B, S, N*H] -> [B, S, N, H]; the caches broadcast over axis 2
+            nodes.append(helper.make_node("Reshape", [src, _int64(g, [0, 0, heads, -1], f"{p}4d")],
+                                          [f"{p}x4"]))
+            src, cache_axis = f"{p}x4", 2
+        else:
+            cache_axis = 1
+        for name, table in (("cos", cos), ("sin", sin)):
+            nodes += [helper.make_node("Gather", [table, pos], [f"{p}{name}_g"], axis=0),
+                      helper.make_node("Unsqueeze", [f"{p}{name}_g", _int64(g, [cache_axis], f"{p}ax")],
+                                       [f"{p}{name}"])]
+        last = _int64(g, [-1], f"{p}last")
+        rot = 2 * half
+        nodes += [helper.make_node("Slice", [src, _int64(g, [0], f"{p}z"), _int64(g, [rot], f"{p}r"),
+                                             last], [f"{p}rot"]),
+                  helper.make_node("Slice", [src, _int64(g, [rot], f"{p}r2"),
+                                             _int64(g, [2 ** 62], f"{p}end"), last], [f"{p}pass"])]
+        if at.get("interleaved", 0):
+            two = _int64(g, [2], f"{p}two")
+            nodes += [helper.make_node("Slice", [f"{p}rot", _int64(g, [0], f"{p}s0"),
+                                                 _int64(g, [rot], f"{p}e0"), last, two], [f"{p}x1"]),
+                      helper.make_node("Slice", [f"{p}rot", _int64(g, [1], f"{p}s1"),
+                                                 _int64(g, [rot], f"{p}e1"), last, two], [f"{p}x2"])]
+        else:
+            nodes += [helper.make_node("Slice", [f"{p}rot", _int64(g, [0], f"{p}s0"),
+                                                 _int64(g, [half], f"{p}h0"), last], [f"{p}x1"]),
+                      helper.make_node("Slice", [f"{p}rot", _int64(g, [half], f"{p}h1"),
+                                                 _int64(g, [rot], f"{p}e1"), last], [f"{p}x2"])]
+        nodes += [helper.make_node("Mul", [f"{p}x1", f"{p}cos"], [f"{p}a"]),
+                  helper.make_node("Mul", [f"{p}x2", f"{p}sin"], [f"{p}b"]),
+                  helper.make_node("Sub", [f"{p}a", f"{p}b"], [f"{p}o1"]),
+                  helper.make_node("Mul", [f"{p}x1", f"{p}sin"], [f"{p}c"]),
+                  helper.make_node("Mul", [f"{p}x2", f"{p}cos"], [f"{p}d"]),
+                  helper.make_node("Add", [f"{p}c", f"{p}d"], [f"{p}o2"])]
+        if at.get("interleaved", 0):
+            nodes += [helper.make_node("Unsqueeze", [f"{p}o1", last], [f"{p}u1"]),
+                      helper.make_node("Unsqueeze", [f"{p}o2", last], [f"{p}u2"]),
+                      helper.make_node("Concat", [f"{p}u1", f"{p}u2"], [f"{p}pairs"], axis=-1),
+                      helper.make_node("Shape", [f"{p}rot"], [f"{p}rot_shape"]),
+                      helper.make_node("Reshape", [f"{p}pairs", f"{p}rot_shape"], [f"{p}rotated"])]
+        else:
+            nodes.append(helper.make_node("Concat", [f"{p}o1", f"{p}o2"], [f"{p}rotated"], axis=-1))
+        joined = node.output[0] if rank == 4 else f"{p}joined"
+        nodes.append(helper.make_node("Concat", [f"{p}rotated", f"{p}pass"], [joined], axis=-1))
+        if rank == 3:
+            nodes += [helper.make_node("Shape", [x], [f"{p}x_shape"]),
+                      helper.make_node("Reshape", [joined, f"{p}x_shape"], [node.output[0]])]
+        for k, n in enumerate(nodes):
+            n.name = f"{p}{n.op_type}_{k}"
+        g.replace(node, nodes)
+        done += 1
+    g.commit()
+    log.info("DecomposeRotaryEmbedding: %d RotaryEmbedding nodes decomposed", done)
+    return g.model
