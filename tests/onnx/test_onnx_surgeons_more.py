@@ -241,3 +241,24 @@ def test_decompose_rotary_embedding(tmp_path: Path, rank: int, interleaved: int,
     feeds = {"x": RNG.standard_normal(shape).astype(np.float32),
              "pos": RNG.integers(0, max_pos, (b, s)).astype(np.int64)}
     assert_same(model, out, feeds=feeds, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_simplified_layernorm_to_rmsnorm(tmp_path: Path, opset: int) -> None:
+    """SimplifiedLayerNormalization then SkipSimplifiedLayerNormalization (with its residual sum
+    read later) in primitive ops: the same outputs as ONNX Runtime's kernels within 1e-5."""
+    n = 16
+    nodes = [helper.make_node("SimplifiedLayerNormalization", ["x", "g1"], ["a"], axis=-1,
+                              epsilon=1e-5, name="ln"),
+             helper.make_node("SkipSimplifiedLayerNormalization", ["a", "skip", "g2"],
+                              ["b", "", "", "res"], domain="com.microsoft", epsilon=1e-6, name="sln"),
+             helper.make_node("Add", ["b", "res"], ["y"], name="out")]
+    inits = {"g1": RNG.standard_normal(n).astype(np.float32), "g2": RNG.standard_normal(n).astype(np.float32)}
+    model = save(make(nodes, [helper.make_tensor_value_info("x", F, [2, 3, n]),
+                              helper.make_tensor_value_info("skip", F, [2, 3, n])],
+                      [helper.make_tensor_value_info("y", F, [2, 3, n])], inits, opset=opset, ms=True),
+                 tmp_path / "in" / "model.onnx", check=False)
+    out = surgery(tmp_path, model, {"surgeon": "SimplifiedLayerNormToRMSNorm"})
+    assert "SimplifiedLayerNormalization" not in op_types(out)
+    assert op_types(out).count("ReduceMean") == 2
+    assert_same(model, out, atol=1e-5)

@@ -199,6 +199,8 @@ _ENTRIES: list[tuple[str, type, str, str]] = [
      "misc:add_intermediate_tensors_to_outputs", "intermediate tensors become graph outputs"),
     ("RMSNormToL2Norm", NoOptions, "norm:rmsnorm_to_l2norm",
      "Pow/ReduceMean/Add/Sqrt/Div RMSNorm -> LpNormalization * (weight * sqrt(N))"),
+    ("SimplifiedLayerNormToRMSNorm", NoOptions, "norm:simplified_layernorm_to_rmsnorm",
+     "(Skip)SimplifiedLayerNormalization -> Pow/ReduceMean/Add/Sqrt/Div/Mul"),
     ("RemoveQDQ", RemoveQDQOptions, "qdq:remove_qdq",
      "QuantizeLinear -> DequantizeLinear pairs removed"),
     ("QDQToClip", NoOptions, "qdq:qdq_to_clip", "QuantizeLinear -> DequantizeLinear pairs -> Clip"),

@@ -1,4 +1,5 @@
-"""``RMSNormToL2Norm``: an RMSNorm written out in primitive ops becomes LpNormalization."""
+"""RMSNorm rewrites: primitive-op RMSNorm -> LpNormalization (``RMSNormToL2Norm``), and
+(Skip)SimplifiedLayerNormalization -> primitive ops (``SimplifiedLayerNormToRMSNorm``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from olivine_onnx.surgeons.graph import Graph
+from olivine_onnx.surgeons.graph import Graph, SurgeryError
 
 log = logging.getLogger("olivine.pass.surgeries")
 
@@ -94,3 +95,64 @@ def rmsnorm_to_l2norm(model: onnx.ModelProto, options: Any) -> onnx.ModelProto:
     g.prune()
     log.info("RMSNormToL2Norm: %d RMSNorm patterns replaced", done)
     return g.model
+
+
+def simplified_layernorm_to_rmsnorm(model: onnx.ModelProto, options: Any) -> onnx.ModelProto:
+    """``(Skip)SimplifiedLayerNormalization`` -> ``x / sqrt(mean(x^2) + eps) * gamma`` in
+    primitive ops, with the node's own epsilon; for the Skip form ``x = input + skip (+ bias)``,
+    and the residual-sum output (index 3) is that sum."""
+    g = Graph(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    done = 0
+    for node in list(g.graph.node):
+        skip = node.op_type == "SkipSimplifiedLayerNormalization" and node.domain == "com.microsoft"
+        if not skip and node.op_type != "SimplifiedLayerNormalization":
+            continue
+        at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        rank = len(g.shape(node.input[0]) or [])
+        if int(at.get("axis", -1)) not in (-1, rank - 1):
+            raise SurgeryError(f"{node.name}: normalizes from axis {at['axis']}; only the last "
+                               "axis can be rewritten")
+        outs = list(node.output) + [""] * (4 - len(node.output))
+        used_stats = [o for o in outs[1:3] if o and (o in g.consumers or o in g.outputs)]
+        if used_stats:
+            raise SurgeryError(f"{node.name}: its mean / inverse-std outputs are read "
+                               f"({', '.join(used_stats)}); they have no RMSNorm counterpart")
+        p = g.unique(f"{node.name or 'rmsnorm'}_")
+        dtype = _np_type(g, node.input[0])
+        nodes = []
+        if skip:
+            summed = outs[3] or f"{p}sum"
+            terms = [n for n in (node.input[0], node.input[1], *node.input[3:4]) if n]
+            nodes.append(helper.make_node("Add", terms[:2], [summed if len(terms) == 2 else f"{p}s0"]))
+            if len(terms) == 3:
+                nodes.append(helper.make_node("Add", [f"{p}s0", terms[2]], [summed]))
+            x, gamma = summed, node.input[2]
+        else:
+            x, gamma = node.input[0], node.input[1]
+        two = g.add_initializer(np.array(2.0, dtype), f"{p}two")
+        eps = g.add_initializer(np.array(at.get("epsilon", 1e-5), dtype), f"{p}eps")
+        if opset >= 18:
+            axes = g.add_initializer(np.array([-1], np.int64), f"{p}axes")
+            mean = helper.make_node("ReduceMean", [f"{p}sq", axes], [f"{p}mean"], keepdims=1)
+        else:
+            mean = helper.make_node("ReduceMean", [f"{p}sq"], [f"{p}mean"], axes=[-1], keepdims=1)
+        nodes += [helper.make_node("Pow", [x, two], [f"{p}sq"]), mean,
+                  helper.make_node("Add", [f"{p}mean", eps], [f"{p}var"]),
+                  helper.make_node("Sqrt", [f"{p}var"], [f"{p}rms"]),
+                  helper.make_node("Div", [x, f"{p}rms"], [f"{p}normed"]),
+                  helper.make_node("Mul", [f"{p}normed", gamma], [outs[0]])]
+        for k, n in enumerate(nodes):
+            n.name = f"{p}{n.op_type}_{k}"
+        g.replace(node, nodes)
+        done += 1
+    g.commit()
+    log.info("SimplifiedLayerNormToRMSNorm: %d nodes replaced", done)
+    return g.model
+
+
+def _np_type(g: Graph, name: str) -> Any:
+    elem = g.elem_type(name)
+    if elem is None:
+        elem = Graph(onnx.shape_inference.infer_shapes(g.model)).elem_type(name)
+    return helper.tensor_dtype_to_np_dtype(elem) if elem else np.float32
