@@ -144,8 +144,11 @@ def test_tuning_a_genai_model_writes_its_session_options(tmp_path: Path, genai_m
     folder = Path(olivine.run(wf).output_model.path)
     best = json.loads((folder / "inference_settings.json").read_text())["session_options"]
     decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
-    assert decoder["session_options"]["intra_op_num_threads"] == best["intra_op_num_threads"]
-    assert decoder["session_options"]["graph_optimization_level"] == "ORT_ENABLE_BASIC"
+    written = decoder["session_options"]
+    # ONNX Runtime's defaults (the baseline) may be fastest: then nothing is written
+    assert written.get("intra_op_num_threads") == best.get("intra_op_num_threads")
+    assert written.get("graph_optimization_level") == (
+        "ORT_ENABLE_BASIC" if best.get("graph_optimization_level") == 1 else None)
     og.Model(str(folder))
 
 
