@@ -2,8 +2,10 @@
 
 ``GraphSurgeries`` (Olive's surgeons, :mod:`olivine_onnx.surgeons`), ``OnnxPeepholeOptimizer``,
 ``DynamicToFixedShape``, ``OnnxIODataTypeConverter``, ``OnnxOpVersionConversion``,
-``OnnxQuantizationPreprocess`` and ``AddOliveMetadata``. Every pass takes Olive's external-data
-options (:class:`olivine.onnxsave.ExternalDataOptions`). Importing this package is cheap: onnx,
+``OnnxQuantizationPreprocess``, ``AddOliveMetadata``, ``OrtSessionParamsTuning``,
+``CaptureSplitInfo``, ``SplitModel``, ``ComposeOnnxModels`` and ``StaticLLM``. Every pass that
+writes ONNX files takes Olive's external-data options
+(:class:`olivine.onnxsave.ExternalDataOptions`). Importing this package is cheap: onnx,
 numpy and onnxruntime are imported when a pass runs.
 """
 

@@ -278,6 +278,13 @@ class AddOliveMetadata(_OnnxPass):
         return add_metadata(model, config, context)
 
 
-ALL_PASSES: tuple[type[Pass], ...] = (
-    GraphSurgeries, OnnxPeepholeOptimizer, DynamicToFixedShape, OnnxIODataTypeConverter,
-    OnnxOpVersionConversion, OnnxQuantizationPreprocess, AddOliveMetadata)
+def _all_passes() -> tuple[type[Pass], ...]:
+    from olivine_onnx.pipeline_passes import ALL as PIPELINE_PASSES
+    from olivine_onnx.session_pass import OrtSessionParamsTuning
+
+    return (GraphSurgeries, OnnxPeepholeOptimizer, DynamicToFixedShape, OnnxIODataTypeConverter,
+            OnnxOpVersionConversion, OnnxQuantizationPreprocess, AddOliveMetadata,
+            OrtSessionParamsTuning, *PIPELINE_PASSES)
+
+
+ALL_PASSES: tuple[type[Pass], ...] = _all_passes()

@@ -88,6 +88,45 @@ class ReplaceAttentionMaskValueOptions:
 
 
 @attrs.frozen
+class ZeroOutInputOptions:
+    """Options of ``ZeroOutInput``."""
+
+    node_name: str = attrs.field(metadata={"help": "the node whose input is zeroed"})
+    input_idx: int = attrs.field(validator=_not_negative, metadata={"help": "which input"})
+
+
+@attrs.frozen
+class NamesOptions:
+    """A list of names (graph inputs for ``RemoveInputs``, nodes for ``ExposeOutputs``)."""
+
+    names: list[str] = attrs.field(metadata={"help": "the names"})
+
+
+@attrs.frozen
+class IntermediateTensorsOptions:
+    """Options of ``AddIntermediateTensorsToOutputs``."""
+
+    intermediate_tensor_to_add: list[str] | None = attrs.field(
+        default=None, metadata={"help": "tensors to expose (default: every node output)"})
+
+
+@attrs.frozen
+class RemoveQDQOptions:
+    """Options of ``RemoveQDQ``."""
+
+    keep_clip_after_inputs: bool = attrs.field(
+        default=False, metadata={"help": "a pair right after a graph input becomes a Clip to "
+                                         "its range"})
+
+
+@attrs.frozen
+class ExposeQuantizedOutputOptions:
+    """Options of ``ExposeQuantizedOutput``."""
+
+    output_name: str = attrs.field(metadata={"help": "the graph output made by Q -> DQ"})
+
+
+@attrs.frozen
 class Surgeon:
     """One entry of the catalogue: its name, options class and ``module:function``."""
 
@@ -144,6 +183,33 @@ _ENTRIES: list[tuple[str, type, str, str]] = [
     ("RemoveMemcpy", NoOptions, "cleanup:remove_memcpy", "drop MemcpyToHost/MemcpyFromHost"),
     ("PackedAttentionToLoopMHA", NoOptions, "attention:packed_attention_to_loop_mha",
      "custom::PackedAttention -> a Loop of MultiHeadAttention over segments"),
+    ("DecomposeRotaryEmbedding", NoOptions, "attention:decompose_rotary_embedding",
+     "com.microsoft RotaryEmbedding -> Gather of the caches and the rotation in primitive ops"),
+    ("ReplaceErfWithTanh", NoOptions, "misc:replace_erf_with_tanh",
+     "Erf(x) -> Tanh(x * 605/503), an approximation within 0.02"),
+    ("DecomposeQuickGelu", NoOptions, "misc:decompose_quick_gelu",
+     "QuickGelu(x) -> x * Sigmoid(alpha * x)"),
+    ("ZeroOutInput", ZeroOutInputOptions, "misc:zero_out_input",
+     "one input of a node reads zeros of its shape"),
+    ("RemoveInputs", NamesOptions, "misc:remove_inputs",
+     "drop graph inputs (nodes stop reading them)"),
+    ("ExposeOutputs", NamesOptions, "misc:expose_outputs",
+     "the first output of the named nodes becomes a graph output"),
+    ("AddIntermediateTensorsToOutputs", IntermediateTensorsOptions,
+     "misc:add_intermediate_tensors_to_outputs", "intermediate tensors become graph outputs"),
+    ("RMSNormToL2Norm", NoOptions, "norm:rmsnorm_to_l2norm",
+     "Pow/ReduceMean/Add/Sqrt/Div RMSNorm -> LpNormalization * (weight * sqrt(N))"),
+    ("SimplifiedLayerNormToRMSNorm", NoOptions, "norm:simplified_layernorm_to_rmsnorm",
+     "(Skip)SimplifiedLayerNormalization -> Pow/ReduceMean/Add/Sqrt/Div/Mul"),
+    ("RemoveQDQ", RemoveQDQOptions, "qdq:remove_qdq",
+     "QuantizeLinear -> DequantizeLinear pairs removed"),
+    ("QDQToClip", NoOptions, "qdq:qdq_to_clip", "QuantizeLinear -> DequantizeLinear pairs -> Clip"),
+    ("ExposeQuantizedOutput", ExposeQuantizedOutputOptions, "qdq:expose_quantized_output",
+     "a Q -> DQ graph output given quantized, with its scale and zero point"),
+    ("RemoveDeqLin", NoOptions, "qdq:remove_deqlin",
+     "DequantizeLinear of constants folded into float initializers"),
+    ("RemoveAllTensorValueShapes", NoOptions, "misc:remove_all_tensor_value_shapes",
+     "clear the shapes of intermediate value infos"),
 ]
 
 #: Every surgeon by its lower-case name (Olive matches surgeon names case-insensitively).
