@@ -1,14 +1,15 @@
-"""The passes: ``LoRA``, ``QLoRA``, ``MergeAdapterWeights`` and ``ExtractAdapters``."""
+"""The passes: ``LoRA``, ``QLoRA``, ``DoRA``, ``LoHa``, ``LoKr``, ``MergeAdapterWeights`` and
+``ExtractAdapters``."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from olivine.accelerator import Accelerator
 from olivine.errors import UsageError
 from olivine.models import HfModel, ModelHandle, OnnxModel
 from olivine.passes import Pass, PassContext
 from olivine_lora.config import ExtractAdaptersConfig, LoRAConfig, MergeConfig, QLoRAConfig
+from olivine_lora.variants import DoRAConfig, LoHaConfig, LoKrConfig
 
 TRAINING_LIBRARIES = ("torch", "transformers", "peft", "accelerate")
 
@@ -43,7 +44,8 @@ class QLoRA(LoRA):
     """Fine-tune with a LoRA adapter over a 4-bit (bitsandbytes) copy of the base model.
 
     Needs bitsandbytes (``pip install 'olivine-lora[qlora]'``); 0.46 and later also run
-    on CPU. The adapter is saved for the full-precision base model.
+    on CPU. Without it the step fails when it runs (a dry run still checks the config).
+    The adapter is saved for the full-precision base model.
     """
 
     name: ClassVar[str] = "QLoRA"
@@ -51,14 +53,41 @@ class QLoRA(LoRA):
     Config: ClassVar[type] = QLoRAConfig
     libraries: ClassVar[tuple[str, ...]] = (*TRAINING_LIBRARIES, "bitsandbytes")
 
-    @classmethod
-    def check(cls, config: Any, accelerator: Accelerator,
-              model: ModelHandle | None = None) -> list[str]:
-        """Refuse when bitsandbytes is not installed (found without importing it)."""
-        from olivine_lora.qlora import missing_backend
 
-        problem = missing_backend()
-        return [problem] if problem else []
+class DoRA(LoRA):
+    """Fine-tune with a DoRA adapter: LoRA plus a trained magnitude per output feature.
+
+    peft's ``use_dora``. The output is a peft adapter like LoRA's; it merges into the base
+    model (``MergeAdapterWeights``) but cannot become onnxruntime-genai adapter inputs.
+    """
+
+    name: ClassVar[str] = "DoRA"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = DoRAConfig
+
+
+class LoHa(LoRA):
+    """Fine-tune with a LoHa adapter (the Hadamard product of two low-rank updates; peft's LoHa).
+
+    The output is a peft adapter; merge it into the base model (``MergeAdapterWeights``)
+    before exporting.
+    """
+
+    name: ClassVar[str] = "LoHa"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = LoHaConfig
+
+
+class LoKr(LoRA):
+    """Fine-tune with a LoKr adapter (a Kronecker-product update; peft's LoKr).
+
+    The output is a peft adapter; merge it into the base model (``MergeAdapterWeights``)
+    before exporting.
+    """
+
+    name: ClassVar[str] = "LoKr"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = LoKrConfig
 
 
 class MergeAdapterWeights(Pass):
@@ -136,4 +165,4 @@ class ExtractAdapters(Pass):
                          attributes=attributes)
 
 
-PASSES = (LoRA, QLoRA, MergeAdapterWeights, ExtractAdapters)
+PASSES = (LoRA, QLoRA, DoRA, LoHa, LoKr, MergeAdapterWeights, ExtractAdapters)
