@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import attrs
 
+from olivine.onnxsave import ExternalDataOptions
 from olivine.safepath import component_problem
 
 TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -297,13 +298,21 @@ def _make_inputs(instance: Any, attribute: Any, value: bool) -> None:
 
 
 @attrs.frozen
-class ExtractAdaptersConfig:
-    """Options of ``ExtractAdapters``."""
+class ExtractAdaptersConfig(ExternalDataOptions):
+    """Options of ``ExtractAdapters`` (and Olive's external-data options for the model file)."""
 
+    adapter_type: Literal["lora", "dora", "loha"] = attrs.field(default="lora", metadata={
+        "help": "the adapter whose weights become inputs: lora (the LoRA MatMuls ModelBuilder "
+                "writes); dora and loha weights cannot become inputs here: a model without them "
+                "(merged before the conversion) passes through unchanged, as in Olive, and one "
+                "with them is an error"})
     make_inputs: bool = attrs.field(default=True, validator=_make_inputs, metadata={
         "help": "turn the LoRA weights into model inputs (the only supported form)"})
     dynamic_lora_r: bool = attrs.field(default=True, metadata={
         "help": "leave the rank dimension of the LoRA inputs free, so adapters of any rank load"})
+    optional_inputs: bool = attrs.field(default=True, metadata={
+        "help": "give each LoRA input an empty default (rank 0), so the model runs as the base "
+                "model when no adapter is set; false: every LoRA input must be fed"})
     save_format: Literal["onnx_adapter"] = attrs.field(default="onnx_adapter", metadata={
         "help": "adapter file format: onnx_adapter (what onnxruntime-genai's Adapters load)"})
     adapter_file_name: str = attrs.field(default="adapter.onnx_adapter", validator=_adapter_file,

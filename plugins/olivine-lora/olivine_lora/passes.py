@@ -144,7 +144,10 @@ class ExtractAdapters(Pass):
             raise UsageError(f"{self.name} takes ONNX models, got a {model.kind} model")
         source = model.model_file()
         context.progress(0, 3, f"reading {source.name}")
-        found = extract_adapters(source, context.work_dir, dynamic_rank=config.dynamic_lora_r)
+        if config.adapter_type != "lora":
+            return _pass_through(model, config, context)
+        found = extract_adapters(source, context.work_dir, dynamic_rank=config.dynamic_lora_r,
+                                 optional=config.optional_inputs, save_options=config)
         context.progress(1, 3, f"{len(found.inputs)} LoRA weights are now inputs")
         if config.adapter_path:
             inputs = {i.name: i for i in found.inputs}
@@ -163,6 +166,33 @@ class ExtractAdapters(Pass):
                       "adapter_file": config.adapter_file_name}
         return OnnxModel(path=str(context.work_dir), onnx_file_name=source.name,
                          attributes=attributes)
+
+
+def _pass_through(model: OnnxModel, config: Any, context: PassContext) -> OnnxModel:
+    """Olive's rule for a model without weights of ``adapter_type``: it comes out unchanged.
+
+    DoRA and LoHa weights cannot become inputs here; a model that has them is an error.
+    """
+    import onnx
+
+    from olivine.onnxsave import save_onnx
+    from olivine_lora.onnx_adapter import adapter_weight_names
+
+    adapter_type = config.adapter_type
+    found = adapter_weight_names(model.model_file(), adapter_type)
+    if found:
+        raise UsageError(f"adapter_type {adapter_type}: {model.model_file()} holds {len(found)} "
+                         f"{adapter_type} weights ({found[0]}, ...), which cannot become model "
+                         "inputs here (onnxruntime-genai adapters are LoRA pairs); merge the "
+                         "adapter into the model before converting it (MergeAdapterWeights)")
+    context.logger.warning("ExtractAdapters: %s holds no %s weights (the adapter was merged into "
+                           "it, or there was none); the model passes through unchanged",
+                           model.model_file().name, adapter_type)
+    proto = onnx.load(str(model.model_file()), load_external_data=True)
+    result = save_onnx(proto, context.work_dir, config, file_name=model.model_file().name,
+                       source=model, lora_inputs=0)
+    context.progress(3, 3, f"no {adapter_type} weights: unchanged")
+    return result
 
 
 PASSES = (LoRA, QLoRA, DoRA, LoHa, LoKr, MergeAdapterWeights, ExtractAdapters)

@@ -492,8 +492,8 @@ def _train(config: LoRAConfig, context: Any, run: Prepared, state: Path) -> Adap
     shutil.rmtree(checkpoints, ignore_errors=True)
     context.progress(steps, steps, "done")
     peft_type = str(getattr(model.peft_config.get("default"), "peft_type", "LORA"))
-    attributes = {"peft_type": peft_type.rsplit(".", 1)[-1], "method": run.about["method"], "lora_r": config.lora_r,
-                  "lora_alpha": config.lora_alpha, "adapter_dir": ADAPTER_DIR,
+    attributes = {"peft_type": peft_type.rsplit(".", 1)[-1], "method": run.about["method"],
+                  "lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "adapter_dir": ADAPTER_DIR,
                   "target_modules": run.about["target_modules"], "steps": summary["steps"],
                   **({"eval_perplexity": metrics["eval_perplexity"]} if metrics else {})}
     return AdapterModel(path=str(context.work_dir), base=run.base, attributes=attributes)

@@ -3,12 +3,12 @@
 Olive's names and defaults. DoRA is LoRA with peft's ``use_dora``. LoHa (Hadamard product of
 two low-rank pairs) and LoKr (Kronecker product) have their own peft tuners and options; the
 LoRA-only options they inherit in Olive (``lora_dropout``, ``ephemeral_gpu_offload``, ``bias``)
-would be ignored there, so here a value for them is a config error.
+would be ignored there, so here setting them is a config error.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -20,8 +20,8 @@ def _probability(instance: Any, attribute: Any, value: float) -> None:
         raise ValueError(f"{attribute.name}: must be from 0 up to (not including) 1, got {value}")
 
 
-def _not_for_variant(instance: Any, attribute: Any, value: Any) -> None:
-    if value is not None:
+def _no_lora_dropout(instance: Any, attribute: Any, value: float) -> None:
+    if value:
         kind = type(instance).__name__.removesuffix("Config")
         raise ValueError(f"{attribute.name}: {kind} has no LoRA path for this to apply to; "
                          "use rank_dropout or module_dropout (or leave it out)")
@@ -72,12 +72,14 @@ class DoRAConfig(LoRAConfig):
 class LoHaConfig(LoRAConfig):
     """Options of ``LoHa``: the LoRA options that apply, plus peft's LoHa options."""
 
-    lora_dropout: float | None = attrs.field(default=None, validator=_not_for_variant, metadata={
-        "help": "not for LoHa/LoKr (Olive accepts and ignores it); use rank_dropout, "
-                "module_dropout"})
+    lora_dropout: float = attrs.field(default=0.0, validator=_no_lora_dropout, metadata={
+        "aliases": ("dropout",),
+        "help": "0 only: LoHa and LoKr have no LoRA path (Olive accepts and ignores it); use "
+                "rank_dropout and module_dropout"})
     ephemeral_gpu_offload: bool = attrs.field(default=False, validator=_no_offload, metadata={
         "help": "LoRA and DoRA only: false here (Olive accepts and ignores it)"})
-    bias: str = attrs.field(default="none", validator=_no_bias, metadata={
+    bias: Literal["none", "all", "lora_only"] = attrs.field(default="none", validator=_no_bias,
+                                                          metadata={
         "help": "none: LoHa and LoKr train no biases"})
     rank_dropout: float = attrs.field(default=0.0, validator=_probability, metadata={
         "help": "dropout on the rank dimension while training"})
