@@ -137,3 +137,26 @@ def test_extract_adapters_passes_a_merged_model_through(base_model: Path, tmp_pa
     ids = [1, 5, 9, 42, 7]
     np.testing.assert_array_equal(genai_logits(result.output_dir, ids), genai_logits(built, ids))
     assert result.report["steps"][1]["output_model"]["attributes"]["lora_inputs"] == 0
+
+
+@pytest.mark.parametrize("kind", ["loha", "lokr"])
+def test_merge_refuses_a_variant_adapter_for_another_base(kind: str, other_base: Path,
+                                                          base_model: Path, tmp_path: Path,
+                                                          cli: Cli, write_json: WriteJson) -> None:
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cls = peft.LoHaConfig if kind == "loha" else peft.LoKrConfig
+    torch.manual_seed(0)
+    net = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(other_base),
+                              cls(r=4, alpha=8, target_modules=["q_proj", "down_proj"]))
+    net.save_pretrained(str(tmp_path / "adapter"))
+    config = write_json(workflow(tmp_path, base_model, {"m": {"type": "MergeAdapterWeights"}},
+                                 adapter_path=str(tmp_path / "adapter"), data=[]),
+                        tmp_path / "wf.json")
+    code, _, err = cli("run", "--config", str(config))
+    assert code == 2, err
+    assert "does not fit base model" in err
+    assert "model.layers.0.mlp.down_proj maps 128 -> 64 features" in err
+    assert "the adapter's matrices are for 64 -> 32" in err
