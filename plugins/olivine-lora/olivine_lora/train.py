@@ -399,7 +399,8 @@ def train_adapter(handle: HfModel, config: LoRAConfig, context: Any) -> AdapterM
              "target_modules": targets, "device": device, "dtype": str(dtype).replace("torch.", "")}
     if isinstance(config, QLoRAConfig):
         about.update(base_bits=4, quant_type=config.quant_type, double_quant=config.double_quant,
-                     compute_dtype=str(quantization.bnb_4bit_compute_dtype).replace("torch.", ""))
+                     compute_dtype=str(getattr(quantization, "bnb_4bit_compute_dtype", ""))
+                     .replace("torch.", ""))
     run = Prepared(handle, model, tokenizer, train_ids, eval_ids, total_steps(config, len(train_ids)),
                    about, device, dtype, started)
     state = state_dir_for(context)
