@@ -53,6 +53,7 @@ def test_variant_trains_merges_and_runs_in_ort(kind: str, base_model: Path, tmp_
     losses = [loss for _, loss in record["losses"]]
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     record_quality(f"{kind}_loss_last_vs_first", ratio=last / first)
+    # measured (seeds 0-2): dora 0.66 .. 0.68, loha 0.50 .. 0.53, lokr 0.58 .. 0.61
     assert last < 0.85 * first, (first, last)
     adapter = json.loads((trained / "adapter" / "adapter_config.json").read_text())
     assert adapter["peft_type"] == VARIANTS[kind][1]
@@ -66,8 +67,8 @@ def test_variant_trains_merges_and_runs_in_ort(kind: str, base_model: Path, tmp_
                                       str(trained / "adapter")).eval()
     torch_base, torch_tuned = torch_logits(base, ids), torch_logits(tuned, ids)
     effect = float(np.abs(torch_tuned - torch_base).max())
-    assert effect > 0.5, effect  # the adapter changes the model's outputs
+    assert effect > 0.5, effect  # the adapter changes the outputs; measured 7.0 .. 11.4
     ort = genai_logits(result.output_dir, ids)  # merged, built, run by onnxruntime-genai
     diff = float(np.abs(ort - torch_tuned).max())
     record_quality(f"{kind}_merged_ort_vs_peft", max_abs=diff, effect=effect)
-    assert diff < 1e-3, (diff, effect)  # fp32 all the way
+    assert diff < 1e-3, (diff, effect)  # fp32 all the way; measured 3.3e-6 .. 6.2e-6
