@@ -50,6 +50,8 @@ def test_variant_trains_merges_and_runs_in_ort(kind: str, base_model: Path, tmp_
     trained = Path(steps[0]["output_model"]["path"])
     record = json.loads((trained / "olivine_training.json").read_text())
     assert record["method"] == kind and record["steps"] == 20
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert record["target_modules"] == (projections if kind == "dora" else "all-linear")  # Olive's
     losses = [loss for _, loss in record["losses"]]
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     record_quality(f"{kind}_loss_last_vs_first", ratio=last / first)

@@ -137,10 +137,17 @@ def linear_layers(model: Any) -> dict[str, tuple[int, int]]:
     return out
 
 
-def resolve_targets(config: LoRAConfig, handle: HfModel, layers: dict[str, tuple[int, int]]
-                    ) -> list[str] | str:
-    """The target modules: the config's, else the architecture's default; checked against ``layers``."""
+def resolve_targets(config: LoRAConfig, handle: HfModel, layers: dict[str, tuple[int, int]],
+                    variant_default: str | None = None) -> list[str] | str:
+    """The target modules: the config's, else ``variant_default`` (LoHa and LoKr: all-linear, as
+    Olive), else the architecture's default; checked against ``layers``."""
     targets = config.target_modules
+    if targets is None and variant_default is not None:
+        targets = variant_default
+        if getattr(config, "layers_to_transform", None) is not None:
+            # peft applies layers_to_transform to names, not to its all-linear expansion: name
+            # every linear layer (but the head) by its short name so the layer filter applies
+            targets = sorted({n.rsplit(".", 1)[-1] for n in layers})
     if targets is None:
         default = DEFAULT_TARGETS.get(model_type(handle))
         targets = list(default) if default else "all-linear"
@@ -351,7 +358,7 @@ def train_adapter(handle: HfModel, config: LoRAConfig, context: Any) -> AdapterM
     import transformers
     from peft import get_peft_model
 
-    from olivine_lora.variants import method_of, peft_config
+    from olivine_lora.variants import default_targets, method_of, peft_config
 
     if handle.adapter_path:
         raise UsageError(f"the input model already has an adapter ({handle.adapter_path}); merge it "
@@ -374,7 +381,7 @@ def train_adapter(handle: HfModel, config: LoRAConfig, context: Any) -> AdapterM
     model = load_model(handle, torch.float32 if dtype == torch.float16 else dtype, quantization,
                        device, resolve_device_map(config.device_map, device))
     layers = linear_layers(model)
-    targets = resolve_targets(config, handle, layers)
+    targets = resolve_targets(config, handle, layers, default_targets(config))
     if qlora:
         from peft import prepare_model_for_kbit_training
 

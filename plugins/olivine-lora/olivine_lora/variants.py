@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import attrs
 
-from olivine_lora.config import LoRAConfig, QLoRAConfig
+from olivine_lora.config import LoRAConfig, QLoRAConfig, _targets
 
 
 def _probability(instance: Any, attribute: Any, value: float) -> None:
@@ -93,6 +93,9 @@ class LoHaConfig(LoRAConfig):
     init_weights: bool = attrs.field(default=True, metadata={
         "help": "true: the adapter starts as a no-op (peft's initialization); false: random "
                 "(for tests)"})
+    target_modules: list[str] | str | None = attrs.field(default=None, validator=_targets, metadata={
+        "help": "layers to adapt: names (q_proj), a regex string, or \"all-linear\" (the "
+                "default, as in Olive: every linear layer but the output head)"})
     layers_to_transform: list[int] | None = attrs.field(default=None, validator=_layers, metadata={
         "help": "adapt only these layer indices"})
     layers_pattern: list[str] | None = attrs.field(default=None, metadata={
@@ -131,6 +134,11 @@ def method_of(config: LoRAConfig) -> str:
     return METHODS[type(config)]
 
 
+def default_targets(config: LoRAConfig) -> str | None:
+    """The targets Olive gives a variant without ``target_modules`` (``None``: LoRA's rule)."""
+    return "all-linear" if isinstance(config, LoHaConfig) else None
+
+
 def peft_config(config: LoRAConfig, targets: list[str] | str, device: str) -> Any:
     """The peft config that trains the adapter ``config`` asks for on ``targets``."""
     import peft
@@ -142,7 +150,8 @@ def peft_config(config: LoRAConfig, targets: list[str] | str, device: str) -> An
             "use_effective_conv2d": config.use_effective_conv2d, "target_modules": targets,
             "exclude_modules": config.exclude_modules, "init_weights": config.init_weights,
             "layers_to_transform": config.layers_to_transform,
-            "layers_pattern": config.layers_pattern, "rank_pattern": dict(config.rank_pattern),
+            "layers_pattern": config.layers_pattern,
+            "rank_pattern": {k: int(v) for k, v in config.rank_pattern.items()},
             "alpha_pattern": dict(config.alpha_pattern), "modules_to_save": config.modules_to_save,
             "task_type": "CAUSAL_LM"}
         if isinstance(config, LoKrConfig):
