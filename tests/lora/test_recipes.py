@@ -4,6 +4,7 @@ olivine-lora in them validates as written; what is left is other plugins' (see t
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from olivine_testutil import SHARED
