@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from lora.conftest import LORA_STEP, workflow
+from olivine_testutil import record_quality
 
 Cli = Callable[..., tuple[int, str, str]]
 WriteJson = Callable[[dict[str, Any], Path], Path]
@@ -160,3 +161,65 @@ def test_merge_refuses_a_variant_adapter_for_another_base(kind: str, other_base:
     assert "does not fit base model" in err
     assert "model.layers.0.mlp.down_proj maps 128 -> 64 features" in err
     assert "the adapter's matrices are for 64 -> 32" in err
+
+
+def test_extract_adapters_refuses_dora_weights_it_cannot_lift(tmp_path: Path, cli: Cli,
+                                                              write_json: WriteJson) -> None:
+    """A graph that still computes DoRA (a torch export of an unmerged peft model) is refused."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    name = "model.layers.0.self_attn.q_proj.lora_magnitude_vector.default.weight"
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", name], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones(4, dtype=np.float32), name)])
+    (tmp_path / "m").mkdir()
+    onnx.save(helper.make_model(graph), str(tmp_path / "m" / "model.onnx"))
+    config = write_json({
+        "input_model": {"type": "OnnxModel", "model_path": str(tmp_path / "m" / "model.onnx")},
+        "passes": {"e": {"type": "ExtractAdapters", "adapter_type": "dora"}},
+        "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache")},
+        tmp_path / "wf.json")
+    code, _, err = cli("run", "--config", str(config))
+    assert code == 2, err
+    assert "adapter_type dora" in err and "1 dora weights (" + name in err
+    assert "merge the adapter into the model before converting it" in err
+
+
+def test_extract_adapters_required_inputs_and_external_data(base_model: Path, trained: Path,
+                                                            tmp_path: Path) -> None:
+    """optional_inputs: false leaves the LoRA inputs without defaults; the external-data options
+    place the tensors; onnxruntime-genai still applies the adapter as peft does."""
+    pytest.importorskip("onnxruntime_genai")
+    import numpy as np
+    import onnx
+
+    import olivine
+    from lora.helpers import genai_logits, torch_logits
+
+    result = olivine.run(workflow(tmp_path, base_model, {
+        "b": {"type": "ModelBuilder", "precision": "fp32"},
+        "e": {"type": "ExtractAdapters", "optional_inputs": False, "save_as_external_data": True,
+              "external_data_name": "weights.bin", "size_threshold": 0}},
+        adapter_path=str(trained / "adapter"), data=[]))
+    assert result.ok
+    out = Path(result.output_dir)
+    proto = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    lora = [i.name for i in proto.graph.input if ".lora_" in i.name]
+    assert len(lora) == 28
+    assert not {t.name for t in proto.graph.initializer} & set(lora)  # no defaults
+    assert (out / "weights.bin").is_file()
+    assert {t.external_data[0].value for t in proto.graph.initializer} == {"weights.bin"}
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model),
+                                     str(trained / "adapter")).eval()
+    ids = [1, 5, 9, 42, 7]
+    got = genai_logits(out, ids, out / "adapter.onnx_adapter")
+    diff = float(np.abs(got - torch_logits(peft, ids)).max())
+    record_quality("lora_required_inputs_vs_peft", max_abs=diff)
+    assert diff < 1e-3  # fp32; measured 2.2e-6
