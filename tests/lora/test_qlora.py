@@ -32,3 +32,18 @@ def test_qlora_trains_and_merges(base_model: Path, tmp_path: Path, texts: list[s
     merged = AutoModelForCausalLM.from_pretrained(result.output_dir).eval()
     tokenizer, base, _ = torch_models
     assert perplexity(merged, tokenizer, texts) < 0.5 * perplexity(base, tokenizer, texts)
+
+
+def test_qlora_quantization_options_reach_bitsandbytes(base_model: Path, tmp_path: Path) -> None:
+    import olivine
+
+    step = {**LORA_STEP, "type": "qlora", "max_steps": 2, "quant_type": "fp4", "double_quant": True,
+            "compute_dtype": "bfloat16", "device_map": "auto", "save_quant_config": False}
+    result = olivine.run(workflow(tmp_path, base_model, {"q": step}))
+    record = json.loads((Path(result.output_dir) / "olivine_training.json").read_text())
+    assert (record["quant_type"], record["double_quant"], record["compute_dtype"]) == \
+        ("fp4", True, "bfloat16")
+    step = {**step, "compute_dtype": None}  # Olive's default: torch_dtype's
+    result = olivine.run(workflow(tmp_path / "default", base_model, {"q": step}))
+    record = json.loads((Path(result.output_dir) / "olivine_training.json").read_text())
+    assert record["compute_dtype"] == "float32"  # torch_dtype auto is float32 on the CPU

@@ -1,5 +1,6 @@
-"""olivine-lora: the ``LoRA``, ``QLoRA``, ``MergeAdapterWeights`` and ``ExtractAdapters`` passes
-and the ``finetune``, ``convert-adapters`` and ``generate-adapter`` commands.
+"""olivine-lora: the ``LoRA``, ``QLoRA``, ``DoRA``, ``LoHa``, ``LoKr``, ``MergeAdapterWeights`` and
+``ExtractAdapters`` passes and the ``finetune``, ``convert-adapters`` and ``generate-adapter``
+commands.
 
 This module is what the entry point names and every ``olivine`` command imports it,
 so it stays light: torch, transformers, peft and onnx are imported inside the code
@@ -15,7 +16,8 @@ import olivine
 
 @olivine.hookimpl
 def register_passes(register: Any) -> None:
-    """Register ``LoRA``, ``QLoRA``, ``MergeAdapterWeights`` and ``ExtractAdapters``."""
+    """Register ``LoRA``, ``QLoRA``, ``DoRA``, ``LoHa``, ``LoKr``, ``MergeAdapterWeights`` and
+    ``ExtractAdapters``."""
     from olivine_lora.passes import PASSES
 
     for cls in PASSES:

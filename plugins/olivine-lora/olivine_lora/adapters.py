@@ -20,6 +20,9 @@ from olivine.errors import UsageError, did_you_mean
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[\w-]+)?\.weight$")
+#: LoHa's and LoKr's factors (peft saves them without an adapter name or ``.weight``).
+_FACTOR = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\."
+                     r"(?P<part>hada_w[12]_[ab]|lokr_w[12](?:_[ab])?)$")
 
 
 def find_adapter_dir(path: str | Path) -> Path:
@@ -87,6 +90,30 @@ class PeftAdapter:
             out.append(LoraModule(module, int(rank), int(in_features), int(out_features),
                                   self.scaling(module, int(rank))))
         return out
+
+    def layer_shapes(self) -> dict[str, tuple[int, int]]:
+        """``{module path: (in_features, out_features)}`` of every adapted linear layer, for
+        LoRA (and DoRA) pairs, LoHa's Hadamard factors and LoKr's Kronecker factors."""
+        shapes = {m.module: (m.in_features, m.out_features) for m in self.modules()}
+        parts: dict[str, dict[str, Any]] = {}
+        for key, value in self.tensors.items():
+            m = _FACTOR.match(key)
+            if m and len(value.shape) == 2:
+                parts.setdefault(m["module"], {})[m["part"]] = value.shape
+        for module, found in parts.items():
+            if "hada_w1_a" in found and "hada_w1_b" in found:
+                shapes[module] = (int(found["hada_w1_b"][1]), int(found["hada_w1_a"][0]))
+                continue
+            factors = []
+            for w in ("lokr_w1", "lokr_w2"):
+                if w in found:
+                    factors.append(found[w])
+                elif f"{w}_a" in found and f"{w}_b" in found:
+                    factors.append((found[f"{w}_a"][0], found[f"{w}_b"][1]))
+            if len(factors) == 2:
+                shapes[module] = (int(factors[0][1] * factors[1][1]),
+                                  int(factors[0][0] * factors[1][0]))
+        return shapes
 
     def scaling(self, module: str, rank: int) -> float:
         """peft's scaling of ``module``: alpha / r (alpha / sqrt(r) with rsLoRA)."""
@@ -157,15 +184,15 @@ def check_adapter_fits(adapter: PeftAdapter, layers: Mapping[str, tuple[int, int
     """
     named = f" (its adapter_config.json names base {adapter.base_name!r})" if adapter.base_name else ""
     problems = []
-    for mod in adapter.modules():
-        if mod.module not in layers:
-            problems.append(f"{mod.module} is not a linear layer of {base_name}"
-                            f"{did_you_mean(mod.module, list(layers))}")
+    for module, (in_features, out_features) in sorted(adapter.layer_shapes().items()):
+        if module not in layers:
+            problems.append(f"{module} is not a linear layer of {base_name}"
+                            f"{did_you_mean(module, list(layers))}")
             continue
-        have = layers[mod.module]
-        if have != (mod.in_features, mod.out_features):
-            problems.append(f"{mod.module} maps {have[0]} -> {have[1]} features in {base_name}, but "
-                            f"the adapter's matrices are for {mod.in_features} -> {mod.out_features}")
+        have = layers[module]
+        if have != (in_features, out_features):
+            problems.append(f"{module} maps {have[0]} -> {have[1]} features in {base_name}, but "
+                            f"the adapter's matrices are for {in_features} -> {out_features}")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UsageError(f"adapter {adapter.folder} does not fit base model {base_name}: it was "

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import attrs
 
+from olivine.onnxsave import ExternalDataOptions
 from olivine.safepath import component_problem
 
 TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -196,6 +197,16 @@ class LoRAConfig:
         "help": "report the loss every this many steps (default 10)"})
     resume: bool = attrs.field(default=True, metadata={
         "help": "resume an interrupted run of the same step from its last checkpoint"})
+    device_map: Literal["auto", "current_device"] | None = attrs.field(default="auto", metadata={
+        "help": "where the base model is loaded: auto (accelerate places it: the GPUs when torch "
+                "sees any, else the CPU), current_device (the current CUDA device; an error on a "
+                "machine without one), or null (loaded on the CPU, then moved by the Trainer)"})
+    allow_tf32: bool = attrs.field(default=True, metadata={
+        "help": "let CUDA matmuls use TF32 while training (Ampere and later GPUs; CPUs have no "
+                "TF32, so there it changes nothing)"})
+    ephemeral_gpu_offload: bool = attrs.field(default=False, metadata={
+        "help": "peft's ephemeral GPU offload (LoRA and DoRA: DoRA's initialization of layers "
+                "kept on the CPU runs on the GPU); needs a CUDA device, an error without one"})
     gradient_checkpointing: bool | None = attrs.field(default=None, metadata={
         "help": "recompute activations in the backward pass: less memory, slower steps "
                 "(default false)"})
@@ -239,16 +250,28 @@ class LoRAConfig:
         return out
 
 
+def _save_quant_config(instance: Any, attribute: Any, value: bool) -> None:
+    if value:
+        raise ValueError("save_quant_config: only false is supported: olivine saves the adapter "
+                         "for the full-precision base model, and the next steps load that base "
+                         "unquantized (Olive's true makes them load it in 4 bits with bitsandbytes, "
+                         "which no olivine exporter takes); set save_quant_config: false")
+
+
 @attrs.frozen
 class QLoRAConfig(LoRAConfig):
     """Options of ``QLoRA``: those of ``LoRA`` plus the 4-bit quantization of the base model."""
 
-    compute_dtype: TorchDtype = attrs.field(default="auto", metadata={
-        "help": "dtype of the 4-bit layers' matmuls: auto (float32 on cpu, bfloat16 on gpu)"})
+    compute_dtype: TorchDtype | None = attrs.field(default=None, metadata={
+        "help": "dtype of the 4-bit layers' matmuls (default: torch_dtype; auto is float32 on "
+                "cpu, bfloat16 on gpus that have it)"})
     quant_type: Literal["nf4", "fp4"] = attrs.field(default="nf4", metadata={
         "help": "4-bit data type of the frozen base weights"})
     double_quant: bool = attrs.field(default=False, metadata={
         "help": "quantize the quantization constants too (saves about 0.4 bit per weight)"})
+    save_quant_config: bool = attrs.field(default=False, validator=_save_quant_config, metadata={
+        "help": "false: the output adapter is for the full-precision base model (the only "
+                "supported value; Olive's default true is refused)"})
 
 
 @attrs.frozen
@@ -275,13 +298,21 @@ def _make_inputs(instance: Any, attribute: Any, value: bool) -> None:
 
 
 @attrs.frozen
-class ExtractAdaptersConfig:
-    """Options of ``ExtractAdapters``."""
+class ExtractAdaptersConfig(ExternalDataOptions):
+    """Options of ``ExtractAdapters`` (and Olive's external-data options for the model file)."""
 
+    adapter_type: Literal["lora", "dora", "loha"] = attrs.field(default="lora", metadata={
+        "help": "the adapter whose weights become inputs: lora (the LoRA MatMuls ModelBuilder "
+                "writes); dora and loha weights cannot become inputs here: a model without them "
+                "(merged before the conversion) passes through unchanged, as in Olive, and one "
+                "with them is an error"})
     make_inputs: bool = attrs.field(default=True, validator=_make_inputs, metadata={
         "help": "turn the LoRA weights into model inputs (the only supported form)"})
     dynamic_lora_r: bool = attrs.field(default=True, metadata={
         "help": "leave the rank dimension of the LoRA inputs free, so adapters of any rank load"})
+    optional_inputs: bool = attrs.field(default=True, metadata={
+        "help": "give each LoRA input an empty default (rank 0), so the model runs as the base "
+                "model when no adapter is set; false: every LoRA input must be fed"})
     save_format: Literal["onnx_adapter"] = attrs.field(default="onnx_adapter", metadata={
         "help": "adapter file format: onnx_adapter (what onnxruntime-genai's Adapters load)"})
     adapter_file_name: str = attrs.field(default="adapter.onnx_adapter", validator=_adapter_file,

@@ -1,4 +1,8 @@
-"""Fold a LoRA adapter into its base model's weights (W + B @ A * scaling) and save the result."""
+"""Fold an adapter into its base model's weights and save the result.
+
+LoRA: W + B @ A * scaling; DoRA rescales each output feature to its trained magnitude; LoHa
+and LoKr add their Hadamard / Kronecker products. peft computes each.
+"""
 
 from __future__ import annotations
 
@@ -31,9 +35,14 @@ def base_and_adapter(model: ModelHandle) -> tuple[HfModel, Path]:
     raise UsageError(f"cannot merge an adapter into a {model.kind} model")
 
 
-def merge_adapter(model: ModelHandle, dtype_name: str, output: Path,
-                  progress: Any = None) -> HfModel:
-    """Merge the adapter of ``model`` into its base, save into ``output``, return the handle."""
+def merged_model(model: ModelHandle, dtype_name: str = "auto", progress: Any = None) -> Any:
+    """The base model of ``model`` with its adapter folded in, as a transformers model in memory.
+
+    ``model``: an adapter handle (the output of LoRA, QLoRA, DoRA, LoHa, LoKr) or an HfModel with
+    ``adapter_path``. Any peft adapter peft can merge works (LoRA, DoRA, LoHa, LoKr); one made
+    for another base model is a :class:`UsageError` naming the layers that do not fit. For
+    exporters that take adapter models: merging first is what Olive's conversion computes.
+    """
     import torch
     from peft import PeftModel
 
@@ -53,6 +62,16 @@ def merge_adapter(model: ModelHandle, dtype_name: str, output: Path,
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot apply adapter {adapter_dir} to {base.path}: {exc}") from None
     merged.config.use_cache = True
+    return merged
+
+
+def merge_adapter(model: ModelHandle, dtype_name: str, output: Path,
+                  progress: Any = None) -> HfModel:
+    """Merge the adapter of ``model`` into its base, save into ``output``, return the handle."""
+    base, adapter_dir = base_and_adapter(model)
+    report = progress or (lambda *a: None)
+    merged = merged_model(model, dtype_name, report)
+    plain = HfModel(path=base.path, task=base.task, load_kwargs=base.load_kwargs)
     report(2, 3, "saving the merged model")
     output.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(output))

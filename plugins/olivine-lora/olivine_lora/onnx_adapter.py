@@ -81,9 +81,12 @@ class Extracted:
     dequantized: int
 
 
-def extract_adapters(model_file: Path, out_dir: Path, dynamic_rank: bool = True) -> Extracted:
+def extract_adapters(model_file: Path, out_dir: Path, dynamic_rank: bool = True,
+                     optional: bool = True, save_options: Any = None) -> Extracted:
     """Copy the model folder of ``model_file`` into ``out_dir`` with its LoRA weights as inputs.
 
+    ``optional``: each input gets an empty default (rank 0), so the model runs without an
+    adapter. ``save_options``: :class:`olivine.onnxsave.ExternalDataOptions` for the model file.
     Returns the weights found (float; dequantized where the builder quantized them).
     Raises :class:`UsageError` when the model has no LoRA MatMuls.
     """
@@ -133,6 +136,8 @@ def extract_adapters(model_file: Path, out_dir: Path, dynamic_rank: bool = True)
         free = None if dynamic_rank else int(value.shape[1 if item.part == "A" else 0])
         shape = [item.size, free] if item.part == "A" else [free, item.size]
         graph.input.append(helper.make_tensor_value_info(item.name, item.elem_type, shape))
+        if not optional:
+            continue  # Olive's optional_inputs: false: the caller must feed every LoRA input
         # the default is an empty matrix (rank 0): without an adapter, the LoRA path adds zeros
         empty = (int(value.shape[0]), 0) if item.part == "A" else (0, int(value.shape[1]))
         default = np.zeros(empty if dynamic_rank else value.shape, dtype=item.numpy_dtype())
@@ -147,10 +152,26 @@ def extract_adapters(model_file: Path, out_dir: Path, dynamic_rank: bool = True)
     for f in source.iterdir():
         if f.is_file() and f != model_file and f.name not in data_names:
             shutil.copy2(f, out_dir / f.name)
-    onnx.save_model(proto, str(out_dir / model_file.name), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location=model_file.name + ".data",
-                    size_threshold=1024)
+    from olivine.onnxsave import save_onnx
+
+    save_onnx(proto, out_dir, save_options, file_name=model_file.name)
     return Extracted(weights, inputs, dequantized)
+
+
+#: Weight names of adapters that are not LoRA pairs, as peft names them (and torch's exporters
+#: keep them in initializer names).
+ADAPTER_WEIGHT_MARKS = {"dora": ("lora_magnitude_vector",),
+                        "loha": ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")}
+
+
+def adapter_weight_names(model_file: Path, adapter_type: str) -> list[str]:
+    """Initializers and inputs of ``model_file`` named as ``adapter_type`` weights (DoRA, LoHa)."""
+    import onnx
+
+    proto = onnx.load(str(model_file), load_external_data=False)
+    marks = ADAPTER_WEIGHT_MARKS[adapter_type]
+    names = [t.name for t in proto.graph.initializer] + [v.name for v in proto.graph.input]
+    return [n for n in names if any(m in n for m in marks)]
 
 
 def _external_names(model_file: Path) -> set[str]:

@@ -1,14 +1,15 @@
-"""The passes: ``LoRA``, ``QLoRA``, ``MergeAdapterWeights`` and ``ExtractAdapters``."""
+"""The passes: ``LoRA``, ``QLoRA``, ``DoRA``, ``LoHa``, ``LoKr``, ``MergeAdapterWeights`` and
+``ExtractAdapters``."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from olivine.accelerator import Accelerator
 from olivine.errors import UsageError
 from olivine.models import HfModel, ModelHandle, OnnxModel
 from olivine.passes import Pass, PassContext
 from olivine_lora.config import ExtractAdaptersConfig, LoRAConfig, MergeConfig, QLoRAConfig
+from olivine_lora.variants import DoRAConfig, LoHaConfig, LoKrConfig
 
 TRAINING_LIBRARIES = ("torch", "transformers", "peft", "accelerate")
 
@@ -43,7 +44,8 @@ class QLoRA(LoRA):
     """Fine-tune with a LoRA adapter over a 4-bit (bitsandbytes) copy of the base model.
 
     Needs bitsandbytes (``pip install 'olivine-lora[qlora]'``); 0.46 and later also run
-    on CPU. The adapter is saved for the full-precision base model.
+    on CPU. Without it the step fails when it runs (a dry run still checks the config).
+    The adapter is saved for the full-precision base model.
     """
 
     name: ClassVar[str] = "QLoRA"
@@ -51,14 +53,41 @@ class QLoRA(LoRA):
     Config: ClassVar[type] = QLoRAConfig
     libraries: ClassVar[tuple[str, ...]] = (*TRAINING_LIBRARIES, "bitsandbytes")
 
-    @classmethod
-    def check(cls, config: Any, accelerator: Accelerator,
-              model: ModelHandle | None = None) -> list[str]:
-        """Refuse when bitsandbytes is not installed (found without importing it)."""
-        from olivine_lora.qlora import missing_backend
 
-        problem = missing_backend()
-        return [problem] if problem else []
+class DoRA(LoRA):
+    """Fine-tune with a DoRA adapter: LoRA plus a trained magnitude per output feature.
+
+    peft's ``use_dora``. The output is a peft adapter like LoRA's; it merges into the base
+    model (``MergeAdapterWeights``) but cannot become onnxruntime-genai adapter inputs.
+    """
+
+    name: ClassVar[str] = "DoRA"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = DoRAConfig
+
+
+class LoHa(LoRA):
+    """Fine-tune with a LoHa adapter (the Hadamard product of two low-rank updates; peft's LoHa).
+
+    The output is a peft adapter; merge it into the base model (``MergeAdapterWeights``)
+    before exporting.
+    """
+
+    name: ClassVar[str] = "LoHa"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = LoHaConfig
+
+
+class LoKr(LoRA):
+    """Fine-tune with a LoKr adapter (a Kronecker-product update; peft's LoKr).
+
+    The output is a peft adapter; merge it into the base model (``MergeAdapterWeights``)
+    before exporting.
+    """
+
+    name: ClassVar[str] = "LoKr"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = LoKrConfig
 
 
 class MergeAdapterWeights(Pass):
@@ -115,7 +144,10 @@ class ExtractAdapters(Pass):
             raise UsageError(f"{self.name} takes ONNX models, got a {model.kind} model")
         source = model.model_file()
         context.progress(0, 3, f"reading {source.name}")
-        found = extract_adapters(source, context.work_dir, dynamic_rank=config.dynamic_lora_r)
+        if config.adapter_type != "lora":
+            return _pass_through(model, config, context)
+        found = extract_adapters(source, context.work_dir, dynamic_rank=config.dynamic_lora_r,
+                                 optional=config.optional_inputs, save_options=config)
         context.progress(1, 3, f"{len(found.inputs)} LoRA weights are now inputs")
         if config.adapter_path:
             inputs = {i.name: i for i in found.inputs}
@@ -136,4 +168,31 @@ class ExtractAdapters(Pass):
                          attributes=attributes)
 
 
-PASSES = (LoRA, QLoRA, MergeAdapterWeights, ExtractAdapters)
+def _pass_through(model: OnnxModel, config: Any, context: PassContext) -> OnnxModel:
+    """Olive's rule for a model without weights of ``adapter_type``: it comes out unchanged.
+
+    DoRA and LoHa weights cannot become inputs here; a model that has them is an error.
+    """
+    import onnx
+
+    from olivine.onnxsave import save_onnx
+    from olivine_lora.onnx_adapter import adapter_weight_names
+
+    adapter_type = config.adapter_type
+    found = adapter_weight_names(model.model_file(), adapter_type)
+    if found:
+        raise UsageError(f"adapter_type {adapter_type}: {model.model_file()} holds {len(found)} "
+                         f"{adapter_type} weights ({found[0]}, ...), which cannot become model "
+                         "inputs here (onnxruntime-genai adapters are LoRA pairs); merge the "
+                         "adapter into the model before converting it (MergeAdapterWeights)")
+    context.logger.warning("ExtractAdapters: %s holds no %s weights (the adapter was merged into "
+                           "it, or there was none); the model passes through unchanged",
+                           model.model_file().name, adapter_type)
+    proto = onnx.load(str(model.model_file()), load_external_data=True)
+    result = save_onnx(proto, context.work_dir, config, file_name=model.model_file().name,
+                       source=model, lora_inputs=0)
+    context.progress(3, 3, f"no {adapter_type} weights: unchanged")
+    return result
+
+
+PASSES = (LoRA, QLoRA, DoRA, LoHa, LoKr, MergeAdapterWeights, ExtractAdapters)

@@ -70,20 +70,55 @@ def load_tokenizer(handle: HfModel) -> Any:
     return tokenizer
 
 
-def load_model(handle: HfModel, dtype: Any, quantization: Any = None, device: str = "cpu") -> Any:
-    """The base causal LM (``quantization``: a BitsAndBytesConfig for QLoRA)."""
+def load_model(handle: HfModel, dtype: Any, quantization: Any = None, device: str = "cpu",
+               device_map: Any = None) -> Any:
+    """The base causal LM (``quantization``: a BitsAndBytesConfig for QLoRA; ``device_map``:
+    transformers' placement, see :func:`resolve_device_map`)."""
     from transformers import AutoModelForCausalLM
 
     kwargs = {k: v for k, v in handle.load_options().items() if k not in ("torch_dtype", "dtype")}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": device if device == "cpu" else 0}
+        kwargs.setdefault("device_map", {"": device if device == "cpu" else 0})
     try:
         model = AutoModelForCausalLM.from_pretrained(handle.path, dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load {handle.path} as a causal language model: {exc}") from None
     model.config.use_cache = False
     return model
+
+
+def resolve_device_map(name: str | None, device: str) -> Any:
+    """transformers' ``device_map`` for Olive's option: ``auto`` (accelerate's placement on the
+    GPUs; the CPU when there is none), ``current_device`` (the current CUDA device) or ``None``."""
+    import torch
+
+    if name == "current_device":
+        return {"": torch.cuda.current_device()}
+    if name == "auto" and device == "cuda":
+        return "auto"
+    return None  # on the CPU, accelerate's auto placement is the CPU: load there directly
+
+
+def check_runtime(config: LoRAConfig, device: str) -> None:
+    """Raise :class:`UsageError` for options this machine cannot honour (checked when the step
+    runs, not by a dry run: the workflow may be meant for another machine)."""
+    if device == "cuda":
+        return
+    needs_gpu = []
+    if config.device_map == "current_device":
+        needs_gpu.append("device_map: current_device puts the model on the current CUDA device; "
+                         "use auto or null")
+    if config.ephemeral_gpu_offload:
+        needs_gpu.append("ephemeral_gpu_offload: true offloads DoRA's initialization to a CUDA "
+                         "device; set it to false")
+    if config.torch_dtype == "float16":
+        needs_gpu.append("torch_dtype: float16 trains in fp16 mixed precision, which needs a CUDA "
+                         "device; use float32, bfloat16 or auto")
+    if needs_gpu:
+        raise UsageError(f"{'; '.join(needs_gpu)} (torch sees no CUDA GPU on this machine)")
 
 
 def linear_layers(model: Any) -> dict[str, tuple[int, int]]:
@@ -102,10 +137,17 @@ def linear_layers(model: Any) -> dict[str, tuple[int, int]]:
     return out
 
 
-def resolve_targets(config: LoRAConfig, handle: HfModel, layers: dict[str, tuple[int, int]]
-                    ) -> list[str] | str:
-    """The target modules: the config's, else the architecture's default; checked against ``layers``."""
+def resolve_targets(config: LoRAConfig, handle: HfModel, layers: dict[str, tuple[int, int]],
+                    variant_default: str | None = None) -> list[str] | str:
+    """The target modules: the config's, else ``variant_default`` (LoHa and LoKr: all-linear, as
+    Olive), else the architecture's default; checked against ``layers``."""
     targets = config.target_modules
+    if targets is None and variant_default is not None:
+        targets = variant_default
+        if getattr(config, "layers_to_transform", None) is not None:
+            # peft applies layers_to_transform to names, not to its all-linear expansion: name
+            # every linear layer (but the head) by its short name so the layer filter applies
+            targets = sorted({n.rsplit(".", 1)[-1] for n in layers})
     if targets is None:
         default = DEFAULT_TARGETS.get(model_type(handle))
         targets = list(default) if default else "all-linear"
@@ -304,19 +346,19 @@ def training_arguments(config: LoRAConfig, checkpoints: Path, device: str, dtype
 def _quantization(config: QLoRAConfig, device: str) -> Any:
     from transformers import BitsAndBytesConfig
 
-    from olivine_lora.qlora import check_backend
-
-    check_backend(device)
+    compute = config.compute_dtype or config.torch_dtype
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=config.quant_type,
                               bnb_4bit_use_double_quant=config.double_quant,
-                              bnb_4bit_compute_dtype=torch_dtype(config.compute_dtype, device))
+                              bnb_4bit_compute_dtype=torch_dtype(compute, device))
 
 
 def train_adapter(handle: HfModel, config: LoRAConfig, context: Any) -> AdapterModel:
-    """Train a LoRA (or, with a :class:`QLoRAConfig`, QLoRA) adapter; return its handle."""
+    """Train the adapter ``config`` asks for (LoRA, QLoRA, DoRA, LoHa, LoKr); return its handle."""
     import torch
     import transformers
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+
+    from olivine_lora.variants import default_targets, method_of, peft_config
 
     if handle.adapter_path:
         raise UsageError(f"the input model already has an adapter ({handle.adapter_path}); merge it "
@@ -324,17 +366,22 @@ def train_adapter(handle: HfModel, config: LoRAConfig, context: Any) -> AdapterM
     started = time.perf_counter()
     transformers.logging.set_verbosity_warning()
     qlora = isinstance(config, QLoRAConfig)
+    device = training_device()
+    check_runtime(config, device)
+    if qlora:
+        from olivine_lora.qlora import check_backend
+
+        check_backend(device)
     context.progress(0, None, "reading the data")
     tokenizer = load_tokenizer(handle)
     texts, eval_texts, options, source = prepare_texts(config, context, tokenizer)
-    device = training_device()
     dtype = torch_dtype(config.torch_dtype, device)
     context.progress(0, None, f"loading {Path(handle.path).name}" + (" in 4 bits" if qlora else ""))
     quantization = _quantization(config, device) if isinstance(config, QLoRAConfig) else None
     model = load_model(handle, torch.float32 if dtype == torch.float16 else dtype, quantization,
-                       device)
+                       device, resolve_device_map(config.device_map, device))
     layers = linear_layers(model)
-    targets = resolve_targets(config, handle, layers)
+    targets = resolve_targets(config, handle, layers, default_targets(config))
     if qlora:
         from peft import prepare_model_for_kbit_training
 
@@ -344,21 +391,23 @@ def train_adapter(handle: HfModel, config: LoRAConfig, context: Any) -> AdapterM
         model.enable_input_require_grads()
     seed = int(config.training_value("seed"))
     transformers.set_seed(seed)
-    peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
-                             lora_dropout=config.lora_dropout, target_modules=targets,
-                             bias=config.bias, modules_to_save=config.modules_to_save,
-                             task_type="CAUSAL_LM")
-    model = get_peft_model(model, peft_config)
+    try:
+        model = get_peft_model(model, peft_config(config, targets, device))
+    except ValueError as exc:  # e.g. exclude_modules or layers_to_transform leave nothing
+        raise UsageError(f"{method_of(config)}: peft cannot adapt {handle.path} with these "
+                         f"options: {exc}") from None
     special = not options.use_chat_template
     join = options.strategy == "join"
     train_ids = tokenize(texts, tokenizer, options.max_seq_len, special, join)
     eval_ids = tokenize(eval_texts, tokenizer, options.max_seq_len, special, join) \
         if eval_texts else []
-    about = {"method": "qlora" if qlora else "lora", "base_model": handle.path, "data": source,
+    about = {"method": method_of(config), "base_model": handle.path, "data": source,
              "max_seq_len": options.max_seq_len, "strategy": options.strategy,
              "target_modules": targets, "device": device, "dtype": str(dtype).replace("torch.", "")}
     if isinstance(config, QLoRAConfig):
-        about.update(base_bits=4, quant_type=config.quant_type)
+        about.update(base_bits=4, quant_type=config.quant_type, double_quant=config.double_quant,
+                     compute_dtype=str(getattr(quantization, "bnb_4bit_compute_dtype", ""))
+                     .replace("torch.", ""))
     run = Prepared(handle, model, tokenizer, train_ids, eval_ids, total_steps(config, len(train_ids)),
                    about, device, dtype, started)
     state = state_dir_for(context)
@@ -411,7 +460,13 @@ def _train(config: LoRAConfig, context: Any, run: Prepared, state: Path) -> Adap
         context.logger.info("resuming from %s", resume_from)
         context.progress(0, steps, f"resuming from {resume_from.name}")
     cpu = time.process_time()
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    if run.device == "cuda":  # Olive's allow_tf32; CPUs have no TF32 matmuls
+        torch.backends.cuda.matmul.allow_tf32 = config.allow_tf32
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     cpu = time.process_time() - cpu
     metrics: dict[str, Any] = {}
     if eval_ids:
@@ -422,7 +477,7 @@ def _train(config: LoRAConfig, context: Any, run: Prepared, state: Path) -> Adap
         for key in ("eval_loss", "eval_loss_base"):
             metrics[key.replace("eval_loss", "eval_perplexity")] = math.exp(min(metrics[key], 50))
     adapter_dir = context.work_dir / ADAPTER_DIR
-    model.save_pretrained(str(adapter_dir))
+    model.save_pretrained(str(adapter_dir), save_embedding_layers=False)  # as Olive saves it
     losses = record["losses"]
     loop = record.get("loop_seconds") or float(output.metrics.get("train_runtime", 0.0))
     tokens = int(record.get("tokens_this_run", 0))
@@ -445,8 +500,9 @@ def _train(config: LoRAConfig, context: Any, run: Prepared, state: Path) -> Adap
     (context.work_dir / TRAINING_RECORD).write_text(json.dumps(summary, indent=2))
     shutil.rmtree(checkpoints, ignore_errors=True)
     context.progress(steps, steps, "done")
-    attributes = {"peft_type": "LORA", "method": run.about["method"], "lora_r": config.lora_r,
-                  "lora_alpha": config.lora_alpha, "adapter_dir": ADAPTER_DIR,
+    peft_type = str(getattr(model.peft_config.get("default"), "peft_type", "LORA"))
+    attributes = {"peft_type": peft_type.rsplit(".", 1)[-1], "method": run.about["method"],
+                  "lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "adapter_dir": ADAPTER_DIR,
                   "target_modules": run.about["target_modules"], "steps": summary["steps"],
                   **({"eval_perplexity": metrics["eval_perplexity"]} if metrics else {})}
     return AdapterModel(path=str(context.work_dir), base=run.base, attributes=attributes)
