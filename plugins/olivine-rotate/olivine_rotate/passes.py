@@ -1,0 +1,158 @@
+"""The passes: ``QuaRot`` and ``SliceGPT``, Hugging Face model in, Hugging Face model out."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+from olivine.errors import UsageError
+from olivine.models import HfModel, ModelHandle
+from olivine.passes import Pass, PassContext
+from olivine_rotate.config import QuaRotConfig, SliceGPTConfig
+
+#: files of a model folder that the passes write themselves
+WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
+OWN_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def source_folder(model: HfModel, pass_name: str) -> Path:
+    """The model's folder, downloading a hub id's files if needed."""
+    if model.is_local():
+        return Path(model.path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model.path, allow_patterns=[
+            "*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken", "*.py"]))
+    except Exception as exc:  # offline, unknown repo, no access: all for the user to fix
+        raise UsageError(f"{pass_name}: cannot fetch {model.path!r} from the Hugging Face hub: "
+                         f"{exc}") from None
+
+
+def check_input(model: ModelHandle, pass_name: str) -> HfModel:
+    """The input as an :class:`HfModel`; :class:`UsageError` for other kinds or an adapter."""
+    if not isinstance(model, HfModel):
+        raise UsageError(f"{pass_name} takes Hugging Face models, got a {model.kind} model")
+    if model.adapter_path:
+        raise UsageError(f"{pass_name}: the model has a LoRA adapter ({model.adapter_path}); an "
+                         "adapter trained on the unrotated weights does not fit the rotated model: "
+                         "merge it into the model first")
+    return model
+
+
+def load(folder: Path, model: HfModel, pass_name: str, dtype: Any = "auto") -> Any:
+    """The ``*ForCausalLM`` in ``folder``."""
+    from transformers import AutoModelForCausalLM
+
+    options = model.load_options()
+    trust = bool(options.get("trust_remote_code", False))
+    if dtype == "auto" and options.get("torch_dtype") not in (None, "auto"):
+        dtype = options["torch_dtype"]
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, trust_remote_code=trust)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{pass_name}: cannot load {model.path} as a causal LM: {exc}") from None
+
+
+def save(torch_model: Any, source: Path, target: Path) -> None:
+    """``save_pretrained`` into ``target`` plus the source's tokenizer and other side files."""
+    torch_model.save_pretrained(str(target), safe_serialization=True)
+    for item in source.iterdir():
+        if not item.is_file() or item.name in OWN_FILES or item.suffix in WEIGHTS:
+            continue
+        if not (target / item.name).exists():
+            shutil.copy2(item, target / item.name)
+
+
+def _result(model: HfModel, context: PassContext, facts: dict[str, Any]) -> HfModel:
+    context.logger.info("%s", facts)
+    return HfModel(path=str(context.work_dir), task=model.task, load_kwargs=model.load_kwargs,
+                   attributes={**model.attrs_dict(), "rotation": facts})
+
+
+class QuaRot(Pass):
+    """QuaRot: fold the RMSNorm scales into the linears, then rotate the residual stream by a
+    random Hadamard matrix (and each head's values by another), offline in the weights.
+
+    The output computes the same function as the input (up to rounding) but has far fewer
+    outlier channels, so weight quantization that follows (``Gptq``, ``Rtn``, ``ModelBuilder``
+    int4) loses less. It is an ordinary checkpoint of the same architecture: unit norm
+    scales, an untied LM head, no extra operators.
+    """
+
+    name: ClassVar[str] = "QuaRot"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = QuaRotConfig
+    accepts: ClassVar[tuple[str, ...]] = ("hf",)
+    produces: ClassVar[str] = "hf"
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "safetensors")
+    isolate: ClassVar[bool] = True
+    version: ClassVar[str] = "1"
+
+    def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
+        """Load, rotate and save into ``context.work_dir``."""
+        import torch
+
+        from olivine_rotate.rotate import quarot
+
+        hf = check_input(model, self.name)
+        folder = source_folder(hf, self.name)
+        context.progress(0, 2, "loading")
+        torch_model = load(folder, hf, self.name)
+        with torch.no_grad():
+            context.progress(1, 2, "rotating")
+            facts = quarot(torch_model, config.rotate_mode, config.seed)
+        save(torch_model, folder, context.work_dir)
+        context.progress(2, 2, "saved")
+        return _result(hf, context, facts)
+
+
+class SliceGPT(Pass):
+    """SliceGPT: rotate the residual stream to its principal directions on calibration text and
+    slice away the least used ones, shrinking the hidden size by ``sparsity``.
+
+    Llama-shaped (RMSNorm) models; the output is an ordinary checkpoint of the same
+    architecture with the smaller ``hidden_size`` (``head_dim`` is kept), which ModelBuilder
+    and the ONNX exporters take as they take any other.
+    """
+
+    name: ClassVar[str] = "SliceGPT"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = SliceGPTConfig
+    accepts: ClassVar[tuple[str, ...]] = ("hf",)
+    produces: ClassVar[str] = "hf"
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "safetensors")
+    isolate: ClassVar[bool] = True
+    version: ClassVar[str] = "1"
+
+    def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
+        """Collect the stream's covariance, rotate, slice and save into ``context.work_dir``."""
+        import torch
+
+        from olivine_rotate.calibration import calibration_batches
+        from olivine_rotate.rotate import new_hidden_size, prepare, residual_covariance, slice_model
+
+        hf = check_input(model, self.name)
+        folder = source_folder(hf, self.name)
+        torch_model = load(folder, hf, self.name, dtype=torch.float32)
+        dtype = getattr(torch_model.config, "dtype", None) or torch.float32
+        hidden = int(torch_model.config.hidden_size)
+        new_dim = new_hidden_size(hidden, config.sparsity, config.round_interval)
+        if new_dim < 1:
+            raise UsageError(f"sparsity: {config.sparsity} with round_interval "
+                             f"{config.round_interval} leaves no hidden dimension of {hidden}")
+        batches = calibration_batches(config, context, hf, folder)
+        with torch.no_grad():
+            decoder = prepare(torch_model, self.name)
+            total = len(batches)
+            cov = residual_covariance(decoder, batches,
+                                      lambda i: context.progress(i, total, "collecting activations"))
+            facts = slice_model(torch_model, decoder, cov, new_dim, config.final_orientation,
+                                config.seed)
+        before = sum(p.numel() for p in torch_model.parameters())
+        torch_model.to(dtype if isinstance(dtype, torch.dtype) else torch.float32)
+        save(torch_model, folder, context.work_dir)
+        facts.update(sparsity=config.sparsity, parameters=int(before),
+                     calibration_samples=sum(int(b["input_ids"].shape[0]) for b in batches))
+        return _result(hf, context, facts)
