@@ -1,11 +1,10 @@
 """Where a Hugging Face decoder keeps its residual-stream readers and writers.
 
-Llama-shaped models (``llama``, ``mistral``, ``qwen2``, ``qwen3``, ``phi3``, ...: RMSNorm
-before attention and MLP) are described by :class:`Decoder`; OPT (LayerNorm, learned
-positions) by :class:`OptDecoder` (SliceGPT only, as in Olive, whose QuaRot refuses
-LayerNorm models). Weights are ``[out, in]`` (torch's ``nn.Linear``); a rotation ``Q`` of the
-residual stream turns a reader ``W`` into ``W Q`` and a writer into ``Q^T W`` (and its bias
-``b`` into ``b Q``). Every product is taken in float64 and cast back to the weight's dtype.
+Llama-shaped models (``llama``, ``mistral``, ``qwen2``, ``qwen3``, ``phi3``, ``granite``:
+RMSNorm before attention and MLP) are described by :class:`Decoder`. LayerNorm models
+(OPT) are refused, as Olive's QuaRot refuses them. Weights are ``[out, in]`` (torch's
+``nn.Linear``); a rotation ``Q`` of the residual stream turns a reader ``W`` into ``W Q`` and
+a writer into ``Q^T W`` (and its bias ``b`` into ``b Q``). Every product is taken in float64 and cast back to the weight's dtype.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ class Decoder:
     final_norm: Any
     lm_head: Any
     head_dim: int
-    positions: Any = None  # OPT's learned position embeddings
 
     @property
     def hidden_size(self) -> int:
@@ -75,10 +73,15 @@ def describe(model: Any, pass_name: str) -> Decoder:
     config = model.config
     kind = getattr(config, "model_type", "?")
     if kind == "opt":
-        return describe_opt(model, pass_name)
+        why = ("OPT uses LayerNorm; only RMSNorm models can be rotated (as in Olive)"
+               if pass_name != "SliceGPT" else
+               "OPT is not supported yet: its attention projections are hidden x hidden, so a "
+               "sliced OPT is no longer an OPT checkpoint (olivine's SliceGPT writes ordinary "
+               "checkpoints, and takes Llama-shaped models: " + ", ".join(LLAMA_LIKE) + ")")
+        raise UsageError(f"{pass_name}: {why}")
     if kind not in LLAMA_LIKE:
         raise UsageError(f"{pass_name}: model type {kind!r} is not supported; supported: "
-                         f"{', '.join(LLAMA_LIKE)}" + (", opt" if pass_name == "SliceGPT" else ""))
+                         f"{', '.join(LLAMA_LIKE)}")
     inner = model.model
     heads = int(config.num_attention_heads)
     kv = int(getattr(config, "num_key_value_heads", None) or heads)
@@ -103,28 +106,6 @@ def describe(model: Any, pass_name: str) -> Decoder:
     return decoder
 
 
-def describe_opt(model: Any, pass_name: str) -> Decoder:
-    """OPT's modules (pre-LayerNorm OPT only: ``do_layer_norm_before``)."""
-    config = model.config
-    if pass_name != "SliceGPT":
-        raise UsageError(f"{pass_name}: the model uses LayerNorm (OPT); only RMSNorm models can be "
-                         "rotated (as in Olive)")
-    if not getattr(config, "do_layer_norm_before", True):
-        raise UsageError(f"{pass_name}: OPT with do_layer_norm_before false (opt-350m) is not supported")
-    inner = model.model.decoder
-    if inner.project_in is not None or inner.project_out is not None:
-        raise UsageError(f"{pass_name}: OPT with word_embed_proj_dim != hidden_size is not supported")
-    heads = int(config.num_attention_heads)
-    layers = []
-    for block in inner.layers:
-        attn = block.self_attn
-        layers.append(Layer(block.self_attn_layer_norm, block.final_layer_norm,
-                            [attn.q_proj, attn.k_proj, attn.v_proj], attn.out_proj, [block.fc1],
-                            block.fc2, (attn.v_proj, 0, attn.v_proj.weight.shape[0])))
-    return Decoder(model, inner.embed_tokens, layers, inner.final_layer_norm, model.lm_head,
-                   config.hidden_size // heads, positions=inner.embed_positions)
-
-
 # -- weight algebra ---------------------------------------------------------------------------
 
 
@@ -146,23 +127,11 @@ def untie(model: Any) -> None:
 
 
 def fuse_norm(norm: Any, readers: list[Any]) -> None:
-    """Fold the norm's scale (and LayerNorm's bias) into the linears reading it; the norm is
-    left as scale 1 (bias 0)."""
-    import torch
-
+    """Fold the RMSNorm's scale into the linears reading it; the norm is left as scale 1."""
     g = norm.weight.data.double()
-    bias = getattr(norm, "bias", None)
     for linear in readers:
-        w = linear.weight.data.double()
-        if bias is not None:
-            extra = w @ bias.data.double()
-            if linear.bias is None:
-                linear.bias = torch.nn.Parameter(torch.zeros(w.shape[0], dtype=linear.weight.dtype))
-            _set(linear.bias, linear.bias.data.double() + extra)
-        _set(linear.weight, w * g[None, :])
+        _set(linear.weight, linear.weight.data.double() * g[None, :])
     norm.weight.data.fill_(1.0)
-    if bias is not None:
-        bias.data.zero_()
 
 
 def read_rotated(linear: Any, q: Any) -> None:
