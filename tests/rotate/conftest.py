@@ -19,7 +19,6 @@ pytest.importorskip("olivine_modelbuilder", reason="the tiny models come from ol
 def trained_llama(cache_root: Path) -> Path:
     """A Llama (hidden 64, 2 layers, head size 16) trained 150 steps on the Sonnets (cached)."""
     from olivine_modelbuilder.tinymodel import TinySpec, cached_model
-
     from olivine_testutil import seed
 
     spec = TinySpec(model_type="llama", vocab_size=512, hidden_size=64, intermediate_size=192,

@@ -49,7 +49,8 @@ def test_quarot_seed_and_mode_change_the_weights(tmp_path: Path, trained_llama: 
     import olivine
 
     runs = {}
-    for label, opts in {"a": {"seed": 0}, "b": {"seed": 1}, "c": {"seed": 0, "rotate_mode": "random"}}.items():
+    options = {"a": {"seed": 0}, "b": {"seed": 1}, "c": {"seed": 0, "rotate_mode": "random"}}
+    for label, opts in options.items():
         result = olivine.run(workflow(tmp_path / label, trained_llama, {"q": {"type": "quarot", **opts}}))
         runs[label] = load_file(str(Path(result.output_dir) / "model.safetensors"))
     key = "model.embed_tokens.weight"
@@ -79,7 +80,10 @@ def test_quarot_then_int4_modelbuilder_is_closer_to_fp32(tmp_path: Path, trained
     kl_plain = kl(reference, ort_log_probs(Path(plain.output_dir), windows))
     kl_rotated = kl(reference, ort_log_probs(Path(rotated.output_dir), windows))
     record_quality("quarot int4 KL x1e3", plain=kl_plain, rotated=kl_rotated)
-    assert kl_rotated < kl_plain, (kl_rotated, kl_plain)
+    # measured (training seed 0): plain 5.47; rotated 3.79, 4.19, 3.90 for QuaRot seeds 0-2 and
+    # 4.28 with rotate_mode random (ratios 0.69-0.78); at blocks of 16: 4.30 vs 3.06-3.67, of 64:
+    # 6.62 vs 4.47-5.44. The bound asks for a 10% gain.
+    assert kl_rotated < 0.9 * kl_plain, (kl_rotated, kl_plain)
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ Llama-shaped models (``llama``, ``mistral``, ``qwen2``, ``qwen3``, ``phi3``, ``g
 RMSNorm before attention and MLP) are described by :class:`Decoder`. LayerNorm models
 (OPT) are refused, as Olive's QuaRot refuses them. Weights are ``[out, in]`` (torch's
 ``nn.Linear``); a rotation ``Q`` of the residual stream turns a reader ``W`` into ``W Q`` and
-a writer into ``Q^T W`` (and its bias ``b`` into ``b Q``). Every product is taken in float64 and cast back to the weight's dtype.
+a writer into ``Q^T W`` (and its bias ``b`` into ``b Q``). Every product is taken in float64
+and cast back to the weight's dtype.
 """
 
 from __future__ import annotations

@@ -65,6 +65,29 @@ def save(torch_model: Any, source: Path, target: Path) -> None:
             shutil.copy2(item, target / item.name)
 
 
+def model_problems(model: ModelHandle | None, pass_name: str) -> list[str]:
+    """What the input's ``config.json`` already says cannot work (read only for local folders)."""
+    import json
+
+    from olivine_rotate.arch import LLAMA_LIKE
+
+    if not isinstance(model, HfModel) or not model.is_local():
+        return []
+    path = Path(model.path) / "config.json"
+    try:
+        kind = json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return []  # loading reports it with the loader's own words
+    if kind is None or kind in LLAMA_LIKE:
+        return []
+    if kind == "opt":
+        return [f"the input model {model.path} is an OPT (LayerNorm) model: {pass_name} takes "
+                f"RMSNorm models ({', '.join(LLAMA_LIKE)})"
+                + ("; OPT is not supported yet" if pass_name == "SliceGPT" else "")]
+    return [f"the input model's type {kind!r} is not supported by {pass_name}; supported: "
+            f"{', '.join(LLAMA_LIKE)}"]
+
+
 def _result(model: HfModel, context: PassContext, facts: dict[str, Any]) -> HfModel:
     context.logger.info("%s", facts)
     return HfModel(path=str(context.work_dir), task=model.task, load_kwargs=model.load_kwargs,
@@ -89,6 +112,11 @@ class QuaRot(Pass):
     libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "safetensors")
     isolate: ClassVar[bool] = True
     version: ClassVar[str] = "1"
+
+    @classmethod
+    def check(cls, config: Any, accelerator: Any, model: ModelHandle | None = None) -> list[str]:
+        """Refuse, before running, an input model of an architecture QuaRot cannot rotate."""
+        return model_problems(model, cls.name)
 
     def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
         """Load, rotate and save into ``context.work_dir``."""
@@ -125,6 +153,11 @@ class SliceGPT(Pass):
     libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "safetensors")
     isolate: ClassVar[bool] = True
     version: ClassVar[str] = "1"
+
+    @classmethod
+    def check(cls, config: Any, accelerator: Any, model: ModelHandle | None = None) -> list[str]:
+        """Refuse, before running, an input model of an architecture SliceGPT cannot slice."""
+        return model_problems(model, cls.name)
 
     def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
         """Collect the stream's covariance, rotate, slice and save into ``context.work_dir``."""

@@ -1,0 +1,65 @@
+"""A user's mistakes in QuaRot and SliceGPT configs: exit 2 with a message naming the key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rot_helpers import workflow
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+def _run(cli: Cli, write_config: Callable[..., Path], wf: dict[str, Any]) -> tuple[int, str]:
+    code, _, err = cli("run", "--config", str(write_config(wf)))
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.mark.parametrize(("step", "expected"), [
+    ({"type": "QuaRot", "rotate_mod": "random"}, "rotate_mod"),
+    ({"type": "QuaRot", "rotate_mode": "cayley"}, "rotate_mode"),
+    ({"type": "SliceGPT", "calibration_data_config": "calib", "sparsity": 1.0}, "sparsity"),
+    ({"type": "SliceGPT", "sparsity": 0.1}, "calibration_data_config"),
+    ({"type": "SliceGPT", "calibration_data_config": "nope", "sparsity": 0.1}, "nope"),
+    ({"type": "SliceGPT", "calibration_data_config": "calib", "final_orientation": "svd"},
+     "final_orientation"),
+])
+def test_bad_options_are_config_errors(tmp_path: Path, cli: Cli, write_config: Callable[..., Path],
+                                       trained_llama: Path, texts: dict[str, Path],
+                                       step: dict[str, Any], expected: str) -> None:
+    code, err = _run(cli, write_config, workflow(tmp_path, trained_llama, {"s": step}, texts["calibration"]))
+    assert code == 2 and expected in err, err
+
+
+def test_layernorm_models_are_refused(tmp_path: Path, cli: Cli, write_config: Callable[..., Path],
+                                      trained_llama: Path, texts: dict[str, Path]) -> None:
+    """OPT (LayerNorm) is refused by both passes, as Olive's QuaRot refuses it."""
+    import shutil
+
+    from transformers import OPTConfig, OPTForCausalLM
+
+    opt = tmp_path / "opt"
+    OPTForCausalLM(OPTConfig(vocab_size=512, hidden_size=32, num_hidden_layers=1, ffn_dim=64,
+                             num_attention_heads=2, word_embed_proj_dim=32,
+                             max_position_embeddings=128)).save_pretrained(opt)
+    for item in trained_llama.glob("tokenizer*"):
+        shutil.copy2(item, opt / item.name)
+    code, err = _run(cli, write_config, workflow(tmp_path / "q", opt, {"q": {"type": "QuaRot"}}))
+    assert code == 2 and "LayerNorm" in err and "QuaRot" in err, err
+    code, err = _run(cli, write_config, workflow(tmp_path / "s", opt, {"s": {
+        "type": "SliceGPT", "calibration_data_config": "calib", "sparsity": 0.25}},
+        texts["calibration"]))
+    assert code == 2 and "OPT is not supported yet" in err, err
+
+
+def test_unknown_calibration_options_are_errors(tmp_path: Path, cli: Cli,
+                                                write_config: Callable[..., Path],
+                                                trained_llama: Path, texts: dict[str, Path]) -> None:
+    wf = workflow(tmp_path, trained_llama, {"s": {"type": "SliceGPT", "calibration_data_config": "calib",
+                                                  "sparsity": 0.25}}, texts["calibration"],
+                  strategy="join-random")
+    code, err = _run(cli, write_config, wf)
+    assert code == 2 and "join-random" in err, err
