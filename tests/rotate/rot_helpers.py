@@ -8,16 +8,17 @@ from typing import Any
 
 
 def random_model(kind: str, folder: Path, tokenizer_from: Path) -> Path:
-    """An untrained model of ``kind`` (hidden 96 = 12 x 8, head size 24) with random norm
+    """An untrained model of ``kind`` (hidden 96 = 12 x 8, head size 48 = 12 x 4) with random norm
     scales and biases, so that folding the norms and rotating them is really tested."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(0)
-    extra: dict[str, Any] = {"attention_bias": True} if kind == "llama" else {}
+    extra: dict[str, Any] = {"llama": {"attention_bias": True},
+                             "phi3": {"original_max_position_embeddings": 256}}.get(kind, {})
     config = AutoConfig.for_model(kind, vocab_size=512, hidden_size=96, intermediate_size=160,
-                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                  head_dim=24, max_position_embeddings=256, tie_word_embeddings=True,
+                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                  head_dim=48, max_position_embeddings=256, tie_word_embeddings=True,
                                   bos_token_id=0, eos_token_id=0, pad_token_id=0, **extra)
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():

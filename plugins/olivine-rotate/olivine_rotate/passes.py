@@ -55,6 +55,23 @@ def load(folder: Path, model: HfModel, pass_name: str, dtype: Any = "auto") -> A
         raise UsageError(f"{pass_name}: cannot load {model.path} as a causal LM: {exc}") from None
 
 
+def saved_dtype(folder: Path, model: HfModel) -> Any:
+    """The torch dtype the checkpoint is stored in (or ``load_kwargs.torch_dtype``), else fp32."""
+    import json
+
+    import torch
+
+    wanted = model.load_options().get("torch_dtype")
+    if wanted in (None, "auto"):
+        try:
+            raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raw = {}
+        wanted = raw.get("dtype") or raw.get("torch_dtype")
+    value = getattr(torch, str(wanted).replace("torch.", ""), None) if wanted else None
+    return value if isinstance(value, torch.dtype) and value.is_floating_point else torch.float32
+
+
 def save(torch_model: Any, source: Path, target: Path) -> None:
     """``save_pretrained`` into ``target`` plus the source's tokenizer and other side files."""
     torch_model.save_pretrained(str(target), safe_serialization=True)
@@ -168,14 +185,14 @@ class SliceGPT(Pass):
 
         hf = check_input(model, self.name)
         folder = source_folder(hf, self.name)
+        batches = calibration_batches(config, context, hf, folder)
+        dtype = saved_dtype(folder, hf)
         torch_model = load(folder, hf, self.name, dtype=torch.float32)
-        dtype = getattr(torch_model.config, "dtype", None) or torch.float32
         hidden = int(torch_model.config.hidden_size)
         new_dim = new_hidden_size(hidden, config.sparsity, config.round_interval)
         if new_dim < 1:
             raise UsageError(f"sparsity: {config.sparsity} with round_interval "
                              f"{config.round_interval} leaves no hidden dimension of {hidden}")
-        batches = calibration_batches(config, context, hf, folder)
         with torch.no_grad():
             decoder = prepare(torch_model, self.name)
             total = len(batches)
@@ -184,7 +201,7 @@ class SliceGPT(Pass):
             facts = slice_model(torch_model, decoder, cov, new_dim, config.final_orientation,
                                 config.seed)
         before = sum(p.numel() for p in torch_model.parameters())
-        torch_model.to(dtype if isinstance(dtype, torch.dtype) else torch.float32)
+        torch_model.to(dtype)
         save(torch_model, folder, context.work_dir)
         facts.update(sparsity=config.sparsity, parameters=int(before),
                      calibration_samples=sum(int(b["input_ids"].shape[0]) for b in batches))
