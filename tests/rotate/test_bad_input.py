@@ -59,3 +59,34 @@ def test_unknown_calibration_options_are_errors(tmp_path: Path, cli: Cli,
                   strategy="join-random")
     code, err = _run(cli, write_config, wf)
     assert code == 2 and "join-random" in err, err
+
+
+def test_widths_without_a_hadamard_matrix_ask_for_random(tmp_path: Path, cli: Cli,
+                                                        write_config: Callable[..., Path]) -> None:
+    """Hidden size 52 (neither Sylvester nor Paley gives order 52 here): a config error naming
+    rotate_mode, before any weight is read; with rotate_mode random it is accepted."""
+    import json
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 52,
+                                                   "num_attention_heads": 2, "head_dim": 64}))
+    code, err = _run(cli, write_config, workflow(tmp_path / "h", model, {"q": {"type": "QuaRot"}}))
+    assert code == 2 and "hidden size is 52" in err and "rotate_mode 'random'" in err, err
+    code, _, err = cli("run", "--config", str(write_config(workflow(
+        tmp_path / "r", model, {"q": {"type": "QuaRot", "rotate_mode": "random"}}), "r.json")),
+        "--dry-run")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("n", [1, 2, 12, 20, 28, 36, 40, 44, 60, 64, 80, 96, 104, 108, 140, 768, 896])
+def test_hadamard_matrices_are_orthogonal(n: int) -> None:
+    """Orders m x 2^k of LLM widths (896 = 28 x 32, 3072 = 12 x 256, 5120 = 20 x 256, head
+    sizes 64, 80, 96, 128) all get one."""
+    import torch
+
+    from olivine_rotate.hadamard import hadamard
+
+    h = hadamard(n)
+    assert h.shape == (n, n) and bool(((h == 1) | (h == -1)).all())
+    assert torch.equal(h @ h.T, n * torch.eye(n, dtype=torch.float64))

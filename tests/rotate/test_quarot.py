@@ -15,7 +15,8 @@ from rot_helpers import kl, ort_log_probs, random_model, torch_log_probs, window
 
 from olivine_testutil import record_quality
 
-CASES = [("llama", "hadamard"), ("qwen2", "random"), ("qwen3", "hadamard"), ("phi3", "hadamard")]
+CASES = [("llama", "hadamard"), ("qwen2", "random"), ("qwen3", "hadamard"), ("phi3", "hadamard"),
+         ("mistral", "random"), ("granite", "hadamard")]
 
 
 @pytest.mark.parametrize(("kind", "mode"), CASES)

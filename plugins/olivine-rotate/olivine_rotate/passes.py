@@ -82,19 +82,40 @@ def save(torch_model: Any, source: Path, target: Path) -> None:
             shutil.copy2(item, target / item.name)
 
 
-def model_problems(model: ModelHandle | None, pass_name: str) -> list[str]:
-    """What the input's ``config.json`` already says cannot work (read only for local folders)."""
+def _local_config(model: ModelHandle | None) -> dict[str, Any]:
+    """The input's ``config.json`` when it is a local folder (else, or unreadable, ``{}``)."""
     import json
 
+    if not isinstance(model, HfModel) or not model.is_local():
+        return {}
+    try:
+        raw = json.loads((Path(model.path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # loading reports it with the loader's own words
+    return raw if isinstance(raw, dict) else {}
+
+
+def hadamard_problems(model: ModelHandle | None) -> list[str]:
+    """Widths of a local input that no Hadamard matrix here fits (``rotate_mode`` hadamard)."""
+    from olivine_rotate.hadamard import hadamard_order_problem
+
+    raw = _local_config(model)
+    hidden, heads = raw.get("hidden_size"), raw.get("num_attention_heads")
+    head_dim = raw.get("head_dim") or (hidden // heads if isinstance(hidden, int)
+                                       and isinstance(heads, int) and heads else None)
+    out = []
+    for n, what in ((hidden, "hidden size"), (head_dim, "head size")):
+        problem = hadamard_order_problem(n) if isinstance(n, int) and n > 0 else None
+        if problem:
+            out.append(f"rotate_mode: the model's {what} is {n}: {problem}; use rotate_mode 'random'")
+    return out
+
+
+def model_problems(model: ModelHandle | None, pass_name: str) -> list[str]:
+    """What the input's ``config.json`` already says cannot work (read only for local folders)."""
     from olivine_rotate.arch import LLAMA_LIKE
 
-    if not isinstance(model, HfModel) or not model.is_local():
-        return []
-    path = Path(model.path) / "config.json"
-    try:
-        kind = json.loads(path.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return []  # loading reports it with the loader's own words
+    kind = _local_config(model).get("model_type")
     if kind is None or kind in LLAMA_LIKE:
         return []
     if kind == "opt":
@@ -132,8 +153,12 @@ class QuaRot(Pass):
 
     @classmethod
     def check(cls, config: Any, accelerator: Any, model: ModelHandle | None = None) -> list[str]:
-        """Refuse, before running, an input model of an architecture QuaRot cannot rotate."""
-        return model_problems(model, cls.name)
+        """Refuse, before running, an input model of an architecture QuaRot cannot rotate, or
+        widths no Hadamard matrix fits."""
+        problems = model_problems(model, cls.name)
+        if not problems and config.rotate_mode == "hadamard":
+            problems = hadamard_problems(model)
+        return problems
 
     def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
         """Load, rotate and save into ``context.work_dir``."""
