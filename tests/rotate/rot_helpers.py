@@ -101,3 +101,20 @@ def ort_log_probs(folder: Path, windows: Any) -> Any:
 def kl(reference: Any, other: Any) -> float:
     """Mean KL(reference || other) per position, x 1e3."""
     return float((reference.exp() * (reference - other)).sum(-1).mean()) * 1e3
+
+
+def untied_copy(source: Path, folder: Path) -> Path:
+    """``source`` with its LM head untied from the embeddings (QuaRot unties them too, and a
+    tied table is quantized by ModelBuilder int4 while an untied one stays float, so this is
+    the fair baseline to compare QuaRot's int4 output with)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    model.save_pretrained(folder)
+    for item in source.iterdir():
+        if item.name.startswith(("tokenizer", "special_tokens")):
+            shutil.copy2(item, folder / item.name)
+    return folder

@@ -11,7 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rot_helpers import kl, ort_log_probs, random_model, torch_log_probs, window_ids, workflow
+from rot_helpers import (
+    kl,
+    ort_log_probs,
+    random_model,
+    torch_log_probs,
+    untied_copy,
+    window_ids,
+    workflow,
+)
 
 from olivine_testutil import record_quality
 
@@ -63,13 +71,24 @@ def test_quarot_seed_and_mode_change_the_weights(tmp_path: Path, trained_llama: 
     assert not runs["a"][key].equal(runs["b"][key]) and not runs["a"][key].equal(runs["c"][key])
 
 
-@pytest.mark.quality
-def test_quarot_then_int4_modelbuilder_is_closer_to_fp32(tmp_path: Path, trained_llama: Path,
-                                                         texts: dict[str, Path]) -> None:
-    """ModelBuilder int4 (RTN, blocks of 32, fp32 compute) after QuaRot against without it: KL to
-    the fp32 model on held-out text. Rotations spread the outlier channels over all of them.
+def _op_types(folder: Path) -> set[str]:
+    import onnx
 
-    The rotated model in fp32 through ModelBuilder also matches the original in torch.
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    return {node.op_type for node in graph.node}
+
+
+@pytest.mark.quality
+def test_quarot_then_int4_modelbuilder_is_not_worse(tmp_path: Path, trained_llama: Path,
+                                                    texts: dict[str, Path]) -> None:
+    """ModelBuilder int4 (RTN, blocks of 32, fp32 compute) after QuaRot against without it
+    (on the same model with its LM head untied, as QuaRot unties it): KL to the fp32 model on
+    held-out text.
+
+    The tiny model has no outlier channels for the rotation to spread, so QuaRot brings no
+    robust gain here: the claim is that it costs nothing. The rotated model in fp32 through
+    ModelBuilder also matches the original in torch, and the int4 graph after QuaRot holds no
+    operator the plain one lacks (as in Olive, nothing is rotated at run time).
     """
     import olivine
 
@@ -81,31 +100,34 @@ def test_quarot_then_int4_modelbuilder_is_closer_to_fp32(tmp_path: Path, trained
         "q": {"type": "QuaRot"}, "m": {"type": "ModelBuilder", "precision": "fp32"}}))
     rotated_fp32 = ort_log_probs(Path(fp32.output_dir), windows)
     assert float((rotated_fp32 - reference).abs().max()) < 2e-3
-    plain = olivine.run(workflow(tmp_path / "p", trained_llama, {"m": int4}))
+    untied = untied_copy(trained_llama, tmp_path / "untied")
+    plain = olivine.run(workflow(tmp_path / "p", untied, {"m": int4}))
     rotated = olivine.run(workflow(tmp_path / "r", trained_llama, {"q": {"type": "QuaRot"}, "m": int4}))
+    assert _op_types(Path(rotated.output_dir)) <= _op_types(Path(plain.output_dir))
     kl_plain = kl(reference, ort_log_probs(Path(plain.output_dir), windows))
     kl_rotated = kl(reference, ort_log_probs(Path(rotated.output_dir), windows))
     record_quality("quarot int4 KL x1e3", plain=kl_plain, rotated=kl_rotated)
-    # measured (training seed 0): plain 5.47; rotated 3.79, 4.19, 3.90 for QuaRot seeds 0-2 and
-    # 4.28 with rotate_mode random (ratios 0.69-0.78); at blocks of 16: 4.30 vs 3.06-3.67, of 64:
-    # 6.62 vs 4.47-5.44. The bound asks for a 10% gain.
-    assert kl_rotated < 0.9 * kl_plain, (kl_rotated, kl_plain)
+    # measured (training seed 0), KL x1e3: untied plain 3.99; rotated 3.79, 4.19, 3.90 for
+    # QuaRot seeds 0-2 and 4.28 with rotate_mode random (ratios 0.95-1.07). At blocks of 16:
+    # 3.02 vs 3.06-3.67, of 64: 4.54 vs 4.47-5.44. (The tied model without QuaRot: 5.47, its
+    # embedding table quantized too.) The bound allows 20% over the plain model's.
+    assert kl_rotated < 1.2 * kl_plain, (kl_rotated, kl_plain)
 
 
 @pytest.mark.slow
 def test_quarot_gptq_modelbuilder_chain_runs_in_genai(tmp_path: Path, trained_llama: Path,
                                                       texts: dict[str, Path]) -> None:
     """The recipes' chain (Quarot -> gptq -> ModelBuilder int4) on the tiny Llama: genai
-    generates with it, and its KL to the fp32 model is below that of gptq without QuaRot."""
+    generates with it, and its KL to the fp32 model is not worse than gptq's without QuaRot."""
     import onnxruntime_genai as og
 
     import olivine
 
-    result = olivine.run(workflow(tmp_path, trained_llama, {
-        "q": {"type": "Quarot"},
-        "g": {"type": "gptq", "bits": 4, "sym": True, "group_size": 32,
-              "data_files": [str(texts["calibration"])], "max_samples": 16, "max_seq_len": 64},
-        "m": {"type": "ModelBuilder", "precision": "int4", "int4_accuracy_level": 1}}))
+    gptq = {"type": "gptq", "bits": 4, "sym": True, "group_size": 32,
+            "data_files": [str(texts["calibration"])], "max_samples": 16, "max_seq_len": 64}
+    build = {"type": "ModelBuilder", "precision": "int4", "int4_accuracy_level": 1}
+    result = olivine.run(workflow(tmp_path, trained_llama, {"q": {"type": "Quarot"}, "g": gptq,
+                                                            "m": build}))
     folder = Path(result.output_dir)
     model = og.Model(str(folder))
     params = og.GeneratorParams(model)
@@ -115,9 +137,12 @@ def test_quarot_gptq_modelbuilder_chain_runs_in_genai(tmp_path: Path, trained_ll
     while not gen.is_done():
         gen.generate_next_token()
     assert len(gen.get_sequence(0)) > 4
+    untied = untied_copy(trained_llama, tmp_path / "untied")
+    plain = olivine.run(workflow(tmp_path / "p", untied, {"g": gptq, "m": build}))
     windows = window_ids(trained_llama, texts["heldout"])
-    chain = kl(torch_log_probs(trained_llama, windows), ort_log_probs(folder, windows))
-    record_quality("quarot gptq int4 KL x1e3", chain=chain)
-    # measured: 3.09 (QuaRot seeds 1, 2: 3.14, 3.19); the same gptq chain without QuaRot 4.87,
-    # plain int4 RTN 5.47. The bound is 4.3, between them.
-    assert chain < 4.3, chain
+    reference = torch_log_probs(trained_llama, windows)
+    chain = kl(reference, ort_log_probs(folder, windows))
+    without = kl(reference, ort_log_probs(Path(plain.output_dir), windows))
+    record_quality("quarot gptq int4 KL x1e3", chain=chain, without=without)
+    # measured: 3.09 (QuaRot seeds 1, 2: 3.14, 3.19); gptq without QuaRot (untied) 3.19
+    assert chain < 1.2 * without, (chain, without)
