@@ -118,3 +118,27 @@ def untied_copy(source: Path, folder: Path) -> Path:
         if item.name.startswith(("tokenizer", "special_tokens")):
             shutil.copy2(item, folder / item.name)
     return folder
+
+
+def outlier_copy(source: Path, folder: Path, channels: tuple[int, ...] = (3, 17, 40),
+                 factor: float = 30.0) -> Path:
+    """:func:`untied_copy` with outlier channels: each layer's norm scales ``factor`` times
+    larger on ``channels`` and the linears reading them that much smaller there (the same
+    function, but the activations entering the linears have a few huge channels, as LLMs'
+    do). Weight-only RTN then errs on those columns times the huge activations."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    untied_copy(source, folder)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    index = list(channels)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            for norm, readers in ((layer.input_layernorm, (attn.q_proj, attn.k_proj, attn.v_proj)),
+                                  (layer.post_attention_layernorm, (mlp.gate_proj, mlp.up_proj))):
+                norm.weight[index] *= factor
+                for linear in readers:
+                    linear.weight[:, index] /= factor
+    model.save_pretrained(folder)
+    return folder

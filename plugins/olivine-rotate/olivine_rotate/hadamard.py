@@ -18,72 +18,89 @@ def _is_prime(p: int) -> bool:
     return all(p % d for d in range(2, int(p ** 0.5) + 1))
 
 
-def _jacobsthal(q: int) -> list[list[int]]:
-    """``Q[i][j]`` = the Legendre symbol of ``j - i`` modulo the prime ``q``."""
-    squares = {(x * x) % q for x in range(1, q)}
-    chi = [0] + [1 if a in squares else -1 for a in range(1, q)]
-    return [[chi[(j - i) % q] for j in range(q)] for i in range(q)]
+def _jacobsthal(q: int) -> Any:
+    """``Q[i, j]`` = the Legendre symbol of ``j - i`` modulo the prime ``q`` (a torch tensor)."""
+    import torch
+
+    chi = -torch.ones(q, dtype=torch.float64)
+    chi[0] = 0
+    chi[(torch.arange(1, q) ** 2) % q] = 1
+    idx = torch.arange(q)
+    return chi[(idx[None, :] - idx[:, None]) % q]
 
 
-def _paley1(q: int) -> list[list[int]]:
-    """Order ``q + 1`` for a prime ``q = 3 (mod 4)``: ``I + S``, ``S`` skew-symmetric."""
-    jac = _jacobsthal(q)
-    n = q + 1
-    s = [[0] * n for _ in range(n)]
-    for j in range(1, n):
-        s[0][j] = 1
-        s[j][0] = -1
-    for i in range(q):
-        for j in range(q):
-            s[i + 1][j + 1] = jac[i][j]
-    return [[s[i][j] + (1 if i == j else 0) for j in range(n)] for i in range(n)]
+def _bordered(q: int, corner: float, left: float) -> Any:
+    """``[[corner, 1^T], [left 1, Q]]`` around the Jacobsthal matrix of ``q``."""
+    import torch
 
-
-def _paley2(q: int) -> list[list[int]]:
-    """Order ``2 (q + 1)`` for a prime ``q = 1 (mod 4)``."""
-    jac = _jacobsthal(q)
-    n = q + 1
-    c = [[0] * n for _ in range(n)]
-    for j in range(1, n):
-        c[0][j] = c[j][0] = 1
-    for i in range(q):
-        for j in range(q):
-            c[i + 1][j + 1] = jac[i][j]
-    zero = ((1, -1), (-1, -1))
-    one = ((1, 1), (1, -1))
-    out = [[0] * (2 * n) for _ in range(2 * n)]
-    for i in range(n):
-        for j in range(n):
-            v = c[i][j]
-            block = zero if v == 0 else one
-            sign = -1 if v < 0 else 1
-            for a in range(2):
-                for b in range(2):
-                    out[2 * i + a][2 * j + b] = sign * block[a][b]
+    out = torch.empty(q + 1, q + 1, dtype=torch.float64)
+    out[0, 0] = corner
+    out[0, 1:] = 1
+    out[1:, 0] = left
+    out[1:, 1:] = _jacobsthal(q)
     return out
 
 
-def _base(m: int) -> list[list[int]] | None:
-    """A Hadamard matrix of order ``m`` from Sylvester or Paley, or ``None``."""
-    if m == 1:
-        return [[1]]
-    if m == 2:
-        return [[1, 1], [1, -1]]
+def _paley1(q: int) -> Any:
+    """Order ``q + 1`` for a prime ``q = 3 (mod 4)``: ``I + S``, ``S`` skew-symmetric."""
+    import torch
+
+    return _bordered(q, 0.0, -1.0) + torch.eye(q + 1, dtype=torch.float64)
+
+
+def _paley2(q: int) -> Any:
+    """Order ``2 (q + 1)`` for a prime ``q = 1 (mod 4)``: each entry of the symmetric bordered
+    matrix becomes a 2 x 2 block (0 -> [[1, -1], [-1, -1]], +-1 -> +-[[1, 1], [1, -1]])."""
+    import torch
+
+    c = _bordered(q, 0.0, 1.0)
+    zero = torch.tensor([[1.0, -1.0], [-1.0, -1.0]], dtype=torch.float64)
+    one = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+    return torch.kron(c, one) + torch.kron((c == 0).to(torch.float64), zero)
+
+
+def _construction(m: int) -> str | None:
+    """Which construction gives order ``m`` (``sylvester``, ``paley1``, ``paley2``), or ``None``."""
+    if m in (1, 2):
+        return "sylvester"
     if m % 4:
         return None
     if _is_prime(m - 1) and (m - 1) % 4 == 3:
+        return "paley1"
+    if _is_prime(m // 2 - 1) and (m // 2 - 1) % 4 == 1:
+        return "paley2"
+    return None
+
+
+def _base(m: int) -> Any:
+    """The Hadamard matrix of order ``m`` that :func:`_construction` names (float64 tensor)."""
+    import torch
+
+    kind = _construction(m)
+    if kind == "paley1":
         return _paley1(m - 1)
-    if m % 2 == 0 and _is_prime(m // 2 - 1) and (m // 2 - 1) % 4 == 1:
+    if kind == "paley2":
         return _paley2(m // 2 - 1)
+    return torch.tensor([[1.0]] if m == 1 else [[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+
+
+def _odd_part_order(n: int) -> int | None:
+    """The smallest ``m`` with ``n = m * 2^k`` that a construction gives, or ``None``."""
+    if n < 1:
+        return None
+    m = n
+    while m % 2 == 0:
+        m //= 2
+    while n % m == 0:
+        if _construction(m):
+            return m
+        m *= 2
     return None
 
 
 def hadamard_order_problem(n: int) -> str | None:
     """Why no Hadamard matrix of order ``n`` can be built here (``None`` when one can)."""
-    m = n
-    while m % 2 == 0 and _base(m) is None:
-        m //= 2
-    if n >= 1 and _base(m) is not None:
+    if n >= 1 and _odd_part_order(n) is not None:
         return None
     return (f"no Hadamard matrix of order {n} is known to olivine (orders m * 2^k with m = 1, 2, "
             "p + 1 for a prime p = 3 mod 4, or 2 (p + 1) for a prime p = 1 mod 4)")
@@ -96,12 +113,9 @@ def hadamard(n: int) -> Any:
     problem = hadamard_order_problem(n)
     if problem:
         raise ValueError(problem)
-    m = n
-    while m % 2 == 0 and _base(m) is None:
-        m //= 2
-    base = _base(m)
-    assert base is not None
-    h = torch.tensor(base, dtype=torch.float64)
+    m = _odd_part_order(n)
+    assert m is not None
+    h = _base(m)
     two = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
     while h.shape[0] < n:
         h = torch.kron(h, two)

@@ -119,8 +119,8 @@ def model_problems(model: ModelHandle | None, pass_name: str) -> list[str]:
     if kind is None or kind in LLAMA_LIKE:
         return []
     if kind == "opt":
-        return [f"the input model {model.path} is an OPT (LayerNorm) model: {pass_name} takes "
-                f"RMSNorm models ({', '.join(LLAMA_LIKE)})"
+        return [f"the input model {getattr(model, 'path', '')} is an OPT (LayerNorm) model: "
+                f"{pass_name} takes RMSNorm models ({', '.join(LLAMA_LIKE)})"
                 + ("; OPT is not supported yet" if pass_name == "SliceGPT" else "")]
     return [f"the input model's type {kind!r} is not supported by {pass_name}; supported: "
             f"{', '.join(LLAMA_LIKE)}"]
