@@ -79,6 +79,28 @@ def _op_types(folder: Path) -> set[str]:
     return {node.op_type for node in graph.node}
 
 
+def test_quarot_draws_olives_rotation(tmp_path: Path, trained_llama: Path) -> None:
+    """Olive's draw for rotate_mode hadamard: ``torch.manual_seed(seed)``, signs from
+    ``randint(0, 2, (d,))``, times the Sylvester matrix over sqrt(d). (Checked against Olive
+    0.13 itself: its QuaRot output on this model equals olivine's within 7e-9.)"""
+    import torch
+    from safetensors.torch import load_file
+
+    import olivine
+
+    result = olivine.run(workflow(tmp_path, trained_llama, {"q": {"type": "QuaRot", "seed": 7}}))
+    before = load_file(str(trained_llama / "model.safetensors"))["model.embed_tokens.weight"]
+    after = load_file(str(Path(result.output_dir) / "model.safetensors"))["model.embed_tokens.weight"]
+    d = before.shape[1]
+    torch.manual_seed(7)
+    signs = torch.randint(0, 2, (d,)).double() * 2 - 1
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < d:
+        h = torch.kron(h, torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64))
+    expected = before.double() @ (signs[:, None] * h / d ** 0.5)
+    assert float((after.double() - expected).abs().max()) < 1e-6
+
+
 @pytest.mark.quality
 def test_quarot_then_int4_modelbuilder(tmp_path: Path, trained_llama: Path,
                                        texts: dict[str, Path]) -> None:
