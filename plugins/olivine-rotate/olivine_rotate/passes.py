@@ -168,13 +168,13 @@ class QuaRot(Pass):
 
         hf = check_input(model, self.name)
         folder = source_folder(hf, self.name)
-        context.progress(0, 2, "loading")
+        context.progress(0, None, "loading")
         torch_model = load(folder, hf, self.name)
         with torch.no_grad():
-            context.progress(1, 2, "rotating")
-            facts = quarot(torch_model, config.rotate_mode, config.seed)
+            facts = quarot(torch_model, config.rotate_mode, config.seed,
+                           lambda done, total: context.progress(done, total, "rotating layers"))
+        context.progress(0, None, "saving")
         save(torch_model, folder, context.work_dir)
-        context.progress(2, 2, "saved")
         return _result(hf, context, facts)
 
 

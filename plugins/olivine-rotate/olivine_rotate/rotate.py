@@ -34,24 +34,29 @@ def prepare(model: Any, pass_name: str) -> arch.Decoder:
     return decoder
 
 
-def _apply(decoder: arch.Decoder, q: Any) -> None:
-    """Rotate (and, for a ``[d, d']`` ``q``, slice) the residual stream by ``q``."""
+def _apply(decoder: arch.Decoder, q: Any, progress: Callable[[int], None] | None = None) -> None:
+    """Rotate (and, for a ``[d, d']`` ``q``, slice) the residual stream by ``q``; ``progress``
+    is called with the number of layers done."""
     import torch
 
     embed = decoder.embed
     embed.weight = torch.nn.Parameter((embed.weight.data.double() @ q).to(embed.weight.dtype),
                                       requires_grad=False)
     embed.embedding_dim = q.shape[1]
-    for layer in decoder.layers:
+    for i, layer in enumerate(decoder.layers):
         for linear in layer.attn_inputs + layer.mlp_inputs:
             arch.read_rotated(linear, q)
         arch.write_rotated(layer.attn_output, q)
         arch.write_rotated(layer.mlp_output, q)
+        if progress:
+            progress(i + 1)
     arch.read_rotated(decoder.lm_head, q)
 
 
-def quarot(model: Any, rotate_mode: str, seed: int) -> dict[str, Any]:
-    """Rotate ``model`` in place; returns facts about the rotation."""
+def quarot(model: Any, rotate_mode: str, seed: int,
+           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Rotate ``model`` in place; returns facts about the rotation. ``progress(done, total)``
+    counts layers."""
     import torch
 
     decoder = prepare(model, "QuaRot")
@@ -63,7 +68,8 @@ def quarot(model: Any, rotate_mode: str, seed: int) -> dict[str, Any]:
                                  "rotate_mode 'random'")
     gen = torch.Generator().manual_seed(seed)
     r1 = orthogonal_matrix(decoder.hidden_size, rotate_mode, gen)
-    _apply(decoder, r1)
+    total = len(decoder.layers)
+    _apply(decoder, r1, (lambda i: progress(i, total)) if progress else None)
     for layer in decoder.layers:
         r2 = orthogonal_matrix(decoder.head_dim, rotate_mode, gen)
         linear, start, rows = layer.value
