@@ -252,3 +252,45 @@ def test_merge_adapter_weights_both_ways(tiny_bert: Path, workflow: Any, tmp_pat
         assert any("lora" in n for n in names) is not merge
         got = ort_session(out).run(["last_hidden_state"], feeds)[0]
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_past_key_value_name_that_misses_the_cache_is_an_error(
+        tiny_gpt2: Path, workflow: Any, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A past passed under a name the model ignores would export a graph without its past:
+    the pass refuses it, naming the option."""
+    cfg = workflow({"type": "HfModel", "model_path": str(tiny_gpt2),
+                    "task": "text-generation-with-past"},
+                   {"c": {"type": "OnnxConversion", "past_key_value_name": "past"}})
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "past_key_value_name" in err and "'past'" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_dynamo_qlora_recipe_conversion(tiny_gpt2: Path, workflow: Any, ort_session: Any) -> None:
+    """The conversion of meta-llama-Llama-3.2-1B-Instruct/olive/qlora.json (dynamo exporter,
+    float16, generation metadata) on a tiny GPT-2: dynamic axes named as asked."""
+    pytest.importorskip("onnxscript")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    result = olivine.run(workflow(
+        {"type": "HfModel", "model_path": str(tiny_gpt2), "task": "text-generation"},
+        {"c": {"type": "OnnxConversion", "use_dynamo_exporter": True,
+               "save_metadata_for_token_generation": True, "torch_dtype": "float16"}}))
+    out = result.output_dir
+    assert out is not None and (out / "generation_config.json").is_file()
+    session = ort_session(out)
+    assert session.get_inputs()[0].shape == ["batch_size", "sequence_length"]
+    ids = np.array([[5, 9, 12, 7, 3], [8, 8, 1, 2, 4], [6, 7, 8, 9, 10]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    got = session.run(["logits"], feeds)[0]
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2), attn_implementation="eager",
+                                                 dtype=torch.float16).eval()
+    with torch.no_grad():
+        want = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
+    # float16 on both sides (measured max abs diff ~5e-4); tolerance 1e-2
+    np.testing.assert_allclose(got.astype(np.float32), want, atol=1e-2, rtol=1e-2)

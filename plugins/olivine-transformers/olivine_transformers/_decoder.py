@@ -165,15 +165,24 @@ def convert_with_past(model: HfModel, config: ConversionConfig, context: PassCon
     import inspect
 
     params = inspect.signature(torch_model.forward).parameters
-    if config.past_key_value_name not in params:
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if config.past_key_value_name not in params and not takes_any:
+        cached = [p for p in params if "past" in p or "cache" in p]
         raise UsageError(f"past_key_value_name: {type(torch_model).__name__}.forward has no "
-                         f"argument {config.past_key_value_name!r} (it takes "
-                         f"{', '.join(p for p in params if 'past' in p) or 'no past argument'})")
+                         f"argument {config.past_key_value_name!r} (its cache arguments: "
+                         f"{', '.join(cached) or 'none'})")
     layout = CacheLayout(torch_model, names)
     vocab = int(getattr(torch_model.config, "vocab_size", 1000))
     wrapper = CacheWrapper(torch_model, layout.layers, layout.with_positions,
                            config.past_key_value_name).eval()
     export_inputs = dict(zip(layout.inputs, sample(layout, 2, 7, 4, vocab, seed=0), strict=True))
+    with torch.no_grad():
+        present = wrapper(*export_inputs.values())[1]
+    if present.shape[2] != 4 + 7:  # the past (4) was not used: the name did not reach the cache
+        raise UsageError(f"past_key_value_name: {type(torch_model).__name__} ignored the past "
+                         f"passed as {config.past_key_value_name!r} (present length "
+                         f"{present.shape[2]}, expected 11); transformers models take "
+                         "'past_key_values'")
     exporter = "dynamo" if config.use_dynamo_exporter else "torchscript"
     context.progress(1, 5, f"exporting with past key values ({exporter}, {layout.layers} layers, "
                            f"opset {config.target_opset})")

@@ -150,14 +150,15 @@ def with_adapter(model: torch.nn.Module, adapter_path: str, merge: bool) -> torc
         raise UsageError(f"adapter_path {adapter_path!r}: not a PEFT adapter for this model: "
                          f"{exc}") from exc
     if merge:
-        merged: torch.nn.Module = peft_model.merge_and_unload()  # type: ignore[operator]
+        merged: torch.nn.Module = peft_model.merge_and_unload()
         return merged
-    base: torch.nn.Module = peft_model.get_base_model()  # type: ignore[operator]
+    base: torch.nn.Module = peft_model.get_base_model()
     for module in base.modules():
         if not isinstance(module, LoraLayer) or len(module.active_adapters) != 1:
             continue
         name = module.active_adapters[0]
-        lora_b = (module.lora_B or module.lora_embedding_B).get(name)
+        holder: Any = module.lora_B or module.lora_embedding_B
+        lora_b = holder.get(name)
         if lora_b is None:
             continue
         weight = lora_b.weight if isinstance(lora_b, torch.nn.Linear) else lora_b
@@ -443,9 +444,11 @@ def _export(wrapper: torch.nn.Module, sample: dict[str, torch.Tensor], input_nam
                     if importlib.util.find_spec("onnxscript") is None:
                         raise UsageError("use_dynamo_exporter needs the onnxscript package: pip "
                                          "install onnxscript (or olivine-transformers[dynamo])")
+                    shapes = dynamo_shapes(wrapper, args, input_names, dynamic_axes)
                     program = torch.onnx.export(
                         wrapper, args, dynamo=True, input_names=input_names,
-                        output_names=output_names, dynamic_axes=dynamic_axes or None,
+                        output_names=output_names, dynamic_shapes=shapes,
+                        dynamic_axes=None if shapes is not None else (dynamic_axes or None),
                         opset_version=config.target_opset, external_data=False,
                         optimize=config.optimize)
                     assert program is not None
@@ -464,7 +467,48 @@ def _export(wrapper: torch.nn.Module, sample: dict[str, torch.Tensor], input_nam
                                f"could not export {source}: {type(exc).__name__}: {first}") from exc
         finally:
             wrapper.to("cpu")
-        return onnx.load(str(path), load_external_data=True)
+        proto = onnx.load(str(path), load_external_data=True)
+        if config.use_dynamo_exporter and dynamic_axes:
+            name_dims(proto, dynamic_axes)
+        return proto
+
+
+def dynamo_shapes(wrapper: torch.nn.Module, args: tuple[Any, ...], input_names: list[str],
+                  dynamic_axes: dict[str, dict[int, str]]) -> tuple[Any, ...] | None:
+    """``dynamic_axes`` as torch.export ``dynamic_shapes`` (``Dim.AUTO`` per dynamic axis) in
+    the structure of ``wrapper.forward``'s signature; ``None`` when there are none or the
+    inputs are not flat tensors."""
+    if not dynamic_axes or not all(isinstance(a, torch.Tensor) for a in args):
+        return None
+    from torch.export import Dim
+
+    specs = [{int(axis): Dim.AUTO for axis in dynamic_axes.get(name, {})} or None
+             for name in input_names[:len(args)]]
+    out: list[Any] = []
+    for param in inspect.signature(wrapper.forward).parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            out.append(tuple(specs))
+            specs = []
+        elif param.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                            inspect.Parameter.POSITIONAL_OR_KEYWORD) and specs:
+            out.append(specs.pop(0))
+    return tuple(out)
+
+
+def name_dims(proto: Any, dynamic_axes: dict[str, dict[int, str]]) -> None:
+    """Give the dynamo exporter's symbolic dims (``s0``, ...) the names of ``dynamic_axes``,
+    everywhere in the graph's inputs, outputs and value infos."""
+    graph = proto.graph
+    rename: dict[str, str] = {}
+    for value in [*graph.input, *graph.output]:
+        for axis, label in dynamic_axes.get(value.name, {}).items():
+            dims = value.type.tensor_type.shape.dim
+            if int(axis) < len(dims) and dims[int(axis)].dim_param:
+                rename.setdefault(dims[int(axis)].dim_param, str(label))
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
 
 
 def cpu_session(path: Path) -> Any:

@@ -182,6 +182,8 @@ def convert_pytorch(model: PyTorchModel, config: ConversionConfig, context: Pass
     elif io.get("dynamic_shapes") and not config.use_dynamo_exporter:
         raise UsageError("io_config.dynamic_shapes is for the dynamo exporter; set "
                          "use_dynamo_exporter: true, or give dynamic_axes")
+    elif io.get("dynamic_shapes"):
+        dynamic_axes = {**shapes_as_axes(io["dynamic_shapes"], input_names), **dynamic_axes}
     exporter = "dynamo" if config.use_dynamo_exporter else "torchscript"
     context.progress(2, 5, f"exporting with the {exporter} exporter (opset {config.target_opset})")
     sample = dict(zip([f"arg{i}" for i in range(len(args))], args, strict=True))
@@ -199,6 +201,23 @@ def convert_pytorch(model: PyTorchModel, config: ConversionConfig, context: Pass
                   "output_names": output_names, "validation_max_abs_diff": diffs}
     return OnnxModel(path=str(context.work_dir), onnx_file_name=target.name,
                      attributes={**model.attrs_dict(), **attributes})
+
+
+def shapes_as_axes(shapes: Any, input_names: list[str]) -> dict[str, dict[int, str]]:
+    """Olive's ``io_config.dynamic_shapes`` of flat tensor inputs (``{name: {axis: label}}`` or
+    a list in input order) as dynamic axes; the export gives each one a ``Dim.AUTO``."""
+    items = list(shapes.items()) if isinstance(shapes, Mapping) else \
+        list(zip(input_names, shapes, strict=False)) if isinstance(shapes, list | tuple) else None
+    out: dict[str, dict[int, str]] = {}
+    for name, axes in items or [(None, None)]:
+        if axes is None and name is not None:
+            continue
+        if not isinstance(axes, Mapping) or not all(str(a).isdigit() for a in axes):
+            raise UsageError("io_config.dynamic_shapes: olivine takes one {axis: name} mapping per "
+                             "tensor input (by input name or in input order); nested shapes "
+                             "(past_key_values lists) are not supported: give dynamic_axes")
+        out[str(name)] = {int(a): str(label) for a, label in axes.items()}
+    return out
 
 
 def _check_declared(io: Mapping[str, Any], names: list[str], reference: list[np.ndarray]) -> None:
