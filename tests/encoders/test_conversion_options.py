@@ -127,16 +127,25 @@ def test_save_metadata_for_token_generation(tiny_gpt2: Path, workflow: Any,
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
 
 
-def test_torch_dtype_float16(tiny_bert: Path, workflow: Any, ort_session: Any) -> None:
-    """``torch_dtype: float16`` exports a half model whose outputs follow torch's float16."""
+def test_torch_dtype_float16(tiny_bert: Path, workflow: Any, ort_session: Any,
+                             tmp_path: Path) -> None:
+    """``torch_dtype: float16`` exports a half model whose outputs follow torch's float16;
+    ``user_script`` is imported before the export (with ``script_dir`` on sys.path)."""
     import onnx
     import torch
 
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "marker_lib.py").write_text("def mark(path):\n    open(path, 'w').write('x')\n")
+    script = tmp_path / "user_script.py"
+    marker = tmp_path / "imported.txt"
+    script.write_text(f"import marker_lib\nmarker_lib.mark({str(marker)!r})\n")
     result = olivine.run(workflow(
         {"type": "HfModel", "model_path": str(tiny_bert), "task": "feature-extraction"},
-        {"c": {"type": "OnnxConversion", "torch_dtype": "float16"}}))
+        {"c": {"type": "OnnxConversion", "torch_dtype": "torch.float16",
+               "user_script": str(script), "script_dir": str(helpers)}}))
     out = result.output_dir
-    assert out is not None
+    assert out is not None and marker.is_file()
     proto = onnx.load(str(out / "model.onnx"))
     halves = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     assert len(halves) > len(proto.graph.initializer) // 2
@@ -187,6 +196,7 @@ def test_image_classification_hf_model(tmp_path: Path, workflow: Any, ort_sessio
     ({"past_key_value_name": "past key"}, "past_key_value_name"),
     ({"optimise": True}, "optimise"),
     ({"config": {"dynamic": "no"}}, "dynamic"),
+    ({"script_dir": "."}, "script_dir"),
 ])
 def test_bad_values_are_config_errors(options: dict[str, Any], key: str, tiny_bert: Path,
                                       workflow: Any, tmp_path: Path,
@@ -240,6 +250,7 @@ def test_merge_adapter_weights_both_ways(tiny_bert: Path, workflow: Any, tmp_pat
     with torch.no_grad():
         want = adapted(**{k: torch.from_numpy(v) for k, v in feeds.items()}).last_hidden_state
     assert float((want - torch.from_numpy(_bert_hidden(tiny_bert, feeds))).abs().max()) > 1e-2
+    matmuls = {}
     for merge in (False, True):
         result = olivine.run(workflow(
             {"type": "HfModel", "model_path": str(tiny_bert), "task": "feature-extraction",
@@ -248,10 +259,12 @@ def test_merge_adapter_weights_both_ways(tiny_bert: Path, workflow: Any, tmp_pat
             output_dir=str(tmp_path / f"out-{merge}")))
         out = result.output_dir
         assert out is not None
-        names = [t.name for t in onnx.load(str(out / "model.onnx")).graph.initializer]
-        assert any("lora" in n for n in names) is not merge
+        graph = onnx.load(str(out / "model.onnx")).graph
+        matmuls[merge] = sum(n.op_type == "MatMul" for n in graph.node)
         got = ort_session(out).run(["last_hidden_state"], feeds)[0]
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-3)
+    # unmerged: lora_A and lora_B MatMuls beside query and value of both layers (2 x 2 x 2)
+    assert matmuls[False] == matmuls[True] + 8, matmuls
 
 
 def test_past_key_value_name_that_misses_the_cache_is_an_error(

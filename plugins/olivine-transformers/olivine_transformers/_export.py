@@ -158,9 +158,9 @@ def with_adapter(model: torch.nn.Module, adapter_path: str, merge: bool) -> torc
             continue
         name = module.active_adapters[0]
         holder: Any = module.lora_B or module.lora_embedding_B
-        lora_b = holder.get(name)
-        if lora_b is None:
+        if name not in holder:
             continue
+        lora_b = holder[name]
         weight = lora_b.weight if isinstance(lora_b, torch.nn.Linear) else lora_b
         if not isinstance(weight, torch.Tensor):
             continue
