@@ -127,6 +127,7 @@ def test_save_metadata_for_token_generation(tiny_gpt2: Path, workflow: Any,
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_torch_dtype_float16(tiny_bert: Path, workflow: Any, ort_session: Any,
                              tmp_path: Path) -> None:
     """``torch_dtype: float16`` exports a half model whose outputs follow torch's float16;
@@ -267,6 +268,7 @@ def test_merge_adapter_weights_both_ways(tiny_bert: Path, workflow: Any, tmp_pat
     assert matmuls[False] == matmuls[True] + 8, matmuls
 
 
+@pytest.mark.slow
 def test_past_key_value_name_that_misses_the_cache_is_an_error(
         tiny_gpt2: Path, workflow: Any, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
