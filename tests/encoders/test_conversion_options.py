@@ -162,7 +162,8 @@ def test_torch_dtype_float16(tiny_bert: Path, workflow: Any, ort_session: Any,
 
 def test_image_classification_hf_model(tmp_path: Path, workflow: Any, ort_session: Any) -> None:
     """The microsoft-resnet-50 recipes' input: an image-classification HfModel with
-    io_config input_shapes, exported at fixed shape (``dynamic: false``)."""
+    io_config input_shapes and no dynamic_axes, exported at those fixed shapes (as Olive)."""
+    import onnx
     import torch
     from transformers import ResNetConfig, ResNetForImageClassification
 
@@ -177,9 +178,11 @@ def test_image_classification_hf_model(tmp_path: Path, workflow: Any, ort_sessio
                        "output_names": ["logits"]}},
         {"conversion": {"device": "cpu", "type": "OnnxConversion", "target_opset": 17,
                         "save_as_external_data": True, "all_tensors_to_one_file": True,
-                        "dynamic": False, "use_dynamo_exporter": False}}))
+                        "use_dynamo_exporter": False}}))
     out = result.output_dir
     assert out is not None and (out / "model.onnx.data").is_file()
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
     pixels = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     got = ort_session(out).run(["logits"], {"pixel_values": pixels})[0]
     model = ResNetForImageClassification.from_pretrained(str(folder)).eval()

@@ -310,6 +310,7 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
         return convert_pytorch(model, config, context)
     io = dict(config.io_config or (model.io_config_dict() if isinstance(model, HfModel) else {}))
     io = {k: plain_data(v) for k, v in io.items()}
+    given_io = bool(io.get("input_names") or io.get("input_shapes"))
     unsupported = [k for k in ("dynamic_shapes", "string_to_int_dim_params") if io.get(k)]
     if unsupported:
         raise UsageError(f"io_config.{unsupported[0]} is not supported for a transformers model's "
@@ -375,7 +376,9 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
         dynamic_axes = {k: {int(a): str(n) for a, n in dict(v).items()}
                         for k, v in io["dynamic_axes"].items()}
     elif isinstance(model, HfModel) and model.task in IMAGE_TASKS:
-        dynamic_axes = {n: {0: "batch_size"} for n in [*input_names, *output_names]}
+        # as Olive: an io_config without dynamic_axes exports at its fixed shapes
+        dynamic_axes = {} if given_io else \
+            {n: {0: "batch_size"} for n in [*input_names, *output_names]}
     elif is_hf:
         dynamic_axes = default_dynamic_axes(sample, dict(zip(output_names, sample_out, strict=True)),
                                             *EXPORT_SHAPE)
