@@ -48,12 +48,14 @@ def cache_names(io: dict[str, Any]) -> dict[str, str]:
 class CacheWrapper(torch.nn.Module):
     """Runs a causal LM on flat past tensors; returns logits and the flat present tensors."""
 
-    def __init__(self, model: torch.nn.Module, layers: int, with_positions: bool) -> None:
+    def __init__(self, model: torch.nn.Module, layers: int, with_positions: bool,
+                 past_name: str = "past_key_values") -> None:
         super().__init__()
         self.model = model
         self.model_config: Any = model.config
         self.layers = layers
         self.with_positions = with_positions
+        self.past_name = past_name
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -65,8 +67,9 @@ class CacheWrapper(torch.nn.Module):
             kwargs["position_ids"], rest = rest[0], rest[1:]
         pairs = [(rest[2 * i], rest[2 * i + 1]) for i in range(self.layers)]
         cache = DynamicCache(ddp_cache_data=pairs, config=self.model_config)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                         use_cache=True, return_dict=True, **kwargs)
+        kwargs[self.past_name] = cache
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
+                         return_dict=True, **kwargs)
         flat: list[torch.Tensor] = [out.logits]
         for layer in out.past_key_values.layers:
             flat += [layer.keys, layer.values]
@@ -148,23 +151,44 @@ def sample(layout: CacheLayout, batch: int, seq: int, past: int, vocab: int,
 def convert_with_past(model: HfModel, config: ConversionConfig, context: PassContext) -> OnnxModel:
     """Export ``model`` with past key values into ``context.work_dir``; validate; return it."""
     from olivine.onnxsave import plain_data
-    from olivine_transformers._export import _export, _write_sidecars, load_hf_model
-    from olivine_transformers.onnx_io import save_proto
+    from olivine_transformers._export import _export, load_hf_model, save_exported
+    from olivine_transformers._metadata import hf_attributes, write_sidecars
 
     io = plain_data(dict(config.io_config or model.io_config_dict()))
     names = cache_names(io)
+    if not config.dynamic:
+        raise UsageError("dynamic: false cannot export a decoder with past key values: its past "
+                         "and total sequence axes must grow at every generation step; export it "
+                         "with dynamic: true")
     context.progress(0, 5, f"loading {model.path}")
     torch_model = load_hf_model(model, config)
+    import inspect
+
+    params = inspect.signature(torch_model.forward).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if config.past_key_value_name not in params and not takes_any:
+        cached = [p for p in params if "past" in p or "cache" in p]
+        raise UsageError(f"past_key_value_name: {type(torch_model).__name__}.forward has no "
+                         f"argument {config.past_key_value_name!r} (its cache arguments: "
+                         f"{', '.join(cached) or 'none'})")
     layout = CacheLayout(torch_model, names)
     vocab = int(getattr(torch_model.config, "vocab_size", 1000))
-    wrapper = CacheWrapper(torch_model, layout.layers, layout.with_positions).eval()
+    wrapper = CacheWrapper(torch_model, layout.layers, layout.with_positions,
+                           config.past_key_value_name).eval()
     export_inputs = dict(zip(layout.inputs, sample(layout, 2, 7, 4, vocab, seed=0), strict=True))
+    with torch.no_grad():
+        present = wrapper(*export_inputs.values())[1]
+    if present.shape[2] != 4 + 7:  # the past (4) was not used: the name did not reach the cache
+        raise UsageError(f"past_key_value_name: {type(torch_model).__name__} ignored the past "
+                         f"passed as {config.past_key_value_name!r} (present length "
+                         f"{present.shape[2]}, expected 11); transformers models take "
+                         "'past_key_values'")
     exporter = "dynamo" if config.use_dynamo_exporter else "torchscript"
     context.progress(1, 5, f"exporting with past key values ({exporter}, {layout.layers} layers, "
                            f"opset {config.target_opset})")
     proto = _export(wrapper, export_inputs, layout.inputs, layout.outputs, layout.dynamic_axes(),
                     config, model.path)
-    target = save_proto(proto, context.work_dir, external=config.save_as_external_data)
+    target = save_exported(proto, context.work_dir, config)
     del proto
     diffs: dict[str, float] = {}
     if config.validate:
@@ -172,15 +196,12 @@ def convert_with_past(model: HfModel, config: ConversionConfig, context: PassCon
         diffs = validate_with_past(target, wrapper, layout, vocab, config)
         log.info("export validated: max abs difference %s", diffs)
     context.progress(4, 5, "writing tokenizer and config files")
-    _write_sidecars(model, torch_model, context.work_dir)
-    cfg = torch_model.config
+    write_sidecars(model, torch_model, context.work_dir, config)
     attributes: dict[str, Any] = {
         "exporter": exporter, "opset": config.target_opset, "input_names": layout.inputs,
         "output_names": layout.outputs, "validation_max_abs_diff": diffs, "kv_cache": True,
-        "num_kv_layers": layout.layers, "hf_model_path": model.path, "task": model.task,
-        "model_type": getattr(cfg, "model_type", None),
-        "num_attention_heads": getattr(cfg, "num_attention_heads", None),
-        "hidden_size": getattr(cfg, "hidden_size", None)}
+        "num_kv_layers": layout.layers,
+        **hf_attributes(model, torch_model, context.work_dir, config)}
     context.progress(5, 5, "done")
     return OnnxModel(path=str(context.work_dir), onnx_file_name=target.name,
                      attributes={**model.attrs_dict(), **attributes})
@@ -190,6 +211,7 @@ def _compare(label: str, got: Sequence[np.ndarray], want: Sequence[torch.Tensor]
              names: Sequence[str], config: ConversionConfig, diffs: dict[str, float]) -> list[str]:
     from olivine_transformers._export import to_numpy
 
+    atol, rtol = config.tolerances()
     bad = []
     for name, g, w in zip(names, got, want, strict=True):
         ref = to_numpy(w)
@@ -199,9 +221,9 @@ def _compare(label: str, got: Sequence[np.ndarray], want: Sequence[torch.Tensor]
             continue
         diff = float(np.max(np.abs(g.astype(np.float64) - ref.astype(np.float64)))) if g.size else 0.0
         diffs[name] = max(diffs.get(name, 0.0), diff)
-        if not np.allclose(g, ref, atol=config.atol, rtol=config.rtol):
+        if not np.allclose(g, ref, atol=atol, rtol=rtol):
             bad.append(f"{label}: {name!r} differs from torch by max abs {diff:.3g} "
-                       f"(atol={config.atol:g}, rtol={config.rtol:g})")
+                       f"(atol={atol:g}, rtol={rtol:g})")
     return bad
 
 

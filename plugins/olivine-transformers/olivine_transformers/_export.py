@@ -30,7 +30,6 @@ from olivine.models import HfModel, ModelHandle, OnnxModel, PyTorchModel
 from olivine.onnxsave import plain_data
 from olivine.passes import PassContext
 from olivine_transformers.conversion import ConversionConfig
-from olivine_transformers.onnx_io import copy_hf_sidecar_files, save_proto
 
 log = logging.getLogger("olivine.pass.OnnxConversion")
 
@@ -38,6 +37,8 @@ log = logging.getLogger("olivine.pass.OnnxConversion")
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 #: Output fields that are never exported (they are optional extras or caches).
 SKIPPED_OUTPUTS = ("hidden_states", "attentions", "cross_attentions", "past_key_values")
+#: Tasks whose sample input is an image (``pixel_values``), not text.
+IMAGE_TASKS = ("image-classification",)
 EXPORT_SHAPE = (2, 7)
 VALIDATION_SHAPE = (3, 11)
 
@@ -75,6 +76,7 @@ def auto_class(task: str) -> Any:
         "question-answering": "AutoModelForQuestionAnswering",
         "text-generation": "AutoModelForCausalLM",
         "text-generation-with-past": "AutoModelForCausalLM",
+        "image-classification": "AutoModelForImageClassification",
     }
     if task not in names:
         raise UsageError(f"OnnxConversion: task {task!r} is not supported; supported tasks: "
@@ -82,19 +84,41 @@ def auto_class(task: str) -> Any:
     return getattr(transformers, names[task])
 
 
+def resolve_dtype(config: ConversionConfig) -> torch.dtype | None:
+    """``torch_dtype`` as a torch dtype (validated by the config), or ``None``."""
+    if not config.torch_dtype:
+        return None
+    dtype = getattr(torch, config.torch_dtype.removeprefix("torch."))
+    assert isinstance(dtype, torch.dtype)
+    return dtype
+
+
+def resolve_device(config: ConversionConfig) -> torch.device:
+    """``device`` as a torch device; a device this machine's torch cannot use is an error."""
+    device = torch.device(config.device or "cpu")
+    if device.type == "cpu":
+        return device
+    backend: Any = getattr(torch, device.type, None)
+    available = bool(backend is not None and hasattr(backend, "is_available")
+                     and backend.is_available())
+    if available and device.index is not None and hasattr(backend, "device_count"):
+        available = device.index < backend.device_count()
+    if not available:
+        raise UsageError(f"OnnxConversion: device {config.device!r}: torch sees no such device on "
+                         f"this machine (torch {torch.__version__}); use device: cpu, or run "
+                         "where that device is")
+    return device
+
+
 def load_hf_model(handle: HfModel, config: ConversionConfig) -> torch.nn.Module:
-    """Load a transformers model for export (eval mode, no KV cache)."""
-    if handle.adapter_path:
-        raise UsageError("OnnxConversion does not merge LoRA adapters; merge it first "
-                         "(MergeAdapterWeights) or export the base model")
+    """Load a transformers model for export (eval mode, no KV cache), with its LoRA adapter
+    merged or kept as Olive does (``merge_adapter_weights``)."""
     kwargs = handle.load_options()
     if config.attn_implementation:
         kwargs.setdefault("attn_implementation", config.attn_implementation)
-    if config.torch_dtype:
-        dtype = getattr(torch, config.torch_dtype, None)
-        if not isinstance(dtype, torch.dtype):
-            raise UsageError(f"torch_dtype: {config.torch_dtype!r} is not a torch dtype "
-                             "(float32, float16, bfloat16)")
+    dtype = resolve_dtype(config)
+    if dtype is not None:
+        kwargs.pop("torch_dtype", None)
         kwargs["dtype"] = dtype
     cls = auto_class(handle.task)
     try:
@@ -102,10 +126,47 @@ def load_hf_model(handle: HfModel, config: ConversionConfig) -> torch.nn.Module:
     except OSError as exc:
         raise UsageError(f"cannot load {handle.path!r} as a transformers model for task "
                          f"{handle.task!r}: {exc}") from exc
+    if handle.adapter_path:
+        model = with_adapter(model, str(handle.adapter_path), config.merge_adapter_weights)
     model.eval()
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
     return model
+
+
+@torch.no_grad()
+def with_adapter(model: torch.nn.Module, adapter_path: str, merge: bool) -> torch.nn.Module:
+    """``model`` with the PEFT LoRA adapter at ``adapter_path``: merged into the weights, or
+    kept as separate LoRA MatMuls with the scaling folded into lora_B (what Olive exports)."""
+    try:
+        from peft import PeftModel
+        from peft.tuners.lora import LoraLayer
+    except ImportError as exc:
+        raise UsageError("OnnxConversion of an HfModel with adapter_path needs peft: pip install "
+                         "peft (or olivine-lora)") from exc
+    try:
+        peft_model = PeftModel.from_pretrained(model, adapter_path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"adapter_path {adapter_path!r}: not a PEFT adapter for this model: "
+                         f"{exc}") from exc
+    if merge:
+        merged: torch.nn.Module = peft_model.merge_and_unload()
+        return merged
+    base: torch.nn.Module = peft_model.get_base_model()
+    for module in base.modules():
+        if not isinstance(module, LoraLayer) or len(module.active_adapters) != 1:
+            continue
+        name = module.active_adapters[0]
+        holder: Any = module.lora_B or module.lora_embedding_B
+        if name not in holder:
+            continue
+        lora_b = holder[name]
+        weight = lora_b.weight if isinstance(lora_b, torch.nn.Linear) else lora_b
+        if not isinstance(weight, torch.Tensor):
+            continue
+        weight.data.mul_(module.scaling[name])
+        module.scaling[name] = 1
+    return base
 
 
 def load_script_model(path: str, config: ConversionConfig) -> torch.nn.Module:
@@ -219,14 +280,37 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 # -- the pass -------------------------------------------------------------------------------
+def prepare(config: ConversionConfig) -> None:
+    """Import ``user_script`` (with ``script_dir`` on sys.path), as Olive does before a pass."""
+    if config.user_script:
+        from olivine.userscript import load_module
+
+        load_module(config.user_script, config.script_dir, "user_script")
+
+
+def image_io(torch_model: torch.nn.Module, io: dict[str, Any]) -> dict[str, Any]:
+    """``io`` completed for an image model: ``pixel_values`` of the config's image size."""
+    cfg = getattr(torch_model, "config", None)
+    size = getattr(cfg, "image_size", 224)
+    size = size if isinstance(size, int) else 224
+    channels = int(getattr(cfg, "num_channels", 3) or 3)
+    names = list(io.get("input_names") or ["pixel_values"])
+    shapes = io.get("input_shapes") or [[1, channels, size, size]] * len(names)
+    return {**io, "input_names": names, "input_shapes": shapes,
+            "input_types": io.get("input_types") or ["float32"] * len(names)}
+
+
 def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) -> OnnxModel:
     """Export ``model`` into ``context.work_dir``; return the validated ONNX handle."""
+    prepare(config)
+    resolve_device(config)  # a missing device fails before any loading
     if isinstance(model, PyTorchModel):
         from olivine_transformers._torch_export import convert_pytorch
 
         return convert_pytorch(model, config, context)
     io = dict(config.io_config or (model.io_config_dict() if isinstance(model, HfModel) else {}))
     io = {k: plain_data(v) for k, v in io.items()}
+    given_io = bool(io.get("input_names") or io.get("input_shapes"))
     unsupported = [k for k in ("dynamic_shapes", "string_to_int_dim_params") if io.get(k)]
     if unsupported:
         raise UsageError(f"io_config.{unsupported[0]} is not supported for a transformers model's "
@@ -245,14 +329,20 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
     if is_hf:
         assert isinstance(model, HfModel)
         torch_model = load_hf_model(model, config)
-        input_names = list(io.get("input_names") or text_input_names(torch_model))
-        vocab = int(getattr(torch_model.config, "vocab_size", 1000))
+        if model.task in IMAGE_TASKS:
+            io = image_io(torch_model, io)
+            input_names = list(io["input_names"])
+        else:
+            input_names = list(io.get("input_names") or text_input_names(torch_model))
+        vocab = int(getattr(torch_model.config, "vocab_size", 1000) or 1000)
         if io.get("input_shapes"):  # Olive's fixed sample shapes (and types)
             sample = io_config_inputs({**io, "input_names": input_names}, seed=0, high=vocab)
             check = io_config_inputs({**io, "input_names": input_names}, seed=1, high=vocab)
         else:
             sample = text_inputs(input_names, *EXPORT_SHAPE, vocab, seed=0)
-            check = text_inputs(input_names, *VALIDATION_SHAPE, vocab, seed=1)
+            check = text_inputs(input_names, *(VALIDATION_SHAPE if config.dynamic else
+                                               EXPORT_SHAPE), vocab, seed=1)
+        sample, check = cast_floats(sample, config), cast_floats(check, config)
         fields: list[str] | None = output_fields(torch_model, sample)
         output_names = list(io.get("output_names") or fields or [])
         if len(output_names) > len(fields or []):
@@ -261,9 +351,12 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
         fields = (fields or [])[:len(output_names)]
     else:
         torch_model = load_script_model(model.path, config)
+        dtype = resolve_dtype(config)
+        if dtype is not None:
+            torch_model = torch_model.to(dtype)
         input_names = list(io["input_names"])
-        sample = io_config_inputs(io, seed=0)
-        check = io_config_inputs(io, seed=1)
+        sample = cast_floats(io_config_inputs(io, seed=0), config)
+        check = cast_floats(io_config_inputs(io, seed=1), config)
         fields = None
     wrapper = KeywordWrapper(torch_model, input_names, fields,
                              {"return_dict": True} if is_hf else {}).eval()
@@ -277,10 +370,16 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
         from olivine_transformers._torch_export import _check_declared
 
         _check_declared(io, output_names, [to_numpy(t) for t in sample_out])
-    if io.get("dynamic_axes") is not None:
+    if not config.dynamic:
+        dynamic_axes: dict[str, dict[int, str]] = {}
+    elif io.get("dynamic_axes") is not None:
         dynamic_axes = {k: {int(a): str(n) for a, n in dict(v).items()}
                         for k, v in io["dynamic_axes"].items()}
-    elif config.dynamic_axes and is_hf:
+    elif isinstance(model, HfModel) and model.task in IMAGE_TASKS:
+        # as Olive: an io_config without dynamic_axes exports at its fixed shapes
+        dynamic_axes = {} if given_io else \
+            {n: {0: "batch_size"} for n in [*input_names, *output_names]}
+    elif is_hf:
         dynamic_axes = default_dynamic_axes(sample, dict(zip(output_names, sample_out, strict=True)),
                                             *EXPORT_SHAPE)
     else:
@@ -288,7 +387,7 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
     exporter = "dynamo" if config.use_dynamo_exporter else "torchscript"
     context.progress(2, 5, f"exporting with the {exporter} exporter (opset {config.target_opset})")
     proto = _export(wrapper, sample, input_names, output_names, dynamic_axes, config, model.path)
-    target = save_proto(proto, context.work_dir, external=config.save_as_external_data)
+    target = save_exported(proto, context.work_dir, config)
     del proto
     diffs: dict[str, float] = {}
     if config.validate:
@@ -302,27 +401,44 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
         "validation_max_abs_diff": diffs,
     }
     if is_hf:
+        from olivine_transformers._metadata import hf_attributes, write_sidecars
+
         assert isinstance(model, HfModel)
-        _write_sidecars(model, torch_model, context.work_dir)
-        cfg = torch_model.config
-        attributes.update({
-            "hf_model_path": model.path, "task": model.task,
-            "model_type": getattr(cfg, "model_type", None),
-            "num_attention_heads": getattr(cfg, "num_attention_heads", None),
-            "hidden_size": getattr(cfg, "hidden_size", None),
-        })
+        write_sidecars(model, torch_model, context.work_dir, config)
+        attributes.update(hf_attributes(model, torch_model, context.work_dir, config))
     context.progress(5, 5, "done")
     return OnnxModel(path=str(context.work_dir), onnx_file_name=target.name,
                      attributes={**model.attrs_dict(), **attributes})
 
 
+def cast_floats(inputs: dict[str, torch.Tensor], config: ConversionConfig) -> dict[str, torch.Tensor]:
+    """Float sample inputs in ``torch_dtype`` (as Olive casts its dummy inputs)."""
+    dtype = resolve_dtype(config)
+    if dtype is None:
+        return inputs
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+
+
+def save_exported(proto: Any, folder: Path, config: ConversionConfig) -> Path:
+    """Write the exported model as the external-data options say; return its path."""
+    from olivine.onnxsave import save_onnx
+
+    return save_onnx(proto, folder, config).model_file()
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
 def _export(wrapper: torch.nn.Module, sample: dict[str, torch.Tensor], input_names: list[str],
             output_names: list[str], dynamic_axes: dict[str, dict[int, str]],
             config: ConversionConfig, source: str) -> Any:
-    """Run torch.onnx.export into a temporary folder; return the loaded ModelProto."""
+    """Run torch.onnx.export (on ``device``) into a temporary folder; return the ModelProto."""
     import onnx
 
-    args = tuple(sample.values())
+    device = resolve_device(config)
+    args = tuple(_to_device(v, device) for v in sample.values())
+    wrapper.to(device)
     with tempfile.TemporaryDirectory(prefix="olivine-export-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
@@ -331,17 +447,20 @@ def _export(wrapper: torch.nn.Module, sample: dict[str, torch.Tensor], input_nam
                     if importlib.util.find_spec("onnxscript") is None:
                         raise UsageError("use_dynamo_exporter needs the onnxscript package: pip "
                                          "install onnxscript (or olivine-transformers[dynamo])")
+                    shapes = dynamo_shapes(wrapper, args, input_names, dynamic_axes)
                     program = torch.onnx.export(
                         wrapper, args, dynamo=True, input_names=input_names,
-                        output_names=output_names, dynamic_axes=dynamic_axes or None,
-                        opset_version=config.target_opset, external_data=False)
+                        output_names=output_names, dynamic_shapes=shapes,
+                        dynamic_axes=None if shapes is not None else (dynamic_axes or None),
+                        opset_version=config.target_opset, external_data=False,
+                        optimize=config.optimize)
                     assert program is not None
                     program.save(str(path))
                 else:
                     torch.onnx.export(
                         wrapper, args, str(path), dynamo=False, input_names=input_names,
                         output_names=output_names, dynamic_axes=dynamic_axes or None,
-                        opset_version=config.target_opset, do_constant_folding=True)
+                        opset_version=config.target_opset, do_constant_folding=config.optimize)
         except UsageError:
             raise
         except Exception as exc:  # the exporter raises many types; name the cause plainly
@@ -349,7 +468,50 @@ def _export(wrapper: torch.nn.Module, sample: dict[str, torch.Tensor], input_nam
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise OlivineError(f"torch.onnx ({exporter} exporter, opset {config.target_opset}) "
                                f"could not export {source}: {type(exc).__name__}: {first}") from exc
-        return onnx.load(str(path), load_external_data=True)
+        finally:
+            wrapper.to("cpu")
+        proto = onnx.load(str(path), load_external_data=True)
+        if config.use_dynamo_exporter and dynamic_axes:
+            name_dims(proto, dynamic_axes)
+        return proto
+
+
+def dynamo_shapes(wrapper: torch.nn.Module, args: tuple[Any, ...], input_names: list[str],
+                  dynamic_axes: dict[str, dict[int, str]]) -> tuple[Any, ...] | None:
+    """``dynamic_axes`` as torch.export ``dynamic_shapes`` (``Dim.AUTO`` per dynamic axis) in
+    the structure of ``wrapper.forward``'s signature; ``None`` when there are none or the
+    inputs are not flat tensors."""
+    if not dynamic_axes or not all(isinstance(a, torch.Tensor) for a in args):
+        return None
+    from torch.export import Dim
+
+    specs = [{int(axis): Dim.AUTO for axis in dynamic_axes.get(name, {})} or None
+             for name in input_names[:len(args)]]
+    out: list[Any] = []
+    for param in inspect.signature(wrapper.forward).parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            out.append(tuple(specs))
+            specs = []
+        elif param.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                            inspect.Parameter.POSITIONAL_OR_KEYWORD) and specs:
+            out.append(specs.pop(0))
+    return tuple(out)
+
+
+def name_dims(proto: Any, dynamic_axes: dict[str, dict[int, str]]) -> None:
+    """Give the dynamo exporter's symbolic dims (``s0``, ...) the names of ``dynamic_axes``,
+    everywhere in the graph's inputs, outputs and value infos."""
+    graph = proto.graph
+    rename: dict[str, str] = {}
+    for value in [*graph.input, *graph.output]:
+        for axis, label in dynamic_axes.get(value.name, {}).items():
+            dims = value.type.tensor_type.shape.dim
+            if int(axis) < len(dims) and dims[int(axis)].dim_param:
+                rename.setdefault(dims[int(axis)].dim_param, str(label))
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
 
 
 def cpu_session(path: Path) -> Any:
@@ -382,6 +544,7 @@ def compare_outputs(output_names: list[str], outputs: list[np.ndarray], referenc
                     config: ConversionConfig, what: str = "the sample inputs") -> dict[str, float]:
     """Max abs difference per output between ONNX Runtime and torch; raise on a shape or
     tolerance mismatch, naming every bad output."""
+    atol, rtol = config.tolerances()
     diffs: dict[str, float] = {}
     bad = []
     for name, got, want in zip(output_names, outputs, reference, strict=True):
@@ -392,28 +555,10 @@ def compare_outputs(output_names: list[str], outputs: list[np.ndarray], referenc
         diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) \
             if got.size else 0.0
         diffs[name] = diff
-        if not np.allclose(got, want, atol=config.atol, rtol=config.rtol):
-            rel = diff / max(float(np.max(np.abs(want))), 1e-12)
+        if not np.allclose(got, want, atol=atol, rtol=rtol):
+            rel = diff / max(float(np.max(np.abs(want.astype(np.float64)))), 1e-12)
             bad.append(f"output {name!r} differs from torch by max abs {diff:.3g} (max relative to "
-                       f"the output's range {rel:.3g}); tolerance atol={config.atol:g}, "
-                       f"rtol={config.rtol:g}")
+                       f"the output's range {rel:.3g}); tolerance atol={atol:g}, rtol={rtol:g}")
     if bad:
         raise OlivineError(f"exported model does not match torch on {what}: " + "; ".join(bad))
     return diffs
-
-
-def _write_sidecars(model: HfModel, torch_model: torch.nn.Module, dest: Path) -> None:
-    """Copy (or, for a hub id, save) the tokenizer and config beside the ONNX model."""
-    if model.is_local():
-        copied = copy_hf_sidecar_files(Path(model.path), dest)
-        if "config.json" in copied:
-            return
-    torch_model.config.save_pretrained(str(dest))  # type: ignore[union-attr,operator]
-    try:
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(model.path, **{
-            k: v for k, v in model.load_options().items()
-            if k in ("trust_remote_code", "revision", "token")}).save_pretrained(str(dest))
-    except (OSError, ValueError) as exc:
-        log.warning("no tokenizer saved beside the ONNX model: %s", exc)

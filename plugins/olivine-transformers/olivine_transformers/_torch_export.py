@@ -127,14 +127,24 @@ def dummy_inputs(model: PyTorchModel, io: Mapping[str, Any]) -> tuple[tuple[Any,
     return tuple(io_config_inputs(dict(io), seed=0).values()), None
 
 
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    """Float tensors in ``value`` (nested in lists, tuples, dicts) cast to ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, Mapping):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
+
+
 def _tensors(args: Sequence[Any]) -> list[torch.Tensor]:
     return [t for a in args for t in flatten(a)]
 
 
 def convert_pytorch(model: PyTorchModel, config: ConversionConfig, context: PassContext) -> OnnxModel:
     """Export ``model`` into ``context.work_dir``; validate against torch; return the handle."""
-    from olivine_transformers._export import _export, cpu_session, to_numpy
-    from olivine_transformers.onnx_io import save_proto
+    from olivine_transformers._export import _export, cpu_session, resolve_dtype, save_exported, to_numpy
 
     if config.model_loader or config.model_script:
         raise UsageError("OnnxConversion: model_script/model_loader are given by the "
@@ -149,6 +159,10 @@ def convert_pytorch(model: PyTorchModel, config: ConversionConfig, context: Pass
         raise UsageError("io_config.kv_cache needs a transformers causal LM (HfModel); a "
                          "PyTorchModel names its past inputs in io_config.input_names")
     args, keywords = dummy_inputs(model, io)
+    dtype = resolve_dtype(config)
+    if dtype is not None:  # as Olive: the module and the float sample inputs in torch_dtype
+        torch_model = torch_model.to(dtype)
+        args = tuple(_cast(a, dtype) for a in args)
     wrapper = PositionalWrapper(torch_model, keywords).eval()
     context.progress(1, 5, "running torch on the sample inputs")
     with torch.no_grad():
@@ -163,15 +177,19 @@ def convert_pytorch(model: PyTorchModel, config: ConversionConfig, context: Pass
     _check_declared(io, output_names, reference)
     dynamic_axes = {k: {int(a): str(n) for a, n in dict(v).items()}
                     for k, v in (io.get("dynamic_axes") or {}).items() if v}
-    if io.get("dynamic_shapes") and not config.use_dynamo_exporter:
+    if not config.dynamic:  # Olive drops io_config's dynamic axes and shapes
+        dynamic_axes = {}
+    elif io.get("dynamic_shapes") and not config.use_dynamo_exporter:
         raise UsageError("io_config.dynamic_shapes is for the dynamo exporter; set "
                          "use_dynamo_exporter: true, or give dynamic_axes")
+    elif io.get("dynamic_shapes"):
+        dynamic_axes = {**shapes_as_axes(io["dynamic_shapes"], input_names), **dynamic_axes}
     exporter = "dynamo" if config.use_dynamo_exporter else "torchscript"
     context.progress(2, 5, f"exporting with the {exporter} exporter (opset {config.target_opset})")
     sample = dict(zip([f"arg{i}" for i in range(len(args))], args, strict=True))
     proto = _export(wrapper, sample, input_names, output_names, dynamic_axes, config,
                     model.model_loader or model.path)
-    target = save_proto(proto, context.work_dir, external=config.save_as_external_data)
+    target = save_exported(proto, context.work_dir, config)
     del proto
     diffs: dict[str, float] = {}
     if config.validate:
@@ -183,6 +201,23 @@ def convert_pytorch(model: PyTorchModel, config: ConversionConfig, context: Pass
                   "output_names": output_names, "validation_max_abs_diff": diffs}
     return OnnxModel(path=str(context.work_dir), onnx_file_name=target.name,
                      attributes={**model.attrs_dict(), **attributes})
+
+
+def shapes_as_axes(shapes: Any, input_names: list[str]) -> dict[str, dict[int, str]]:
+    """Olive's ``io_config.dynamic_shapes`` of flat tensor inputs (``{name: {axis: label}}`` or
+    a list in input order) as dynamic axes; the export gives each one a ``Dim.AUTO``."""
+    items = list(shapes.items()) if isinstance(shapes, Mapping) else \
+        list(zip(input_names, shapes, strict=False)) if isinstance(shapes, list | tuple) else None
+    out: dict[str, dict[int, str]] = {}
+    for name, axes in items or [(None, None)]:
+        if axes is None and name is not None:
+            continue
+        if not isinstance(axes, Mapping) or not all(str(a).isdigit() for a in axes):
+            raise UsageError("io_config.dynamic_shapes: olivine takes one {axis: name} mapping per "
+                             "tensor input (by input name or in input order); nested shapes "
+                             "(past_key_values lists) are not supported: give dynamic_axes")
+        out[str(name)] = {int(a): str(label) for a, label in axes.items()}
+    return out
 
 
 def _check_declared(io: Mapping[str, Any], names: list[str], reference: list[np.ndarray]) -> None:

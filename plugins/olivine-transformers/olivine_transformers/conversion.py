@@ -6,18 +6,20 @@ when the pass runs.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
 
 from olivine.accelerator import Accelerator
 from olivine.models import ModelHandle, OnnxModel
+from olivine.onnxsave import ExternalDataOptions
 from olivine.passes import Pass, PassContext
 
 #: Tasks whose export and validation are implemented (others export like feature-extraction).
 TASKS = ("feature-extraction", "text-classification", "sequence-classification",
          "token-classification", "fill-mask", "question-answering", "text-generation",
-         "text-generation-with-past")
+         "text-generation-with-past", "image-classification")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
@@ -73,16 +75,83 @@ def _io_config(instance: Any, attribute: attrs.Attribute, value: dict[str, Any] 
         _kv_cache(value.get("kv_cache"), value)
 
 
-@attrs.frozen
-class ConversionConfig:
-    """Options of ``OnnxConversion`` (Olive's names where Olive has them)."""
+#: torch device types ``device`` may name (``cuda:1`` picks a card).
+DEVICE = re.compile(r"^(cpu|cuda|xpu|mps|hpu|npu|mtia|privateuseone)(:\d+)?$")
+#: ``torch_dtype`` names (Olive also takes them with a ``torch.`` prefix).
+TORCH_DTYPES = ("float32", "float", "float16", "half", "bfloat16", "float64", "double")
 
-    target_opset: int = attrs.field(default=17, validator=_opset,
+
+def _device(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not DEVICE.match(value):
+        raise ValueError(f"device: {value!r} is not a torch device; expected cpu, cuda or "
+                         "cuda:<index> (or xpu, mps, ...)")
+
+
+def _dtype(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and value.removeprefix("torch.") not in TORCH_DTYPES:
+        raise ValueError(f"torch_dtype: {value!r} is not a floating torch dtype; expected one of "
+                         f"{', '.join(TORCH_DTYPES)}")
+
+
+def _name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not value.isidentifier():
+        raise ValueError(f"{attribute.name}: {value!r} is not a Python argument name")
+
+
+def _optional_positive(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
+@attrs.frozen
+class ConversionConfig(ExternalDataOptions):
+    """Options of ``OnnxConversion``: every option of Olive 0.13's (names and defaults), then
+    olivine's own (validation, attention implementation, model_script)."""
+
+    target_opset: int = attrs.field(default=20, validator=_opset,
                                     metadata={"help": "ONNX opset of the exported model"})
     use_dynamo_exporter: bool = attrs.field(
         default=False, metadata={"help": "torch.onnx dynamo exporter (needs onnxscript); the "
                                          "default TorchScript exporter gives graphs that ONNX "
                                          "Runtime's transformer fusions recognize"})
+    past_key_value_name: str = attrs.field(
+        default="past_key_values", validator=_name,
+        metadata={"help": "the forward argument that takes the past key values (exports with "
+                          "io_config.kv_cache or a -with-past task)"})
+    device: str | None = attrs.field(
+        default=None, validator=_device,
+        metadata={"help": "torch device the export runs on (default cpu); a device torch cannot "
+                          "see on this machine is an error when the pass runs"})
+    torch_dtype: str | None = attrs.field(
+        default=None, validator=_dtype,
+        metadata={"help": "cast the model (and float sample inputs) to this dtype before export "
+                          "(float32, float16, bfloat16); default: as loaded"})
+    parallel_jobs: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0)),
+        metadata={"help": "Olive's parallel export of a DistributedHfModel's ranks; olivine has "
+                          "no distributed models, so setting it is refused"})
+    merge_adapter_weights: bool = attrs.field(
+        default=False, metadata={"help": "with an HfModel's adapter_path: merge the LoRA weights "
+                                         "into the base weights (true) or export the LoRA "
+                                         "MatMuls beside them (false, needs peft either way)"})
+    save_metadata_for_token_generation: bool = attrs.field(
+        default=False, metadata={"help": "write config.json, generation_config.json and the "
+                                         "tokenizer files beside the model (HfModel inputs); "
+                                         "listed in the model's additional_files"})
+    optimize: bool = attrs.field(
+        default=True, metadata={"help": "constant folding and redundancy elimination: the dynamo "
+                                        "exporter's onnxscript optimizer, the TorchScript "
+                                        "exporter's constant folding"})
+    dynamic: bool = attrs.field(
+        default=True, metadata={"help": "export with dynamic axes (io_config's, else batch and "
+                                        "sequence); false: every axis fixed at the sample's size"})
+    user_script: str | None = attrs.field(
+        default=None, metadata={"input_path": True,
+                                "help": "a Python file imported before the export (Olive's "
+                                        "user_script; it may register data components)"})
+    script_dir: str | None = attrs.field(
+        default=None, metadata={"input_path": True,
+                                "help": "a folder put on sys.path before user_script is imported"})
     io_config: dict[str, Any] | None = attrs.field(
         default=None, validator=_io_config,
         metadata={"help": "input_names, output_names, dynamic_axes ({name: {axis: label}}), "
@@ -90,21 +159,20 @@ class ConversionConfig:
                           "kv_cache: true (or Olive's ort_*_name templates) exports a causal "
                           "LM with past_key_values.<i>.key/value inputs and present.<i>.key/"
                           "value outputs; default: derived from the model's forward"})
-    dynamic_axes: bool = attrs.field(
-        default=True, metadata={"help": "make batch and sequence axes dynamic (when io_config "
-                                        "gives no dynamic_axes)"})
     attn_implementation: str | None = attrs.field(
         default="eager", metadata={"help": "transformers attention implementation used for the "
                                            "export; eager lets the fuser find attention"})
-    torch_dtype: str | None = attrs.field(
-        default=None, metadata={"help": "load the model in this dtype (float32, float16)"})
     validate: bool = attrs.field(
         default=True, metadata={"help": "compare ONNX Runtime outputs with torch outputs on sample "
                                         "inputs of a shape other than the export's; fail on mismatch"})
-    atol: float = attrs.field(default=1e-4, validator=_positive,
-                              metadata={"help": "absolute tolerance of the validation"})
-    rtol: float = attrs.field(default=1e-3, validator=_positive,
-                              metadata={"help": "relative tolerance of the validation"})
+    atol: float | None = attrs.field(
+        default=None, validator=_optional_positive,
+        metadata={"help": "absolute tolerance of the validation (default 1e-4; 1e-2 with "
+                          "torch_dtype float16/bfloat16)"})
+    rtol: float | None = attrs.field(
+        default=None, validator=_optional_positive,
+        metadata={"help": "relative tolerance of the validation (default 1e-3; 1e-2 with "
+                          "torch_dtype float16/bfloat16)"})
     model_script: str | None = attrs.field(
         default=None, metadata={"input_path": True,
                                 "help": "a Python file defining model_loader (for torch models "
@@ -112,9 +180,17 @@ class ConversionConfig:
     model_loader: str | None = attrs.field(
         default=None, metadata={"help": "function in model_script: loader(model_path) -> "
                                         "torch.nn.Module; io_config names its inputs"})
-    save_as_external_data: bool = attrs.field(
-        default=False, metadata={"help": "always write weights to model.onnx.data (models over "
-                                         "1.8 GB always are)"})
+
+    def half(self) -> bool:
+        """Whether the export runs in a 16-bit float dtype."""
+        return (self.torch_dtype or "").removeprefix("torch.") in ("float16", "half", "bfloat16")
+
+    def tolerances(self) -> tuple[float, float]:
+        """(atol, rtol) of the validation: the given ones, else the defaults for the dtype."""
+        default = 1e-2 if self.half() else None
+        atol = self.atol if self.atol is not None else (default or 1e-4)
+        rtol = self.rtol if self.rtol is not None else (default or 1e-3)
+        return atol, rtol
 
 
 class OnnxConversion(Pass):
@@ -144,6 +220,20 @@ class OnnxConversion(Pass):
         if getattr(model, "kind", None) == "pytorch" and config.model_loader:
             problems.append("model_script and model_loader come from the PyTorchModel input; "
                             "leave them out of the pass")
+        if config.parallel_jobs is not None:
+            problems.append("parallel_jobs: applies to a DistributedHfModel's ranks (Olive's "
+                            "tensor-parallel export), which olivine does not have; remove it")
+        kind = getattr(model, "kind", None)
+        if config.save_metadata_for_token_generation and (kind == "pytorch" or config.model_loader):
+            problems.append("save_metadata_for_token_generation: writes a transformers model's "
+                            "config, generation config and tokenizer; the input is a torch "
+                            "module (PyTorchModel/model_loader) with none of them")
+        if config.merge_adapter_weights and model is not None and kind != "hf":
+            problems.append("merge_adapter_weights: merges an HfModel's adapter_path; the input "
+                            f"is a {kind} model")
+        if config.script_dir and not config.user_script:
+            problems.append("script_dir: only used with user_script (it is put on sys.path "
+                            "before user_script is imported)")
         return problems
 
     def run(self, model: ModelHandle, config: ConversionConfig, context: PassContext) -> OnnxModel:
