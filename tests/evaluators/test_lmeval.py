@@ -36,6 +36,22 @@ def trained(cache_root: Path) -> Path:
     return cached_model(SPEC, cache_root / "trained")
 
 
+@pytest.fixture(scope="module")
+def built(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained model built to fp32 by ModelBuilder (in this process): its folder."""
+    from olivine.accelerator import Accelerator
+    from olivine.models import HfModel
+    from olivine.passes import PassContext
+    from olivine_modelbuilder.config import ModelBuilderConfig
+    from olivine_modelbuilder.passes import ModelBuilder
+
+    work = tmp_path_factory.mktemp("build") / "output"
+    work.mkdir()
+    out = ModelBuilder().run(HfModel(path=str(trained)), ModelBuilderConfig(precision="fp32"),
+                             PassContext(work_dir=work, step_name="build", accelerator=Accelerator()))
+    return Path(out.model_file()).parent
+
+
 def _tasks(folder: Path) -> list[dict[str, Any]]:
     """Three local tasks, one per request type: next-line multiple choice (loglikelihood),
     sonnet lines' perplexity (loglikelihood_rolling) and next-line generation (generate_until)."""
@@ -78,7 +94,8 @@ def _samples(results: dict[str, Any]) -> dict[str, list[Any]]:
     return out
 
 
-def test_lmevaluator_matches_lm_eval_hf_backend(trained: Path, tmp_path: Path) -> None:
+def test_lmevaluator_matches_lm_eval_hf_backend(trained: Path, built: Path,
+                                                 tmp_path: Path) -> None:
     from lm_eval import simple_evaluate
 
     from olivine.accelerator import Accelerator
@@ -87,47 +104,49 @@ def test_lmevaluator_matches_lm_eval_hf_backend(trained: Path, tmp_path: Path) -
     from olivine_evaluators._lmeval_run import make_lm, task_manager
 
     tasks = _tasks(tmp_path)
-    wf = {"input_model": {"type": "HfModel", "model_path": str(trained)},
-          "passes": {"builder": {"type": "ModelBuilder", "precision": "fp32"}},
-          "evaluators": {"lm": {"type": "LMEvaluator", "tasks": tasks, "batch_size": 2,
-                                "bootstrap_iters": 0}},
-          "evaluator": "lm", "output_dir": str(tmp_path / "out"),
-          "cache_dir": str(tmp_path / "cache"), "log_severity_level": 3}
-    result = olivine.run(wf)
-    run_json = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert run_json["metrics"] == result.metrics
     ref = simple_evaluate(model="hf", model_args={"pretrained": str(trained), "dtype": "float32",
                                                    "device": "cpu"},
-                          tasks=tasks, task_manager=task_manager(), batch_size=2,
+                          tasks=tasks, task_manager=task_manager(tasks), batch_size=2,
                           bootstrap_iters=0, log_samples=True)
     assert ref is not None
     expected = _samples(ref)
-    # the run's numbers: the input model (torch) and the ModelBuilder output (ONNX Runtime)
-    for side in ("input_model", "output_model"):
-        got = result.metrics[side]
-        assert got["sonnet_next"]["acc"] == ref["results"]["sonnet_next"]["acc,none"]
-        assert got["sonnet_next"]["acc_norm"] == ref["results"]["sonnet_next"]["acc_norm,none"]
-        assert got["sonnet_ppl"]["word_perplexity"] == pytest.approx(
-            ref["results"]["sonnet_ppl"]["word_perplexity,none"], rel=1e-3)
-        assert got["sonnet_gen"]["exact_match"] == ref["results"]["sonnet_gen"]["exact_match,none"]
-    # the trained model knows its sonnets: it picks the true next line far above chance (1/4)
-    assert result.metrics["output_model"]["sonnet_next"]["acc"] >= 0.5
-    # per request: each scorer's log-likelihoods within 1e-3 of lm-eval's hf backend, the same text
-    built = OnnxModel(path=str(tmp_path / "out" / "model.onnx"))
+    # through a workflow: the ModelBuilder output scored with ONNX Runtime (Olive's default 'ort')
+    wf = {"input_model": {"type": "ONNXModel", "model_path": str(built)},
+          "evaluators": {"lm": {"type": "LMEvaluator", "tasks": tasks, "batch_size": 2,
+                                "bootstrap_iters": 0}},
+          "evaluator": "lm", "evaluate_input_model": False, "output_dir": str(tmp_path / "out"),
+          "cache_dir": str(tmp_path / "cache"), "log_severity_level": 3}
+    result = olivine.run(wf)
+    run_json = json.loads(result.report_path.read_text())
+    got = run_json["metrics"]["output_model"]
+    assert got == result.metrics["output_model"]
+    want = ref["results"]
+    # lm-eval's numbers named as Olive names them (the filter and the stderr entries dropped)
+    assert got["sonnet_next"] == {"acc": want["sonnet_next"]["acc,none"],
+                                  "acc_norm": want["sonnet_next"]["acc_norm,none"],
+                                  "sample_len": DOCS}
+    assert got["sonnet_ppl"]["word_perplexity"] == pytest.approx(
+        want["sonnet_ppl"]["word_perplexity,none"], rel=1e-4)
+    assert got["sonnet_gen"] == {"exact_match": want["sonnet_gen"]["exact_match,none"],
+                                 "sample_len": DOCS}
+    # per request, each scorer: log-likelihoods within 1e-3 of lm-eval's hf backend, same text
+    onnx = OnnxModel(path=str(built))
     context = EvalContext(Accelerator(), {}, HfModel(path=str(trained)))
-    for model, kind in ((built, "ort"), (built, "ortgenai"), (HfModel(path=str(trained)), "hf")):
+    for model, kind in ((onnx, "ort"), (onnx, "ortgenai"), (HfModel(path=str(trained)), "hf")):
         lm = make_lm(model, {"model_class": kind, "batch_size": 2}, context)
-        mine = simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager(),
+        mine = simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager(tasks),
                                bootstrap_iters=0, log_samples=True)
         assert mine is not None
-        got_samples = _samples(mine)
+        have = _samples(mine)
         for task in ("sonnet_next", "sonnet_ppl"):
-            for want, have in zip(expected[task], got_samples[task], strict=True):
-                lls = [w[0] if isinstance(w, tuple | list) else w for w in want]
-                mine_lls = [h[0] if isinstance(h, tuple | list) else h for h in have]
-                assert mine_lls == pytest.approx(lls, abs=1e-3), (kind, task)
-        assert got_samples["sonnet_gen"] == expected["sonnet_gen"], kind
-        assert mine["results"]["sonnet_next"]["acc,none"] == ref["results"]["sonnet_next"]["acc,none"]
+            for want_row, have_row in zip(expected[task], have[task], strict=True):
+                assert _lls(have_row) == pytest.approx(_lls(want_row), abs=1e-3), (kind, task)
+        assert have["sonnet_gen"] == expected["sonnet_gen"], kind
+        assert mine["results"]["sonnet_next"]["acc,none"] == want["sonnet_next"]["acc,none"]
+
+
+def _lls(row: list[Any]) -> list[float]:
+    return [float(r[0]) if isinstance(r, tuple | list) else float(r) for r in row]
 
 
 def _wf(tmp_path: Path, model: Path, evaluator: dict[str, Any]) -> Path:
@@ -160,18 +179,49 @@ def test_missing_extra_is_a_config_error(trained: Path, tmp_path: Path, cli: Any
     assert "pip install 'olivine-evaluators[lmeval]'" in err
 
 
-def test_hub_task_offline_fails_before_any_pass(trained: Path, tmp_path: Path, cli: Any,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "no-datasets"))
-    path = _wf(tmp_path, trained, {"type": "LMEvaluator", "tasks": ["arc_easy"], "limit": 4})
+
+
+def _steps_run(tmp_path: Path) -> list[Any]:
+    reports = list((tmp_path / "cache").rglob("run.json"))
+    assert len(reports) == 1
+    return list(json.loads(reports[0].read_text())["steps"])
+
+
+#: A recipe-style inline task (as tencent-HY-MT1.5-1.8B's wmt18) over a hub dataset.
+HUB_TASK = {"task": "arc_easy_inline", "dataset_path": "allenai/ai2_arc",
+            "dataset_name": "ARC-Easy", "test_split": "test", "output_type": "multiple_choice",
+            "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_choice": "{{choices.text}}",
+            "doc_to_target": "{{choices.label.index(answerKey)}}",
+            "metric_list": [{"metric": "acc"}]}
+
+
+def test_hub_task_offline_fails_before_any_pass(trained: Path, tmp_path: Path, cli: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _offline(monkeypatch, tmp_path)
+    path = _wf(tmp_path, trained, {"type": "LMEvaluator", "tasks": [HUB_TASK], "limit": 4})
     code, out, _ = cli("run", "--config", str(path), "--dry-run")
     assert code == 0, out  # a dry run validates the options only: no hub
-    assert "arc_easy (LMEvaluator)" in out
+    assert "arc_easy_inline (LMEvaluator)" in out
     code, _, err = cli("run", "--config", str(path))
     assert code == 2
-    assert "task 'arc_easy' needs dataset allenai/ai2_arc" in err
-    assert "HF_HUB_OFFLINE" in err
-    assert not (tmp_path / "cache" / "steps").exists() or not any(
-        (tmp_path / "cache" / "steps").iterdir())  # no pass ran
+    assert "LMEvaluator task 'arc_easy_inline' needs dataset allenai/ai2_arc" in err
+    assert "HF_HUB_OFFLINE" in err and "Traceback" not in err
+    assert _steps_run(tmp_path) == []  # ModelBuilder never ran
+
+
+@pytest.mark.slow  # lm-eval reads the index of every task it ships (up to a minute)
+def test_named_hub_task_offline(trained: Path, tmp_path: Path, cli: Any,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _offline(monkeypatch, tmp_path)
+    path = _wf(tmp_path, trained, {"type": "LMEvaluator", "tasks": ["arc_easy", "hellaswag"]})
+    code, _, err = cli("run", "--config", str(path))
+    assert code == 2
+    assert "LMEvaluator task 'arc_easy' needs dataset allenai/ai2_arc" in err
+    assert _steps_run(tmp_path) == []
+    path = _wf(tmp_path, trained, {"type": "LMEvaluator", "tasks": ["hellaswagg"]})
+    code, _, err = cli("run", "--config", str(path))
+    assert code == 2 and "lm-eval knows no task 'hellaswagg' (did you mean 'hellaswag'" in err

@@ -16,45 +16,53 @@ from olivine.evaluation import EvalContext, MetricConfig
 from olivine.models import HfModel, ModelHandle, OnnxModel
 from olivine_evaluators.lmeval import task_name
 
-_TASK_MANAGER: list[Any] = []
+_TASK_MANAGERS: dict[bool, Any] = {}
 #: Loaded scorers by (model kind, path, runtime options): a workflow's tasks share one.
 _LMS: dict[str, Any] = {}
 
 
-def task_manager() -> Any:
-    """lm-eval's task index (built once per process: it reads every task YAML it ships)."""
-    if not _TASK_MANAGER:
+def _needs_index(tasks: list[Any] | None) -> bool:
+    """Whether ``tasks`` name lm-eval's own tasks (inline configs without ``include`` do not)."""
+    return tasks is None or any(not isinstance(t, Mapping) or "include" in t for t in tasks)
+
+
+def task_manager(tasks: list[Any] | None = None) -> Any:
+    """lm-eval's task index, built once per process. Reading the index of every task lm-eval
+    ships takes a minute on a slow machine; inline task configs do without it."""
+    full = _needs_index(tasks)
+    if full not in _TASK_MANAGERS:
         from lm_eval.tasks import TaskManager
         from lm_eval.utils import setup_logging
 
         setup_logging("ERROR")
-        _TASK_MANAGER.append(TaskManager())
-    return _TASK_MANAGER[0]
+        _TASK_MANAGERS[full] = TaskManager() if full else TaskManager(include_defaults=False)
+    return _TASK_MANAGERS[full]
 
 
 def _dataset_of(task: Any, manager: Any) -> str:
     if isinstance(task, Mapping):
         return str(task.get("dataset_path") or "?")
-    try:
-        cfg = manager._get_config(task)  # the task's YAML; a group has none
-        return str(cfg.get("dataset_path") or f"the datasets of group {task!r}")
-    except Exception:  # noqa: BLE001 - only for the message
-        return "its dataset"
+    entry = getattr(manager, "_index", {}).get(task)  # the task's YAML (a group has no dataset)
+    cfg = getattr(entry, "cfg", None) or {}
+    return str(cfg.get("dataset_path") or f"the datasets of {task!r}'s tasks")
 
 
 def load_tasks(tasks: list[Any], metric: str) -> dict[str, Any]:
     """lm-eval's task objects for ``tasks``, their data loaded (from the hub, or its cache);
     a task lm-eval does not know, or data it cannot load, is a UsageError naming both."""
-    manager = task_manager()
+    manager = task_manager(tasks)
     known = set(manager.all_tasks)
     for task in tasks:
         if isinstance(task, str) and task not in known:
             raise UsageError(f"LMEvaluator metric {metric!r}: lm-eval knows no task {task!r}"
                              f"{did_you_mean(task, known)}")
-    from lm_eval.tasks import get_task_dict
-
     try:
-        return dict(get_task_dict(list(tasks), manager))
+        loaded = manager.load(list(tasks)) if hasattr(manager, "load") else None
+        if loaded is None:
+            from lm_eval.tasks import get_task_dict
+
+            loaded = get_task_dict(list(tasks), manager)
+        return dict(loaded)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError...)
         task = tasks[0]
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
@@ -166,7 +174,8 @@ def evaluate_task(model: ModelHandle, metric: MetricConfig, context: EvalContext
     lm = make_lm(model, cfg, context)
     extra = {k: cfg[k] for k in ("num_fewshot", "apply_chat_template", "fewshot_as_multiturn")
              if k in cfg}
-    results = simple_evaluate(model=lm, tasks=list(cfg["tasks"]), task_manager=task_manager(),
+    results = simple_evaluate(model=lm, tasks=list(cfg["tasks"]),
+                              task_manager=task_manager(list(cfg["tasks"])),
                               batch_size=int(cfg.get("batch_size") or 1), limit=cfg.get("limit"),
                               bootstrap_iters=int(cfg.get("bootstrap_iters", 100000)),
                               log_samples=False, **extra)
