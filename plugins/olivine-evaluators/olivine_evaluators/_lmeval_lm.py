@@ -199,7 +199,7 @@ class GenaiScorer:
         return out
 
 
-class OlivineLM(TemplateLM):  # type: ignore[misc]
+class OlivineLM(TemplateLM):
     """An lm-eval model over a scorer (loglikelihood, loglikelihood_rolling, generate_until)."""
 
     def __init__(self, scorer: Any, batch_size: int = 1, max_length: int | None = None,
@@ -287,6 +287,12 @@ class OlivineLM(TemplateLM):  # type: ignore[misc]
             self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
         return out
 
+    def _stop_check(self, until: list[str]) -> Callable[[list[int]], bool]:
+        def stopped(tokens: list[int]) -> bool:
+            text = str(self.tokenizer.decode(tokens, skip_special_tokens=True))
+            return any(s in text for s in until if s)
+        return stopped
+
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Greedy generation until a stop string, EOS or ``max_gen_toks`` (256) tokens."""
         out = []
@@ -296,17 +302,14 @@ class OlivineLM(TemplateLM):  # type: ignore[misc]
             if gen_kwargs.get("do_sample") and float(gen_kwargs.get("temperature", 1.0)) > 0:
                 raise UsageError("LMEvaluator generates greedily; the task asks for sampling "
                                  "(generation_kwargs do_sample true): set do_sample false")
-            until = gen_kwargs.get("until") or [self.tokenizer.decode([self.eot_token_id])]
-            until = [until] if isinstance(until, str) else list(until)
+            stops = gen_kwargs.get("until") or [self.tokenizer.decode([self.eot_token_id])]
+            until: list[str] = [stops] if isinstance(stops, str) else [str(x) for x in stops]
             max_new = int(gen_kwargs.get("max_gen_toks", 256))
             ids = self.tok_encode(context)[-max(1, self.max_length - max_new):]
 
-            def stopped(tokens: list[int]) -> bool:
-                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                return any(s in text for s in until)
-
-            tokens = self.scorer.generate(ids, max_new, {self.eot_token_id}, stopped)
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            tokens = self.scorer.generate(ids, max_new, {self.eot_token_id},
+                                          self._stop_check(until))
+            text = str(self.tokenizer.decode(tokens, skip_special_tokens=True))
             for s in until:
                 if s:
                     text = text.split(s)[0]

@@ -119,14 +119,14 @@ class LMEvaluator(Evaluator):
 
     name = "LMEvaluator"
     metric_types = ("LMEvaluator",)
-    sub_types: dict[str, dict[str, bool]] = {}  # lm-eval names them per task
+    sub_types = {}  # lm-eval names them per task
     accepts = ("onnx", "hf")
     libraries = ("lm_eval", "onnxruntime", "onnxruntime_genai", "torch", "transformers")
 
     @classmethod
     def expand(cls, name: str, options: Mapping[str, Any]) -> list[dict[str, Any]]:
         """One metric per task (``size_on_disk``: the size metric, as Olive does)."""
-        out = []
+        out: list[dict[str, Any]] = []
         for task in options.get("tasks") or []:
             if task == "size_on_disk":
                 out.append({"name": "size_on_disk", "type": "size_on_disk",

@@ -52,7 +52,10 @@ def option_problems(options: Mapping[str, Any]) -> list[tuple[str, str]]:
                         f"known: {', '.join(OPTIONS)}"))
     if not _strings(options.get("tasks")):
         out.append(("tasks", "MTEBEvaluator needs tasks: a non-empty list of MTEB task names"))
-    positive = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+    def positive(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
     checks = {
         "batch_size": (positive, "expected an integer >= 1"),
         "max_length": (lambda v: v is None or positive(v), "expected an integer >= 1"),
@@ -82,7 +85,7 @@ class MTEBEvaluator(Evaluator):
 
     name = "MTEBEvaluator"
     metric_types = ("MTEBEvaluator",)
-    sub_types: dict[str, dict[str, bool]] = {}  # main_score and one per split
+    sub_types = {}  # main_score and one per split
     accepts = ("onnx", "hf")
     libraries = ("mteb", "sentence_transformers", "onnxruntime", "transformers")
 
