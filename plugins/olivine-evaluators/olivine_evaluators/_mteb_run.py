@@ -6,6 +6,7 @@ Imports numpy at module level and mteb in the functions; import this module lazi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,10 @@ def load_task(name: str) -> Any:
     return task
 
 
-def _pooling(folder: Path) -> str:
-    """sentence-transformers' pooling mode saved beside the model, else Olive's last token."""
-    for cfg_file in sorted(folder.glob("*Pooling/config.json")):
+def _pooling(*folders: Path) -> str:
+    """sentence-transformers' pooling mode saved beside the model (or its source model), else
+    Olive's last token."""
+    for cfg_file in [f for d in folders for f in sorted(d.glob("*Pooling/config.json"))]:
         cfg = json.loads(cfg_file.read_text())
         for mode in ("mean_tokens", "cls_token", "lasttoken"):
             if cfg.get(f"pooling_mode_{mode}"):
@@ -51,7 +53,8 @@ class OnnxEncoder:
     """An ONNX embedding model as mteb's encoder: tokenize, run, pool, L2-normalize."""
 
     def __init__(self, model: OnnxModel, tokenizer_dir: Path, batch_size: int,
-                 max_length: int | None, provider: str, provider_options: dict[str, Any]) -> None:
+                 max_length: int | None, provider: str, provider_options: dict[str, Any],
+                 source: Path | None = None) -> None:
         from transformers import AutoTokenizer
 
         from olivine_evaluators.runtime import OnnxRunner
@@ -61,7 +64,7 @@ class OnnxEncoder:
         self.batch_size = batch_size
         limit = getattr(self.tokenizer, "model_max_length", 512)
         self.max_length = max_length or (limit if limit < 1_000_000 else 512)
-        self.pooling = _pooling(Path(tokenizer_dir))
+        self.pooling = _pooling(*[p for p in (self.runner.path.parent, source) if p])
 
     @property
     def mteb_model_meta(self) -> Any:
@@ -86,7 +89,9 @@ class OnnxEncoder:
                                  truncation=True, max_length=self.max_length, return_tensors="np")
             feeds = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
             outputs = self.runner.run(feeds)
-            pooled = next((v for k, v in outputs.items() if "sentence" in k or "pooler" in k), None)
+            # a pooled output when the model has one (not BERT's pooler_output: a classifier head)
+            pooled = next((v for k, v in outputs.items() if "sentence" in k or "embedding" in k),
+                          None)
             if pooled is None:
                 out.append(self._pool(next(iter(outputs.values())), feeds["attention_mask"]))
             else:
@@ -121,33 +126,32 @@ class OnnxEncoder:
         return (a * b).sum(axis=-1)
 
 
-def evaluate_task(model: ModelHandle, metric: MetricConfig, context: EvalContext) -> dict[str, float]:
-    """mteb's scores of the metric's task on ``model``, named as Olive names them."""
-    import mteb
-
-    cfg = metric.user_config
+def make_encoder(model: ModelHandle, cfg: Mapping[str, Any], context: EvalContext) -> Any:
+    """mteb's encoder for ``model``: sentence-transformers (``hf``) or :class:`OnnxEncoder`."""
     kind = cfg.get("model_class") or ("hf" if isinstance(model, HfModel) else "ort")
-    if kind == "hf":
-        if not isinstance(model, HfModel):
-            raise UsageError("MTEBEvaluator model_class 'hf' needs a Hugging Face model")
+    if kind == "hf" and isinstance(model, HfModel):
         from sentence_transformers import SentenceTransformer
 
-        encoder: Any = SentenceTransformer(str(model.path), device=context.accelerator.device
-                                           if context.accelerator.device != "gpu" else "cuda")
-    elif kind == "ort" and isinstance(model, OnnxModel):
+        device = context.accelerator.device
+        return SentenceTransformer(str(model.path), device="cuda" if device == "gpu" else device)
+    if kind == "ort" and isinstance(model, OnnxModel):
         folder = Path(model.model_file()).parent
         tokenizer_dir = folder if (folder / "tokenizer_config.json").is_file() or not (
             context.reference) else Path(context.reference.path)
-        encoder = OnnxEncoder(model, tokenizer_dir, int(cfg.get("batch_size", 32)),
-                              cfg.get("max_length"),
-                              str(cfg.get("execution_provider")
-                                  or context.accelerator.execution_provider
-                                  or "CPUExecutionProvider"),
-                              dict(cfg.get("provider_options") or {}))
-    else:
-        raise UsageError(f"MTEBEvaluator model_class {kind!r} cannot score a {model.kind} model "
-                         "here (olivine runs hf and ort)")
-    task = load_task(str(cfg["tasks"][0]))
+        provider = (cfg.get("execution_provider") or context.accelerator.execution_provider
+                    or "CPUExecutionProvider")
+        return OnnxEncoder(model, tokenizer_dir, int(cfg.get("batch_size", 32)),
+                           cfg.get("max_length"), str(provider),
+                           dict(cfg.get("provider_options") or {}),
+                           Path(context.reference.path) if context.reference else None)
+    raise UsageError(f"MTEBEvaluator model_class {kind!r} cannot score a {model.kind} model")
+
+
+def run_task(encoder: Any, task: Any, cfg: Mapping[str, Any]) -> dict[str, float]:
+    """mteb's scores of ``task`` (a loaded mteb task) named as Olive names them:
+    ``main_score``, and each split's (``test``, or ``test_SUBSET``) main score."""
+    import mteb
+
     kwargs = {k: cfg[k] for k in ("eval_splits", "eval_subsets") if cfg.get(k)}
     results = mteb.MTEB(tasks=[task]).run(encoder, output_folder=cfg.get("output_folder"),
                                           overwrite_results=True, verbosity=0, **kwargs)
@@ -159,3 +163,9 @@ def evaluate_task(model: ModelHandle, metric: MetricConfig, context: EvalContext
                 subset = score.get("hf_subset", "")
                 out[f"{split}_{subset}" if subset else split] = float(score.get("main_score", 0.0))
     return out
+
+
+def evaluate_task(model: ModelHandle, metric: MetricConfig, context: EvalContext) -> dict[str, float]:
+    """The metric's task on ``model``."""
+    cfg = metric.user_config
+    return run_task(make_encoder(model, cfg, context), load_task(str(cfg["tasks"][0])), cfg)
