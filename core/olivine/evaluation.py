@@ -83,6 +83,9 @@ class Evaluator:
     sub_types: ClassVar[dict[str, dict[str, bool]]] = {}
     accepts: ClassVar[tuple[str, ...]] = ("onnx",)
     libraries: ClassVar[tuple[str, ...]] = ()
+    #: True for Olive's evaluator types (``type: LMEvaluator`` with options beside the type),
+    #: which :meth:`expand` turns into metrics; False for metric types.
+    evaluator_type: ClassVar[bool] = False
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig, context: EvalContext) -> dict[str, float]:
         """Return ``{sub_metric_name: value}`` for every sub-metric ``metric`` asks for."""

@@ -121,14 +121,13 @@ def test_lmevaluator_matches_lm_eval_hf_backend(trained: Path, built: Path,
     got = run_json["metrics"]["output_model"]
     assert got == result.metrics["output_model"]
     want = ref["results"]
-    # lm-eval's numbers named as Olive names them (the filter and the stderr entries dropped)
+    # lm-eval's numbers named as Olive names them (the filter and the stderr entries dropped);
+    # an inline task's metric_list names its sub-metrics
     assert got["sonnet_next"] == {"acc": want["sonnet_next"]["acc,none"],
-                                  "acc_norm": want["sonnet_next"]["acc_norm,none"],
-                                  "sample_len": DOCS}
+                                  "acc_norm": want["sonnet_next"]["acc_norm,none"]}
     assert got["sonnet_ppl"]["word_perplexity"] == pytest.approx(
         want["sonnet_ppl"]["word_perplexity,none"], rel=1e-4)
-    assert got["sonnet_gen"] == {"exact_match": want["sonnet_gen"]["exact_match,none"],
-                                 "sample_len": DOCS}
+    assert got["sonnet_gen"] == {"exact_match": want["sonnet_gen"]["exact_match,none"]}
     # per request, each scorer: log-likelihoods within 1e-3 of lm-eval's hf backend, same text
     onnx = OnnxModel(path=str(built))
     context = EvalContext(Accelerator(), {}, HfModel(path=str(trained)))
@@ -143,6 +142,27 @@ def test_lmevaluator_matches_lm_eval_hf_backend(trained: Path, built: Path,
                 assert _lls(have_row) == pytest.approx(_lls(want_row), abs=1e-3), (kind, task)
         assert have["sonnet_gen"] == expected["sonnet_gen"], kind
         assert mine["results"]["sonnet_next"]["acc,none"] == want["sonnet_next"]["acc,none"]
+
+
+def test_metric_form_goals(built: Path, tmp_path: Path, cli: Any) -> None:
+    """The metric form names sub-metrics with priorities and goals, as for any metric."""
+    task = _tasks(tmp_path)[0]
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps({
+        "input_model": {"type": "ONNXModel", "model_path": str(built)},
+        "evaluators": {"lm": {"metrics": [{
+            "name": "next", "type": "LMEvaluator",
+            "user_config": {"tasks": [task], "bootstrap_iters": 0, "limit": 4},
+            "sub_types": [{"name": "acc", "priority": 1,
+                           "goal": {"type": "threshold", "value": 1.01}}]}]}},
+        "evaluator": "lm", "evaluate_input_model": False, "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"), "log_severity_level": 3}))
+    code, _, err = cli("run", "--config", str(path))
+    assert code == 3, err
+    assert "next-acc = " in err  # accuracy cannot reach 1.01: goal not met
+    report = json.loads(next((tmp_path / "cache").rglob("run.json")).read_text())
+    assert report["goals"][0]["metric"] == "next-acc"
+    assert list(report["metrics"]["output_model"]["next"]) == ["acc"]
 
 
 def _lls(row: list[Any]) -> list[float]:

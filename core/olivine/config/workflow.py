@@ -284,8 +284,13 @@ def _typed_evaluator(name: str, entry: Mapping[str, Any], host: PluginHost, path
     under ``type_args``), as Olive's LMEvaluator and MTEBEvaluator are."""
     kind = entry["type"]
     cls = host.evaluators.get(kind) if isinstance(kind, str) else None
-    if cls is None or not hasattr(cls, "expand"):
-        problems.add(f"{path}.type", host.evaluators.unknown(str(kind)) if isinstance(kind, str)
+    if cls is None or not getattr(cls, "evaluator_type", False):
+        types = sorted(n for n, c, _ in host.evaluators.items()
+                       if getattr(c, "evaluator_type", False) and getattr(c, "name", "") == n)
+        problems.add(f"{path}.type", (f"{kind!r} is not an evaluator type" if cls is not None
+                                      else host.evaluators.unknown(str(kind)))
+                     + f"; evaluator types: {', '.join(types) or 'none installed'} (or drop "
+                     "'type' and list 'metrics')" if isinstance(kind, str)
                      else f"expected a string, got {show(kind)}")
         return None
     if entry.get("metrics"):

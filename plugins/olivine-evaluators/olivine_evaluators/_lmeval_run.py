@@ -179,10 +179,11 @@ def evaluate_task(model: ModelHandle, metric: MetricConfig, context: EvalContext
                               batch_size=int(cfg.get("batch_size") or 1), limit=cfg.get("limit"),
                               bootstrap_iters=int(cfg.get("bootstrap_iters", 100000)),
                               log_samples=False, **extra)
-    values = task_metrics(results or {}, metric.name)
+    values = task_metrics(results or {}, task_name(cfg["tasks"][0]))
     wanted = [s.name for s in metric.sub_types]
     missing = [w for w in wanted if w not in values]
     if missing:
-        raise UsageError(f"task {metric.name!r} has no metric {', '.join(missing)} (it has "
+        raise UsageError(f"metric {metric.name!r}: lm-eval task {task_name(cfg['tasks'][0])!r} "
+                         f"has no metric {', '.join(missing)} (it has "
                          f"{', '.join(values)})")
     return {w: values[w] for w in wanted} if wanted else values

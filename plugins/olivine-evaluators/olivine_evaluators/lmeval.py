@@ -8,7 +8,12 @@ beside the type::
 
 Each task becomes one metric named after the task; its sub-metrics are lm-eval's metrics
 for it (``acc``, ``acc_norm``, ``bleu``, ...; the filter suffix and the ``_stderr`` entries
-dropped, as Olive does), so reports show ``hellaswag-acc`` as Olive's do. The task
+dropped, as Olive does), so reports show ``hellaswag-acc`` as Olive's do. An inline task's
+``metric_list`` declares its sub-metrics (with their ``higher_is_better``), so a search can
+rank by them; for a named task, write the metric form to rank by it::
+
+    {"metrics": [{"name": "hellaswag", "type": "LMEvaluator", "user_config": {"tasks":
+     ["hellaswag"], "limit": 100}, "sub_types": [{"name": "acc_norm", "priority": 1}]}]} The task
 ``size_on_disk`` is Olive's shortcut for the model's size (``size_on_disk-bytes``).
 This module is light; lm-eval, torch and onnxruntime are imported when a model is scored.
 """
@@ -121,6 +126,7 @@ class LMEvaluator(Evaluator):
     metric_types = ("LMEvaluator",)
     sub_types = {}  # lm-eval names them per task
     accepts = ("onnx", "hf")
+    evaluator_type = True
     libraries = ("lm_eval", "onnxruntime", "onnxruntime_genai", "torch", "transformers")
 
     @classmethod
@@ -132,14 +138,31 @@ class LMEvaluator(Evaluator):
                 out.append({"name": "size_on_disk", "type": "size_on_disk",
                             "sub_types": [{"name": "bytes"}]})
                 continue
-            out.append({"name": task_name(task), "type": cls.name,
-                        "user_config": {**options, "tasks": [task]}})
+            metric: dict[str, Any] = {"name": task_name(task), "type": cls.name,
+                                      "user_config": {**options, "tasks": [task]}}
+            if isinstance(task, Mapping) and isinstance(task.get("metric_list"), list):
+                # an inline task names its metrics: they rank search candidates (unprioritized)
+                metric["sub_types"] = [
+                    {"name": str(m["metric"]), "higher_is_better": bool(m.get("higher_is_better",
+                                                                              True))}
+                    for m in task["metric_list"] if isinstance(m, Mapping) and "metric" in m]
+            out.append(metric)
         return out
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Unknown or mistyped options, and lm-eval not installed."""
         return option_problems(options)
+
+    @classmethod
+    def check_metric(cls, metric: MetricConfig) -> list[tuple[str, str]]:
+        """The options, and one task per metric."""
+        out = [(f"user_config.{k}", m) for k, m in option_problems(metric.user_config)]
+        tasks = metric.user_config.get("tasks")
+        if not out and isinstance(tasks, list) and len(tasks) != 1:
+            out.append(("user_config.tasks", "a metric scores one task; write one metric per "
+                        "task (or the evaluator form: type LMEvaluator with tasks)"))
+        return out
 
     def prepare(self, metric: MetricConfig, context: EvalContext) -> None:
         """Resolve the task and load its dataset now, so a task lm-eval does not know or a

@@ -87,6 +87,7 @@ class MTEBEvaluator(Evaluator):
     metric_types = ("MTEBEvaluator",)
     sub_types = {}  # main_score and one per split
     accepts = ("onnx", "hf")
+    evaluator_type = True
     libraries = ("mteb", "sentence_transformers", "onnxruntime", "transformers")
 
     @classmethod
