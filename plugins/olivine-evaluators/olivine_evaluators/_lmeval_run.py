@@ -135,8 +135,8 @@ def make_lm(model: ModelHandle, cfg: Mapping[str, Any], context: EvalContext) ->
                                        dict(cfg.get("provider_options") or {}))
         else:
             assert isinstance(model, OnnxModel)
-            scorer = adapter.GenaiScorer(Path(model.model_file()).parent,
-                                         cfg.get("execution_provider"),
+            # as Olive: the option, else the workflow's execution provider (not genai_config's)
+            scorer = adapter.GenaiScorer(Path(model.model_file()).parent, _provider(cfg, context),
                                          dict(cfg.get("provider_options") or {}))
         from olivine_evaluators.runtime import _has_tokenizer
 
