@@ -60,7 +60,11 @@ class TorchScorer:
             self.model = AutoModelForCausalLM.from_pretrained(model.path, **model.load_options())
         except OSError as exc:
             raise UsageError(f"LMEvaluator cannot load {model.path!r}: {exc}") from exc
-        self.model = self.model.eval().to(device)
+        try:
+            self.model = self.model.eval().to(device)
+        except (RuntimeError, AssertionError) as exc:  # e.g. a CPU-only torch asked for cuda
+            raise UsageError(f"LMEvaluator device {device!r} is not available to torch here: "
+                             f"{exc}") from None
         self.folder = model.path
         self.max_length = _config_max_length(Path(model.path)) if Path(model.path).is_dir() else \
             getattr(self.model.config, "max_position_embeddings", None)
