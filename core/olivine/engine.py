@@ -19,7 +19,7 @@ from olivine.cache import DEFAULT_LIBRARIES, Cache, library_versions
 from olivine.config.typed import unstructure
 from olivine.config.workflow import PassEntry, WorkflowConfig
 from olivine.errors import GoalsNotMetError, OlivineError, PassError
-from olivine.evaluation import EvalContext
+from olivine.evaluation import EvalContext, prepare_metrics
 from olivine.events import RunInfo, StepInfo
 from olivine.inputs import InputDescriber
 from olivine.models import ModelHandle, handle_from_dict
@@ -124,6 +124,9 @@ class Engine:
         error: OlivineError | None = None
         model: ModelHandle | None = None
         try:
+            if self.wf.engine.evaluator is not None:  # the evaluator's data and libraries, first
+                prepare_metrics(self.wf.evaluators[self.wf.engine.evaluator].metrics,
+                                self.host.evaluators, self.eval_context())
             model = self.wf.input_model.handle
             model_id = cache.model_identity(model)
             report["input_model"] = {**model.to_dict(), "id": model_id}

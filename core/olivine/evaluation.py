@@ -83,10 +83,43 @@ class Evaluator:
     sub_types: ClassVar[dict[str, dict[str, bool]]] = {}
     accepts: ClassVar[tuple[str, ...]] = ("onnx",)
     libraries: ClassVar[tuple[str, ...]] = ()
+    #: True for Olive's evaluator types (``type: LMEvaluator`` with options beside the type),
+    #: which :meth:`expand` turns into metrics; False for metric types.
+    evaluator_type: ClassVar[bool] = False
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig, context: EvalContext) -> dict[str, float]:
         """Return ``{sub_metric_name: value}`` for every sub-metric ``metric`` asks for."""
         raise NotImplementedError
+
+    @classmethod
+    def expand(cls, name: str, options: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The metrics (raw ``metrics`` entries) of an evaluator written as ``type: NAME`` with
+        ``options`` beside it, as Olive's LMEvaluator is; one metric named ``name`` by default."""
+        return [{"name": name, "type": cls.name, "user_config": dict(options)}]
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(key, problem)`` for each wrong ``user_config`` option (config time, no I/O)."""
+        return []
+
+    @classmethod
+    def check_metric(cls, metric: MetricConfig) -> list[tuple[str, str]]:
+        """``(key path within the metric, problem)`` for each wrong setting of ``metric``
+        (config time, no I/O); by default :meth:`check_options` on its ``user_config``."""
+        return [(f"user_config.{k}" if k else "user_config", m)
+                for k, m in cls.check_options(metric.user_config)]
+
+    def prepare(self, metric: MetricConfig, context: EvalContext) -> None:
+        """Check, before any pass runs, what the measurement will need (data, libraries);
+        raise :class:`~olivine.errors.UsageError` naming what is missing."""
+
+
+def prepare_metrics(metrics: list[MetricConfig], evaluators: Any, context: EvalContext) -> None:
+    """Call :meth:`Evaluator.prepare` for each metric (``evaluators``: the host's registry)."""
+    for metric in metrics:
+        cls = evaluators.get(metric.type)
+        if cls is not None:
+            cls().prepare(metric, context)
 
 
 def goal_met(goal: Goal, value: float, baseline: float | None, higher_is_better: bool) -> bool:

@@ -33,6 +33,12 @@ def workflow_schema(host: PluginHost) -> dict[str, Any]:
         sch["properties"] = {"type": {"const": name}, **sch.get("properties", {})}
         systems[name] = sch
     engine = json_schema(EngineConfig)
+    # Olive's evaluator types (LMEvaluator, ...): the type and its options beside it
+    typed_evaluators = [{"type": "object", "required": ["type"],
+                         "properties": {"type": {"const": name}},
+                         "description": (cls.__doc__ or "").strip().split("\n")[0]}
+                        for name, cls, _ in host.evaluators.items()
+                        if getattr(cls, "name", "") == name and getattr(cls, "evaluator_type", False)]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "olivine workflow",
@@ -42,7 +48,8 @@ def workflow_schema(host: PluginHost) -> dict[str, Any]:
             "input_model": {"anyOf": [json_schema(HfModelSpec), json_schema(OnnxModelSpec)]},
             "systems": {"type": "object", "additionalProperties": {"anyOf": list(systems.values())}},
             "data_configs": {"type": "array", "items": json_schema(DataConfig)},
-            "evaluators": {"type": "object", "additionalProperties": json_schema(EvaluatorConfig)},
+            "evaluators": {"type": "object", "additionalProperties": {"anyOf": [
+                json_schema(EvaluatorConfig), *typed_evaluators]}},
             "passes": {"type": "object", "additionalProperties": {"anyOf": list(passes.values())}},
             "engine": engine,
             **engine["properties"],

@@ -93,15 +93,38 @@ def test_accuracy_and_top1_agreement(tiny_classifier: Path, workflow: Any, tmp_p
             {"name": "acc", "type": "accuracy", "data_config": "labelled",
              "sub_types": [{"name": "accuracy_score"}, {"name": "f1_score"}]},
             {"name": "agree", "type": "similarity", "data_config": "labelled",
-             "sub_types": [{"name": "top1_agreement"}]}]}},
+             "sub_types": [{"name": "top1_agreement"}]},
+            # Olive's names under both backends, as the intel-bert and CLIP recipes write them
+            {"name": "olive", "type": "accuracy", "data_config": "labelled", "sub_types": [
+                {"name": "accuracy_score", "priority": 1,
+                 "goal": {"type": "max-degradation", "value": 0.05}},
+                {"name": "auroc", "metric_config": {"task": "multiclass", "num_classes": 3}},
+                {"name": "f1_score", "metric_config": {"task": "multiclass",
+                                                       "average": "weighted"}}]},
+            {"name": "hf", "type": "accuracy", "backend": "huggingface_metrics",
+             "data_config": "labelled", "sub_types": [
+                 {"name": "accuracy"}, {"name": "f1", "metric_config": {
+                     "compute_params": {"average": "macro"}}}]}]}},
         evaluator="e")
     result = olivine.run(cfg)
     out = result.metrics["output_model"]
     assert out["acc"]["accuracy_score"] == pytest.approx(9 / 12)
     assert result.metrics["input_model"]["acc"]["accuracy_score"] == pytest.approx(9 / 12)
-    assert 0 < out["acc"]["f1_score"] <= 1
+    # Olive's default task is binary (class 1's F1) when the labels are 0/1; macro otherwise
+    f1_score = pytest.importorskip("sklearn.metrics").f1_score
+
+    binary = set(labels) | set(torch_pred) <= {0, 1}
+    assert out["acc"]["f1_score"] == pytest.approx(
+        f1_score(labels, torch_pred, average="binary" if binary else "macro", zero_division=0))
     assert out["agree"]["top1_agreement"] == 1.0
     assert np.all(labels[3:] == torch_pred[3:])
+    assert out["olive"]["accuracy_score"] == out["hf"]["accuracy"] == pytest.approx(9 / 12)
+    assert out["olive"]["f1_score"] == pytest.approx(
+        f1_score(labels, torch_pred, average="weighted", zero_division=0))
+    assert out["hf"]["f1"] == pytest.approx(
+        f1_score(labels, torch_pred, average="macro", zero_division=0))
+    assert 0 <= out["olive"]["auroc"] <= 1  # the formula: test_binary_scores_match_scikit_learn
+    assert result.report["goals"][0]["metric"] == "olive-accuracy_score"
 
 
 USER_METRIC = '''
@@ -161,3 +184,62 @@ def test_benchmark_command(exported_tiny_bert: Path, capsys: pytest.CaptureFixtu
 def test_benchmark_bad_model_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["benchmark", "-m", str(tmp_path / "missing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_binary_scores_match_scikit_learn() -> None:
+    """Olive's torch_metrics defaults (task binary): class 1's precision, recall and F1; auroc
+    on the softmax of two logits (ties between scores count half)."""
+    import numpy as np
+
+    from olivine_evaluators.classify import score
+
+    sk = pytest.importorskip("sklearn.metrics")  # lm-eval brings it
+    f1_score, precision_score, recall_score = sk.f1_score, sk.precision_score, sk.recall_score
+    roc_auc_score = sk.roc_auc_score
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((40, 2))
+    true = rng.integers(0, 2, 40)
+    pred = logits.argmax(-1)
+    p1 = np.exp(logits[:, 1]) / np.exp(logits).sum(-1)
+    assert score("auroc", "torch_metrics", pred, true, logits, {}) == pytest.approx(
+        roc_auc_score(true, p1))
+    tied = np.round(logits[:, :1], 1)  # one score column, used as given: tied scores
+    assert score("auroc", "torch_metrics", pred, true, tied, {}) == pytest.approx(
+        roc_auc_score(true, tied[:, 0]))
+    for name, fn in (("f1_score", f1_score), ("precision", precision_score),
+                     ("recall", recall_score)):
+        assert score(name, "torch_metrics", pred, true, logits, {}) == pytest.approx(
+            fn(true, pred))
+    assert score("f1", "huggingface_metrics", pred, true, None, {}) == pytest.approx(
+        f1_score(true, pred))
+    three = rng.standard_normal((60, 3))
+    labels3 = rng.integers(0, 3, 60)
+    probs = np.exp(three) / np.exp(three).sum(-1, keepdims=True)
+    for average in ("macro", "weighted"):
+        assert score("auroc", "torch_metrics", three.argmax(-1), labels3, three,
+                     {"task": "multiclass", "average": average}) == pytest.approx(
+            roc_auc_score(labels3, probs, multi_class="ovr", average=average))
+
+
+def test_accuracy_names_checked_per_backend(tiny_classifier: Path, workflow: Any, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = workflow(
+        {"type": "HfModel", "model_path": str(tiny_classifier), "task": "text-classification"},
+        {"export": {"type": "OnnxConversion"}},
+        data_configs=[_data("labelled", SENTENCES)],
+        evaluators={"e": {"metrics": [
+            {"name": "a", "type": "accuracy", "data_config": "labelled",
+             "sub_types": [{"name": "f1"}, {"name": "auroc", "metric_config": {"top_k": 2}}]},
+            {"name": "b", "type": "accuracy", "backend": "huggingface_metrics",
+             "data_config": "labelled", "sub_types": [{"name": "accuracy_score"}]},
+            {"name": "c", "type": "latency", "backend": "sklearn"}]}},
+        evaluator="e")
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["run", "--config", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluators.e.metrics[0].sub_types[0].name: 'f1' is not a torch_metrics" in err
+    assert "evaluators.e.metrics[0].sub_types[1].metric_config.top_k: not supported" in err
+    assert "metrics[1].sub_types[0].name: 'accuracy_score' is not a huggingface_metrics" in err
+    assert "evaluators.e.metrics[2].backend: expected torch_metrics or huggingface_metrics" in err

@@ -256,13 +256,63 @@ def _evaluators(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, Dat
         if not isinstance(entry, Mapping):
             problems.add(path, f"expected an object with 'metrics', got {show(entry)}")
             continue
+        if entry.get("type") is not None:  # Olive's form: type: LMEvaluator, its options beside
+            entry = _typed_evaluator(name, entry, host, path, problems)
+            if entry is None:
+                continue
         ev = structure(entry, EvaluatorConfig, path, problems)
         if is_missing(ev):
             continue
         for i, metric in enumerate(ev.metrics):
             _check_metric(metric, f"{path}.metrics[{i}]", host, data, problems)
+        names = [m.name for m in ev.metrics]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.add(f"{path}.metrics", f"metric name {dup!r} is used twice; names must be unique")
         out[name] = ev
     return out
+
+
+#: Olive's metric backends (the names of the sub-metrics of accuracy depend on it).
+METRIC_BACKENDS = ("torch_metrics", "huggingface_metrics")
+#: Keys of an Olive evaluator entry that are not its type's options.
+_EVALUATOR_FIELDS = ("name", "type", "type_args", "metrics")
+
+
+def _typed_evaluator(name: str, entry: Mapping[str, Any], host: PluginHost, path: str,
+                     problems: Problems) -> dict[str, Any] | None:
+    """``{"metrics": [...]}`` for an entry written as ``type: X`` with X's options beside it (or
+    under ``type_args``), as Olive's LMEvaluator and MTEBEvaluator are."""
+    kind = entry["type"]
+    cls = host.evaluators.get(kind) if isinstance(kind, str) else None
+    if cls is None or not getattr(cls, "evaluator_type", False):
+        types = sorted(n for n, c, _ in host.evaluators.items()
+                       if getattr(c, "evaluator_type", False) and getattr(c, "name", "") == n)
+        problems.add(f"{path}.type", (f"{kind!r} is not an evaluator type" if cls is not None
+                                      else host.evaluators.unknown(str(kind)))
+                     + f"; evaluator types: {', '.join(types) or 'none installed'} (or drop "
+                     "'type' and list 'metrics')" if isinstance(kind, str)
+                     else f"expected a string, got {show(kind)}")
+        return None
+    if entry.get("metrics"):
+        problems.add(f"{path}.metrics", f"an evaluator of type {kind} computes its own metrics; "
+                     "drop 'metrics' (or drop 'type' and list the metrics)")
+        return None
+    if entry.get("name") not in (None, name):
+        problems.add(f"{path}.name", f"differs from the evaluator's key {name!r}; drop it")
+    options = {k: v for k, v in entry.items() if k not in _EVALUATOR_FIELDS}
+    type_args = entry.get("type_args") or {}
+    if not isinstance(type_args, Mapping):
+        problems.add(f"{path}.type_args", f"expected an object, got {show(type_args)}")
+        return None
+    for key in set(options) & set(type_args):
+        problems.add(f"{path}.{key}", "given both beside type and in type_args; keep one")
+    options.update(type_args)
+    found = cls.check_options(options)
+    for key, msg in found:
+        problems.add(f"{path}.{key}" if key else path, msg)
+    if found:
+        return None
+    return {"metrics": cls.expand(name, options)}
 
 
 def _check_metric(metric: MetricConfig, path: str, host: PluginHost,
@@ -273,12 +323,17 @@ def _check_metric(metric: MetricConfig, path: str, host: PluginHost,
                 "size_on_disk, similarity and perplexity" if not host.evaluators.names() else "")
         problems.add(f"{path}.type", host.evaluators.unknown(metric.type) + hint)
     else:
+        for key, msg in getattr(cls, "check_metric", lambda _: [])(metric):
+            problems.add(f"{path}.{key}", msg)
         known = getattr(cls, "sub_types", {}).get(metric.type.lower(), {})
         for j, sub in enumerate(metric.sub_types):
             if known and sub.name not in known:
                 problems.add(f"{path}.sub_types[{j}].name",
                              f"unknown sub-metric {sub.name!r} for {metric.type}"
                              f"{did_you_mean(sub.name, known)}; expected one of {', '.join(known)}")
+    if metric.backend not in (None, *METRIC_BACKENDS) and metric.type.lower() != "custom":
+        problems.add(f"{path}.backend", f"expected {' or '.join(METRIC_BACKENDS)}, got "
+                     f"{metric.backend!r}")
     if metric.data_config is not None and metric.data_config not in data:
         problems.add(f"{path}.data_config", _undefined("data config", metric.data_config, data))
 

@@ -1,7 +1,8 @@
 """olivine-evaluators: metrics for ONNX and Hugging Face models, and ``olivine benchmark``.
 
 Metric types: latency, throughput, size_on_disk, accuracy, similarity, perplexity,
-custom. Importing this package is cheap: onnxruntime and torch are imported when
+custom; and Olive's evaluator types LMEvaluator (extra ``lmeval``) and MTEBEvaluator
+(extra ``mteb``). Importing this package is cheap: onnxruntime and torch are imported when
 a metric is measured.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import olivine
+from olivine_evaluators.lmeval import LMEvaluator
 from olivine_evaluators.metrics import ALL
+from olivine_evaluators.mteb import MTEBEvaluator
 
 __version__ = "0.1.0"
 
@@ -18,7 +21,7 @@ __version__ = "0.1.0"
 @olivine.hookimpl
 def register_evaluators(register: Any) -> None:
     """Register every evaluator of this plugin."""
-    for cls in ALL:
+    for cls in (*ALL, LMEvaluator, MTEBEvaluator):
         register(cls)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from olivine.errors import UsageError
-from olivine.evaluation import EvalContext, MetricConfig
+from olivine.evaluation import EvalContext, MetricConfig, SubMetric
 from olivine.models import ModelHandle
 from olivine_evaluators.runtime import Runner, data_batches, dummy_feeds, make_runner
 
@@ -124,33 +124,17 @@ def _label_ids(labels: list[Any], model: ModelHandle, context: EvalContext) -> n
                      "label2id that maps them")
 
 
-def classification_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro-averaged precision, recall and F1."""
-    classes = np.union1d(pred, true)
-    precision, recall, f1 = [], [], []
-    for c in classes:
-        tp = float(np.sum((pred == c) & (true == c)))
-        fp = float(np.sum((pred == c) & (true != c)))
-        fn = float(np.sum((pred != c) & (true == c)))
-        p = tp / (tp + fp) if tp + fp else 0.0
-        r = tp / (tp + fn) if tp + fn else 0.0
-        precision.append(p)
-        recall.append(r)
-        f1.append(2 * p * r / (p + r) if p + r else 0.0)
-    return {"accuracy_score": float(np.mean(pred == true)), "precision": float(np.mean(precision)),
-            "recall": float(np.mean(recall)), "f1_score": float(np.mean(f1))}
-
-
-def _post_processed(runner: Runner, data: Any) -> np.ndarray:
+def _post_processed(runner: Runner, data: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions from the data config's post_process_data component, called as Olive does:
-    with the single output as a torch tensor, or a dict of every output's tensor."""
+    with the single output as a torch tensor, or a dict of every output's tensor; and the raw
+    single output (the scores ``auroc`` reads), when there is one."""
     import importlib
 
     try:
         torch: Any = importlib.import_module("torch")
     except ImportError:
         torch = None
-    preds = []
+    preds, raw = [], []
     for batch in data.batches:
         outputs = runner.run(batch)
         as_tensor = (lambda a: torch.from_numpy(np.asarray(a))) if torch is not None else np.asarray
@@ -158,27 +142,40 @@ def _post_processed(runner: Runner, data: Any) -> np.ndarray:
             {k: as_tensor(v) for k, v in outputs.items()}
         pred = data.post_process(result)
         preds.append(pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred))
-    return np.concatenate([p.reshape(-1) for p in preds])
+        first = np.asarray(next(iter(outputs.values())))
+        raw.append(first.reshape(first.shape[0], -1))
+    logits = np.concatenate(raw) if len(outputs) == 1 else None
+    return np.concatenate([p.reshape(-1) for p in preds]), logits
 
 
-def accuracy_metric(model: ModelHandle, metric: MetricConfig, context: EvalContext,
-                    subs: list[str]) -> dict[str, float]:
-    """Argmax predictions scored against the data config's labels."""
+def accuracy_metric(model: ModelHandle, metric: MetricConfig,
+                    context: EvalContext) -> dict[str, float]:
+    """Argmax predictions scored against the data config's labels, under Olive's names
+    (every sub-metric of the backend when the metric names none)."""
+    from olivine_evaluators.classify import HF_NAMES, TORCH_NAMES, score
+
     cfg = metric.user_config
     data = data_batches(model, metric, context, max_samples=cfg.get("max_samples"), required=True)
     if data.labels is None:
         raise UsageError(f"metric {metric.name!r} (accuracy): data config "
                          f"{metric.data_config!r} has no labels; set "
                          "pre_process_data_config.label_col")
+    runner = make_runner(model, cfg)
     if getattr(data, "post_process", None) is not None:
-        pred = _post_processed(make_runner(model, cfg), data)
+        pred, logits = _post_processed(runner, data)
     else:
-        outputs, _ = _run_all(make_runner(model, cfg), data.batches, cfg.get("output_name"),
-                              f"model {model.path}")
-        pred = np.concatenate([o.reshape(o.shape[0], -1).argmax(axis=-1) for o in outputs])
-    true = _label_ids(data.labels, model, context)
-    values = classification_scores(pred, true[:len(pred)])
-    return {s: values[s] for s in subs}
+        outputs, _ = _run_all(runner, data.batches, cfg.get("output_name"), f"model {model.path}")
+        flat = [o.reshape(o.shape[0], -1) for o in outputs]
+        pred, logits = np.concatenate([f.argmax(axis=-1) for f in flat]), np.concatenate(flat)
+    true = _label_ids(data.labels, model, context)[:len(pred)]
+    backend = metric.backend or "torch_metrics"
+    subs = metric.sub_types or [SubMetric(n) for n in (
+        HF_NAMES if backend == "huggingface_metrics" else TORCH_NAMES)
+        if logits is not None or n != "auroc"]
+    try:
+        return {s.name: score(s.name, backend, pred, true, logits, s.metric_config) for s in subs}
+    except ValueError as exc:
+        raise UsageError(f"metric {metric.name!r} (accuracy): {exc}") from None
 
 
 def load_user_function(script: str, func: str) -> Any:

@@ -111,18 +111,40 @@ class SimilarityEvaluator(Evaluator):
 class AccuracyEvaluator(Evaluator):
     """Classification quality against the data config's labels (``label_col``).
 
-    Sub-metrics: ``accuracy_score``, ``f1_score``, ``precision``, ``recall`` (macro
-    averages over classes). Predictions are the argmax of ``user_config.output_name``
-    (default ``logits``). With ``user_config.user_script`` and ``evaluate_func`` the
-    user's function computes the metric instead (see the ``custom`` type).
+    Sub-metrics by Olive's names: with ``backend`` ``torch_metrics`` (the default)
+    ``accuracy_score``, ``f1_score``, ``precision``, ``recall``, ``auroc`` (torchmetrics'
+    ``task``, ``num_classes``, ``average`` in ``metric_config``); with
+    ``huggingface_metrics`` ``accuracy``, ``f1``, ``precision``, ``recall`` (``compute_params``).
+    See :mod:`olivine_evaluators.classify`. Predictions are the argmax of
+    ``user_config.output_name`` (default ``logits``). With ``user_config.user_script`` and
+    ``evaluate_func`` the user's function computes the metric instead (see ``custom``).
     """
 
     name = "accuracy"
     metric_types = ("accuracy",)
-    sub_types = {"accuracy": {"accuracy_score": True, "f1_score": True, "precision": True,
-                              "recall": True}}
+    sub_types = {"accuracy": {s: True for s in ("accuracy_score", "f1_score", "precision",
+                                                 "recall", "auroc", "accuracy", "f1")}}
     accepts = ("onnx", "hf")
     libraries = ("onnxruntime", "torch", "transformers")
+
+    @classmethod
+    def check_metric(cls, metric: MetricConfig) -> list[tuple[str, str]]:
+        """Sub-metric names and metric_config keys of the metric's backend."""
+        from olivine_evaluators.classify import BACKENDS, HF_NAMES, TORCH_NAMES, config_problems
+
+        backend = metric.backend or "torch_metrics"
+        if backend not in BACKENDS or metric.user_config.get("evaluate_func"):
+            return []
+        names = HF_NAMES if backend == "huggingface_metrics" else TORCH_NAMES
+        out = []
+        for j, sub in enumerate(metric.sub_types):
+            if sub.name not in names:
+                out.append((f"sub_types[{j}].name", f"{sub.name!r} is not a {backend} accuracy "
+                            f"sub-metric; expected one of {', '.join(names)}"))
+                continue
+            for key, msg in config_problems(sub.name, backend, sub.metric_config):
+                out.append((f"sub_types[{j}].metric_config.{key}", msg))
+        return out
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig,
                  context: EvalContext) -> dict[str, float]:
@@ -131,7 +153,7 @@ class AccuracyEvaluator(Evaluator):
 
         if metric.user_config.get("evaluate_func"):
             return custom_metric(model, metric, context)
-        return accuracy_metric(model, metric, context, wanted(metric, self.sub_types["accuracy"]))
+        return accuracy_metric(model, metric, context)
 
 
 class CustomEvaluator(Evaluator):

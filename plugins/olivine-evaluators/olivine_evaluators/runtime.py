@@ -27,7 +27,8 @@ class OnnxRunner:
 
     def __init__(self, model: OnnxModel | str | Path, provider: str = "CPUExecutionProvider",
                  intra_op_num_threads: int | None = None, inter_op_num_threads: int | None = None,
-                 graph_optimization_level: int | None = None) -> None:
+                 graph_optimization_level: int | None = None,
+                 provider_options: Mapping[str, Any] | None = None) -> None:
         import onnxruntime as ort
 
         path = model.model_file() if isinstance(model, OnnxModel) else Path(model)
@@ -48,7 +49,9 @@ class OnnxRunner:
         if provider not in available:
             raise UsageError(f"execution provider {provider} is not available in this onnxruntime "
                              f"(available: {', '.join(available)})")
-        self.session = ort.InferenceSession(str(path), options, providers=[provider])
+        self.session = ort.InferenceSession(
+            str(path), options, providers=[(provider, {str(k): str(v) for k, v in
+                                                       (provider_options or {}).items()})])
         self.inputs = {i.name: (i.shape, i.type) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.vocab_size = _vocab_size(path.parent)
