@@ -89,3 +89,94 @@ def test_dynamic(exported_tiny_bert: Path, workflow: Any, ort_session: Any, tmp_
     diff, cos = _compare(result.output_dir, exported_tiny_bert, ort_session)
     record_quality("inc_dynamic", max_abs=diff, min_cosine=cos)
     assert cos > 0.9 and diff < 1.5, (diff, cos)
+
+
+
+@pytest.mark.quality
+def test_weight_only_gptq_as_the_gpu_recipe(exported_tiny_bert: Path, workflow: Any,
+                                           ort_session: Any) -> None:
+    # the block of intel-bert-base-uncased-mrpc/oci/gpu/cuda/inc_quant.json, made on the CPU
+    result = _run(workflow, exported_tiny_bert, {
+        "type": "IncStaticQuantization", "device": "gpu", "approach": "weight_only",
+        "weight_only_config": {"bits": 4, "algorithm": "gptq"}, "data_config": "calib"})
+    assert result.output_dir is not None
+    assert "MatMulNBits" in _ops(result.output_dir)
+    diff, cos = _compare(result.output_dir, exported_tiny_bert, ort_session)
+    record_quality("inc_weight_only_gptq", max_abs=diff, min_cosine=cos)
+    assert cos > 0.9 and diff < 1.5, (diff, cos)
+
+@pytest.mark.parametrize(("pass_type", "options", "expected"), [
+    ("IncStaticQuantization", {"recipes": {"smooth_quant": True, "smoth_quant_args": {}}},
+     "recipes.smoth_quant_args: unknown recipe (did you mean 'smooth_quant_args'?)"),
+    ("IncStaticQuantization", {"recipes": {"fast_bias_correction": True}},
+     "recipes.fast_bias_correction: True is not supported here"),
+    ("IncStaticQuantization", {"quant_level": 0}, "quant_level: 0 (INC's conservative tuning"),
+    ("IncStaticQuantization",
+     {"metric": {**RECIPE_METRIC, "sub_types": [{"name": "accuracy_custom",
+                                                 "goal": {"type": "max-degradation",
+                                                          "value": 0.01}}]}},
+     "metric: a goal in the metric's first sub-type asks for INC's accuracy-aware tuning"),
+    ("IncStaticQuantization", {"tuning_criterion": {"max_trials": 50}},
+     "tuning_criterion: max_trials apply to accuracy-aware tuning only"),
+    ("IncStaticQuantization", {"tuning_criterion": {"max_trails": 50}},
+     "passes.q.tuning_criterion.max_trails: unknown key (did you mean 'max_trials'?)"),
+    ("IncDynamicQuantization", {"approach": "static"},
+     "approach: static needs calibration data, which IncDynamicQuantization does not take"),
+    ("IncStaticQuantization", {"approach": "weight_only", "weight_only_config": {"group_size": 4}},
+     "weight_only_config.group_size: ONNX Runtime's MatMulNBits takes a power of two >= 16"),
+    ("IncStaticQuantization", {"backend": "onnxrt_cuda_ep"},
+     "device: backend onnxrt_cuda_ep runs on a GPU; set device 'gpu'"),
+    ("IncStaticQuantization", {"calibration_sampling_size": [50, 100]},
+     "calibration_sampling_size: expected one positive number"),
+])
+def test_options_this_quantizer_cannot_honour_exit_2(exported_tiny_bert: Path, workflow: Any,
+                                                     tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     pass_type: str, options: dict[str, Any],
+                                                     expected: str) -> None:
+    step = {"type": pass_type, **options}
+    if pass_type == "IncStaticQuantization":
+        step.setdefault("data_config", "calib")
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(workflow({"type": "ONNXModel", "model_path": str(exported_tiny_bert)},
+                                        {"q": step}, data_configs=[CALIBRATION])))
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpu_backend_fails_clearly_on_this_cpu_onnxruntime(exported_tiny_bert: Path,
+                                                         workflow: Any, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(workflow(
+        {"type": "ONNXModel", "model_path": str(exported_tiny_bert)},
+        {"q": {"type": "IncDynamicQuantization", "device": "gpu", "backend": "onnxrt_cuda_ep"}})))
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "backend: onnxrt_cuda_ep needs CUDAExecutionProvider" in err, err
+
+
+def test_recipe_inc_blocks_validate(exported_tiny_bert: Path, workflow: Any) -> None:
+    recipes = SHARED / "olive-recipes"
+    if not recipes.is_dir():
+        pytest.skip("../shared/olive-recipes is absent")
+    kinds = ("IncQuantization", "IncStaticQuantization", "IncDynamicQuantization")
+    seen = 0
+    for path in sorted(recipes.rglob("*.json")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if not any(f'"{k}"' in text for k in kinds):
+            continue
+        for name, spec in json.loads(text).get("passes", {}).items():
+            if isinstance(spec, dict) and spec.get("type") in kinds:
+                data = [{**CALIBRATION, "name": spec["data_config"]}] if "data_config" in spec else []
+                olivine.validate(workflow({"type": "ONNXModel",
+                                           "model_path": str(exported_tiny_bert)},
+                                          {name: spec}, data_configs=data))
+                seen += 1
+    assert seen == 2

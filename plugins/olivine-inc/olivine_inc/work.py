@@ -112,7 +112,7 @@ def _reader(model: OnnxModel, config: IncStaticConfig, context: PassContext) -> 
         config.data_config, None, samples, 128, None)
     feeds = make_reader(model, shim, context).feeds
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
+    class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.position = 0
 
@@ -146,10 +146,9 @@ def _extra_options(config: IncDynamicConfig) -> dict[str, Any]:
 
 def _quantize_activations(source: Path, target: Path, config: IncDynamicConfig, provider: str,
                           exclude: list[str], reader: Any) -> None:
-    from onnxruntime.quantization import QuantFormat
-
     from onnx_neural_compressor.quantization import algorithm_entry as algos
     from onnx_neural_compressor.quantization import config as inc
+    from onnxruntime.quantization import QuantFormat
 
     common = {"reduce_range": config.reduce_range, "nodes_to_exclude": list(exclude),
               "extra_options": _extra_options(config), "execution_provider": provider,
@@ -199,7 +198,6 @@ def _need_ops(cfg: Any, provider: str, mode: str) -> None:
 def _quantize_weights(source: Path, target: Path, config: IncDynamicConfig, provider: str,
                       exclude: list[str], reader: Any) -> None:
     import onnx
-
     from onnx_neural_compressor.quantization import algorithm_entry as algos
     from onnx_neural_compressor.quantization import config as inc
 
@@ -242,8 +240,7 @@ def quantize(model: ModelHandle, config: IncDynamicConfig, static_pass: bool,
         context.logger.warning("metric has no goal: quantizing once, without accuracy-aware "
                                "tuning (as Olive)")
     keep = config.workspace is not None
-    scratch = Path(config.workspace) if keep else Path(tempfile.mkdtemp(
-        prefix=".inc-", dir=context.work_dir))
+    scratch = Path(config.workspace or tempfile.mkdtemp(prefix=".inc-", dir=context.work_dir))
     scratch.mkdir(parents=True, exist_ok=True)
     try:
         source = model.model_file()
