@@ -71,7 +71,9 @@ def test_static_smooth_quant_as_the_recipe(exported_tiny_bert: Path, workflow: A
     assert result.output_model.attrs_dict()["quantization"] == "inc-static"
     diff, cos = _compare(result.output_dir, exported_tiny_bert, ort_session)
     record_quality("inc_static_smooth_quant", max_abs=diff, min_cosine=cos)
-    assert cos > 0.9 and diff < 1.5, (diff, cos)
+    # 6 seeds: max_abs 0.0009 .. 0.0023, min_cosine >= 0.9999997 (with the QOperator Gather
+    # quantized, as neural-compressor 3.7.1 under Olive does, this model gives 4.64 and 0.564)
+    assert cos > 0.9999 and diff < 0.02, (diff, cos)
 
 
 @pytest.mark.quality
@@ -88,7 +90,8 @@ def test_dynamic(exported_tiny_bert: Path, workflow: Any, ort_session: Any, tmp_
     assert len(kept["excluded_nodes"]) == 1
     diff, cos = _compare(result.output_dir, exported_tiny_bert, ort_session)
     record_quality("inc_dynamic", max_abs=diff, min_cosine=cos)
-    assert cos > 0.9 and diff < 1.5, (diff, cos)
+    # 6 seeds: max_abs 0.019 .. 0.026, min_cosine 0.99991 .. 0.99996
+    assert cos > 0.999 and diff < 0.1, (diff, cos)
 
 
 
@@ -103,7 +106,9 @@ def test_weight_only_gptq_as_the_gpu_recipe(exported_tiny_bert: Path, workflow: 
     assert "MatMulNBits" in _ops(result.output_dir)
     diff, cos = _compare(result.output_dir, exported_tiny_bert, ort_session)
     record_quality("inc_weight_only_gptq", max_abs=diff, min_cosine=cos)
-    assert cos > 0.9 and diff < 1.5, (diff, cos)
+    # 2 seeds (with the zero-point repacking): max_abs 0.0060 .. 0.0062, min_cosine >= 0.999996;
+    # K=32 with group_size 32 is one block per row: the case onnx-neural-compressor packs wrongly
+    assert cos > 0.9999 and diff < 0.05, (diff, cos)
 
 @pytest.mark.parametrize(("pass_type", "options", "expected"), [
     ("IncStaticQuantization", {"recipes": {"smooth_quant": True, "smoth_quant_args": {}}},

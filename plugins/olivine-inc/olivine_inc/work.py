@@ -211,11 +211,45 @@ def _quantize_weights(source: Path, target: Path, config: IncDynamicConfig, prov
         proto = algos.gptq_quantize_entry(str(source), inc.GPTQConfig(**kwargs), reader)
     else:
         proto = algos.awq_quantize_entry(str(source), inc.AWQConfig(**kwargs), reader)
+    repack_zero_points(proto)
     if exclude:
         log.info("weight_only: the first/last Conv/MatMul recipes do not apply to weight-only "
                  "quantization")
     onnx.save(proto, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
               location=target.name + ".data")
+
+
+def repack_zero_points(proto: Any) -> int:
+    """Give 4-bit MatMulNBits zero points ONNX Runtime's row-wise packing; returns how many.
+
+    onnx-neural-compressor 1.0 packs the N x blocks 4-bit zero points as one flat nibble
+    stream; ONNX Runtime wants each of the N rows to start on a new byte. The two agree when the
+    number of blocks per row is even; otherwise ONNX Runtime refuses the model ("zero_points
+    initializer shape {16} does not match attribute-derived shape [32]").
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    fixed = 0
+    for node in proto.graph.node:
+        if node.op_type != "MatMulNBits" or len(node.input) < 4 or node.input[3] not in inits:
+            continue
+        attrs_ = {a.name: a.i for a in node.attribute}
+        if attrs_.get("bits", 4) != 4:
+            continue
+        rows, blocks = attrs_["N"], -(-attrs_["K"] // attrs_["block_size"])
+        tensor = inits[node.input[3]]
+        flat = numpy_helper.to_array(tensor).reshape(-1)
+        if blocks % 2 == 0 or flat.size != (rows * blocks + 1) // 2:
+            continue
+        nibbles = np.stack([flat & 0x0F, flat >> 4], axis=1).reshape(-1)[:rows * blocks]
+        grid = np.full((rows, blocks + 1), 8, dtype=np.uint8)
+        grid[:, :blocks] = nibbles.reshape(rows, blocks)
+        packed = (grid[:, 0::2] | (grid[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
+        tensor.CopyFrom(numpy_helper.from_array(packed, tensor.name))
+        fixed += 1
+    return fixed
 
 
 def quantize(model: ModelHandle, config: IncDynamicConfig, static_pass: bool,
