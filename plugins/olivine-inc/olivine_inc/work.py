@@ -84,6 +84,38 @@ def optimize(source: Path, level: str, folder: Path, provider: str) -> Path:
     return target
 
 
+def name_nodes(path: Path, folder: Path) -> Path:
+    """``path``, or a copy in ``folder`` where every node has a name of its own.
+
+    onnx-neural-compressor keys nodes by name: the unnamed Cast nodes that
+    OrtTransformersOptimization leaves before EmbedLayerNormalization were removed together
+    (an invalid model) or broke SmoothQuant (KeyError 'input_ids').
+    """
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    names = [n.name for n in proto.graph.node]
+    if all(names) and len(set(names)) == len(names):
+        return path
+    proto = onnx.load(str(path), load_external_data=True)
+    taken = set(names)
+    seen: set[str] = set()
+    for index, node in enumerate(proto.graph.node):
+        if node.name and node.name not in seen:
+            seen.add(node.name)
+            continue
+        name = f"{node.op_type}_olivine_{index}"
+        while name in taken:
+            name += "_"
+        node.name = name
+        taken.add(name)
+        seen.add(name)
+    target = folder / "named.onnx"
+    onnx.save(proto, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="named.onnx.data", size_threshold=1024)
+    return target
+
+
 def excluded_nodes(config: IncDynamicConfig, path: Path) -> list[str]:
     """Names of the first/last Conv/MatMul/Gemm nodes the recipes keep in float."""
     import onnx
@@ -281,7 +313,7 @@ def quantize(model: ModelHandle, config: IncDynamicConfig, static_pass: bool,
         level = "DISABLE_ALL" if config.approach == "weight_only" else optimization_level(
             config, source)
         context.progress(0, 3, f"optimizing the graph ({level})")
-        optimized = optimize(source, level, scratch, provider)
+        optimized = name_nodes(optimize(source, level, scratch, provider), scratch)
         exclude = excluded_nodes(config, optimized)
         reader = None
         if isinstance(config, IncStaticConfig) and config.data_config is not None and (
