@@ -4,7 +4,10 @@ against the float model; and the options this quantizer cannot honour, refused b
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,9 @@ import olivine
 from olivine.cli import main
 from olivine_testutil import SHARED, record_quality
 
-pytest.importorskip("onnx_neural_compressor", reason="pip install 'olivine-inc[inc]'")
+#: the tests that quantize need onnx-neural-compressor; validation does not
+needs_inc = pytest.mark.skipif(importlib.util.find_spec("onnx_neural_compressor") is None,
+                               reason="pip install 'olivine-inc[inc]'")
 
 SENTENCES = Path(__file__).resolve().parents[2] / "examples" / "minilm" / "sentences.jsonl"
 CALIBRATION = {"name": "calib", "type": "HuggingfaceContainer",
@@ -58,6 +63,7 @@ def _run(workflow: Any, model: Path, step: dict[str, Any]) -> Any:
                                 data_configs=[CALIBRATION]))
 
 
+@needs_inc
 @pytest.mark.quality
 def test_static_smooth_quant_as_the_recipe(exported_tiny_bert: Path, workflow: Any,
                                            ort_session: Any) -> None:
@@ -81,6 +87,7 @@ def test_static_smooth_quant_as_the_recipe(exported_tiny_bert: Path, workflow: A
     assert cos > 0.999 and diff < 0.15, (diff, cos)
 
 
+@needs_inc
 @pytest.mark.quality
 def test_static_qoperator_keeps_embedding_lookups_float(exported_tiny_bert: Path, workflow: Any,
                                                         ort_session: Any) -> None:
@@ -97,11 +104,15 @@ def test_static_qoperator_keeps_embedding_lookups_float(exported_tiny_bert: Path
     assert cos > 0.9999 and diff < 0.02, (diff, cos)
 
 
+@needs_inc
 @pytest.mark.quality
-def test_dynamic(exported_tiny_bert: Path, workflow: Any, ort_session: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("step", [{"type": "IncDynamicQuantization"},
+                                  {"type": "IncQuantization", "approach": "dynamic"}])
+def test_dynamic(exported_tiny_bert: Path, workflow: Any, ort_session: Any, tmp_path: Path,
+                 step: dict[str, Any]) -> None:
     workspace = tmp_path / "nc_workspace"
     result = _run(workflow, exported_tiny_bert, {
-        "type": "IncDynamicQuantization", "workspace": str(workspace),
+        **step, "workspace": str(workspace),
         "recipes": {"last_conv_or_matmul_quantization": False}})
     assert result.output_dir is not None
     assert "MatMulInteger" in _ops(result.output_dir)
@@ -116,6 +127,7 @@ def test_dynamic(exported_tiny_bert: Path, workflow: Any, ort_session: Any, tmp_
 
 
 
+@needs_inc
 @pytest.mark.quality
 def test_weight_only_gptq_as_the_gpu_recipe(exported_tiny_bert: Path, workflow: Any,
                                            ort_session: Any) -> None:
@@ -172,6 +184,7 @@ def test_options_this_quantizer_cannot_honour_exit_2(exported_tiny_bert: Path, w
     assert not (tmp_path / "out").exists()
 
 
+@needs_inc
 def test_gpu_backend_fails_clearly_on_this_cpu_onnxruntime(exported_tiny_bert: Path,
                                                          workflow: Any, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,3 +219,19 @@ def test_recipe_inc_blocks_validate(exported_tiny_bert: Path, workflow: Any) -> 
                                           {name: spec}, data_configs=data))
                 seen += 1
     assert seen == 2
+
+
+def test_without_onnx_neural_compressor_a_run_says_what_to_install(
+        exported_tiny_bert: Path, workflow: Any, tmp_path: Path) -> None:
+    # a child process in which the package cannot be imported (as on a machine without it)
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(workflow({"type": "ONNXModel", "model_path": str(exported_tiny_bert)},
+                                        {"q": {"type": "IncDynamicQuantization"}})))
+    code = ("import sys; sys.modules['onnx_neural_compressor'] = None\n"
+            "from olivine.cli import main\n"
+            f"raise SystemExit(main(['run', '--config', {str(path)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'olivine-inc[inc]'" in proc.stderr and "onnx.mapping" in proc.stderr
+    assert "Traceback" not in proc.stderr
