@@ -30,6 +30,15 @@ INSTALL_HINT = ("pip install 'olivine-inc[inc]' (onnx-neural-compressor 1.0 and 
 CONV_OR_MATMUL = ("Conv", "MatMul", "Gemm", "FusedConv")
 
 
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _import_inc() -> Any:
     try:
         import onnx_neural_compressor
@@ -297,7 +306,7 @@ def quantize(model: ModelHandle, config: IncDynamicConfig, static_pass: bool,
     problems = config.problems(static_pass)
     if problems:
         raise UsageError("; ".join(problems))
-    inc = _import_inc()
+    _import_inc()
     provider = BACKENDS[config.backend]
     if provider not in ort.get_available_providers():
         raise UsageError(f"backend: {config.backend} needs {provider}, which this onnxruntime "
@@ -342,7 +351,7 @@ def quantize(model: ModelHandle, config: IncDynamicConfig, static_pass: bool,
         summary = {"approach": config.approach, "backend": config.backend,
                    "graph_optimization_level": level, "excluded_nodes": exclude,
                    "quantized_ops": counts,
-                   "onnx_neural_compressor": getattr(inc, "__version__", "unknown")}
+                   "onnx_neural_compressor": _version("onnx-neural-compressor")}
         if keep:
             (scratch / "inc_quantization.json").write_text(json.dumps(summary, indent=2))
         context.progress(2, 3, "saving")
