@@ -19,3 +19,4 @@ tiny_bert = _fixtures.tiny_bert
 exported_tiny_bert = _fixtures.exported_tiny_bert
 workflow = _fixtures.workflow
 ort_session = _fixtures.ort_session
+minilm = _fixtures.minilm
