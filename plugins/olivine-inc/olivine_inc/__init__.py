@@ -1,0 +1,28 @@
+"""olivine-inc: Olive's Intel Neural Compressor (INC) quantization passes.
+
+``IncQuantization``, ``IncDynamicQuantization`` and ``IncStaticQuantization`` with Olive's
+options, run by ``onnx-neural-compressor`` (the package INC 3.x moved its ONNX Runtime
+quantizer to). Importing this package is cheap: the quantizer is imported when a pass runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import olivine
+from olivine_inc.options import (
+    IncDynamicQuantization,
+    IncQuantization,
+    IncStaticQuantization,
+)
+
+__version__ = "0.1.0"
+__all__ = ["IncDynamicQuantization", "IncQuantization", "IncStaticQuantization"]
+
+
+@olivine.hookimpl
+def register_passes(register: Any) -> None:
+    """Register the three INC quantization passes."""
+    register(IncQuantization)
+    register(IncDynamicQuantization)
+    register(IncStaticQuantization)
