@@ -57,14 +57,68 @@ def _check_providers(instance: object, attribute: attrs.Attribute, value: list[s
             )
 
 
+#: Which devices each execution provider runs on (Olive's table, for inferring a missing device).
+PROVIDER_DEVICES: dict[str, tuple[str, ...]] = {
+    "CPUExecutionProvider": ("cpu",),
+    "OpenVINOExecutionProvider": ("cpu", "gpu", "npu"),
+    "QNNExecutionProvider": ("gpu", "npu"),
+    "DmlExecutionProvider": ("gpu", "npu"),
+    "VitisAIExecutionProvider": ("npu",),
+    "CUDAExecutionProvider": ("gpu",),
+    "ROCMExecutionProvider": ("gpu",),
+    "MIGraphXExecutionProvider": ("gpu",),
+    "TensorrtExecutionProvider": ("gpu",),
+    "NvTensorRTRTXExecutionProvider": ("gpu",),
+    "JsExecutionProvider": ("gpu",),
+    "WebGpuExecutionProvider": ("gpu",),
+    "CoreMLExecutionProvider": ("gpu", "npu"),
+}
+
+
+def infer_device(providers: list[str]) -> str | None:
+    """The device a list of execution providers names, as Olive infers it; ``None`` if unclear.
+
+    No providers, or the CPU provider alone: ``cpu``; QNN alone: ``npu``; otherwise the one
+    device that every provider other than the CPU one maps to alone.
+    """
+    if not providers or providers == ["CPUExecutionProvider"]:
+        return "cpu"
+    if providers == ["QNNExecutionProvider"]:
+        return "npu"
+    found: list[str] = []
+    for name in providers:
+        if name == "CPUExecutionProvider":
+            continue
+        devices = PROVIDER_DEVICES.get(name, ())
+        if len(devices) != 1:
+            return None
+        if devices[0] not in found:
+            found.append(devices[0])
+    return found[0] if len(found) == 1 else None
+
+
 @attrs.frozen
 class AcceleratorConfig:
-    """One device and the execution providers to use on it, as in Olive's ``accelerators``."""
+    """One device and the execution providers to use on it, as in Olive's ``accelerators``.
 
-    device: Device = attrs.field(default="cpu", metadata={"help": "cpu, gpu or npu"})
+    Without ``device`` the device is inferred from ``execution_providers`` as Olive does
+    (``CUDAExecutionProvider`` alone means ``gpu``); where the providers do not name one
+    device, ``device`` must be given.
+    """
+
+    device: Device = attrs.field(default=None, metadata={
+        "help": "cpu, gpu or npu; when left out, inferred from execution_providers as in Olive"})
     execution_providers: list[str] = attrs.field(
         factory=list, validator=_check_providers,
         metadata={"help": "ONNX Runtime execution providers, best first"})
+
+    def __attrs_post_init__(self) -> None:
+        if self.device is None:
+            device = infer_device(self.execution_providers)
+            if device is None:
+                raise ValueError(f"device: the execution providers {self.execution_providers} do not "
+                                 "name one device; give device (cpu, gpu or npu)")
+            object.__setattr__(self, "device", device)
 
     def resolved(self) -> Accelerator:
         """The target this config names: its device and first execution provider."""

@@ -53,7 +53,7 @@ def delp(path: str) -> Mutation:
         *parents, last = path.split(".")
         node: Any = cfg
         for p in parents:
-            node = node[p]
+            node = node[int(p)] if isinstance(node, list) else node[p]
         del node[last]
     return mutate
 
@@ -117,6 +117,11 @@ CASES: list[tuple[str, list[Mutation], list[str]]] = [
     ("bad device", [setp("systems.local_system.accelerators.0.device", "tpu")],
      ["systems.local_system.accelerators[0].device: expected one of \"cpu\", \"gpu\", \"npu\", "
       "got \"tpu\" (did you mean 'npu'?)"]),
+    ("providers naming no one device", [delp("systems.local_system.accelerators.0.device"),
+                                        setp("systems.local_system.accelerators.0.execution_providers",
+                                             ["DmlExecutionProvider"])],
+     ["systems.local_system.accelerators[0].device: the execution providers "
+      "['DmlExecutionProvider'] do not name one device; give device (cpu, gpu or npu)"]),
     ("missing input model", [delp("input_model")],
      ["input_model: required: an object with type (HfModel or ONNXModel) and model_path"]),
     ("unknown model type", [setp("input_model.type", "OnnxModle")],
@@ -222,3 +227,19 @@ def test_bad_yaml(tmp_path: Path, cli: Any) -> None:
     path.write_text("input_model: [\n")
     code, _, err = cli("run", "--config", str(path))
     assert code == 2 and "not valid YAML" in err
+
+
+@pytest.mark.parametrize(("providers", "device"), [
+    (["CUDAExecutionProvider"], "gpu"), (["CPUExecutionProvider"], "cpu"), ([], "cpu"),
+    (["QNNExecutionProvider"], "npu"), (["VitisAIExecutionProvider"], "npu"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "gpu")])
+def test_a_missing_device_is_inferred_from_the_providers_as_olive_does(
+        tmp_path: Path, providers: list[str], device: str) -> None:
+    """Olive's recipes often give only ``execution_providers``; the device follows from them."""
+    cfg = base()
+    cfg["systems"]["local_system"]["accelerators"] = [{"execution_providers": providers}]
+    config = tmp_path / "wf.json"
+    config.write_text(json.dumps(cfg))
+    proc = olivine_subprocess("run", "--config", str(config), "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"target: {device} / " in proc.stdout, proc.stdout + proc.stderr
