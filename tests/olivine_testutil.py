@@ -74,3 +74,85 @@ def record_quality(claim: str, **values: float) -> None:
     row = {"claim": claim, **{k: float(v) for k, v in values.items()}}
     with open(target, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
+
+
+# -- tiny local stand-ins for the recipes' hub models (tests/recipes) -----------------------------
+#
+# The recipes' LLM passes take 128-wide blocks (gptq/rtn group_size 128), so the tiny decoders
+# are 128 wide with a 256-wide MLP; trained briefly on the Sonnets (as olivine's demo model)
+# so that their logits are peaked enough for quantized outputs to be compared.
+
+#: The shape and budget of the recipes' tiny decoders (about 10 s to train on one core; cached).
+RECIPE_LLM: dict[str, Any] = {
+    "vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+    "tie_word_embeddings": True, "steps": 300, "seconds": None, "batch_size": 16, "seq_len": 48,
+    "learning_rate": 4e-3}
+SENTENCES = REPO / "examples" / "minilm" / "sentences.jsonl"
+
+
+def trained_llm(cache_root: Path, model_type: str = "qwen3", **changes: Any) -> Path:
+    """A tiny ``model_type`` decoder with the Sonnets tokenizer, trained once and cached."""
+    from olivine_modelbuilder.tinymodel import TinySpec, cached_model
+
+    spec = TinySpec(model_type=model_type, seed=seed(), **{**RECIPE_LLM, **changes})
+    return cached_model(spec, cache_root / "recipes")
+
+
+def sonnet_prompt_ids(model_dir: Path, line: int = 0) -> list[int]:
+    """The chat-template token ids of a user turn holding one Sonnets line (the assistant's open)."""
+    from transformers import AutoTokenizer
+
+    from olivine_modelbuilder.tinymodel import chat_turn, sonnets
+
+    text = chat_turn(sonnets()[line % 150][1])
+    return list(AutoTokenizer.from_pretrained(model_dir)(text)["input_ids"])
+
+
+def write_calibration_text(path: Path, count: int = 64) -> Path:
+    """JSON lines ``{"text": ...}`` of Sonnets chat turns (a local calibration set)."""
+    import json
+
+    from olivine_modelbuilder.tinymodel import training_documents
+
+    path.write_text("".join(json.dumps({"text": t}) + "\n"
+                            for t in training_documents(seed())[:count]), encoding="utf-8")
+    return path
+
+
+def sentence_words() -> list[str]:
+    """The example sentences of ``examples/minilm`` (a small local English corpus)."""
+    import json
+
+    return [json.loads(line)["text"] for line in SENTENCES.read_text().splitlines()]
+
+
+def tiny_bert_classifier(folder: Path, num_labels: int = 2, max_positions: int = 128) -> Path:
+    """A 2-layer BERT sequence classifier (hidden 32) with a word-level uncased tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    words = sorted({w.strip(".,?!'\"").lower() for s in sentence_words() for w in s.split()} - {""})
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
+                                ".", ",", "?", "!", "'"]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(3 + 10 * seed())
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=max_positions, num_labels=num_labels)
+    BertForSequenceClassification(config).eval().save_pretrained(str(folder))
+    return folder
+
+
+def write_sentence_pairs(path: Path, count: int = 32) -> Path:
+    """JSON lines ``{"sentence1", "sentence2", "label", "idx"}`` (MRPC's columns) from local text."""
+    import json
+
+    texts = sentence_words()
+    rows = [{"sentence1": texts[2 * i], "sentence2": texts[2 * i + 1], "label": i % 2, "idx": i}
+            for i in range(count)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
