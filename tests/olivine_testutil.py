@@ -142,7 +142,8 @@ def tiny_bert_classifier(folder: Path, num_labels: int = 2, max_positions: int =
     torch.manual_seed(3 + 10 * seed())
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=64,
-                        max_position_embeddings=max_positions, num_labels=num_labels)
+                        max_position_embeddings=max_positions, num_labels=num_labels,
+                        initializer_range=0.2)  # wide weights: logits that differ per input
     BertForSequenceClassification(config).eval().save_pretrained(str(folder))
     return folder
 
@@ -156,3 +157,22 @@ def write_sentence_pairs(path: Path, count: int = 32) -> Path:
             for i in range(count)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def tiny_random_llm(folder: Path, model_type: str, **overrides: Any) -> Path:
+    """An untrained tiny ``model_type`` decoder (the recipes' shape) with the Sonnets tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from olivine_modelbuilder.tinymodel import TinySpec, model_config, train_tokenizer
+
+    shape = {k: v for k, v in RECIPE_LLM.items() if k in (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings")}
+    tokenizer = train_tokenizer(RECIPE_LLM["vocab_size"])
+    torch.manual_seed(seed())
+    model = AutoModelForCausalLM.from_config(
+        model_config(TinySpec(model_type=model_type, **shape), tokenizer, **overrides)).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

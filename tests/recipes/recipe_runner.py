@@ -201,10 +201,15 @@ def ort_session(path: Path) -> Any:
 
 
 def genai_model(folder: Path) -> Any:
-    """An onnxruntime-genai model of a built folder (one intra-op thread)."""
-    from olivine_modelbuilder.generate import load_model
+    """An onnxruntime-genai model of a built folder on the CPU (one intra-op thread), whatever
+    execution provider the recipe built it for (a CUDA build's genai_config names CUDA)."""
+    import onnxruntime_genai as og
 
-    return load_model(folder, threads=1)[0]
+    config = og.Config(str(folder))
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+        "intra_op_num_threads": 1, "inter_op_num_threads": 1}}}}))
+    config.clear_providers()
+    return og.Model(config)
 
 
 def genai_first_logits(folder: Path, ids: list[int]) -> Any:
