@@ -162,7 +162,7 @@ CPU_LLM_SHAPE_RUNS: dict[tuple[str, ...], str] = {
     ("ModelBuilder", "GraphSurgeries"): "tencent-HY-MT1.5-1.8B/cpu/tencent-HY-MT1.5-1.8B_cpu_fp32.json",
     ("gptq", "rtn", "ModelBuilder", "GraphSurgeries"):
         "tencent-HY-MT1.5-1.8B/cpu/tencent-HY-MT1.5-1.8B_cpu_int4.json",
-    ("ModelBuilder",): "allenai-Olmo-3-7B-Instruct/cpu/allenai-Olmo-3-7B-Instruct_cpu_fp32.json",
+    ("ModelBuilder",): "Qwen-Qwen3-VL-2B-Instruct/builtin/cpu_and_mobile/text.json",
 }
 
 
@@ -170,7 +170,7 @@ def test_every_cpu_llm_recipe_shape_has_an_end_to_end_run() -> None:
     """A new pass sequence among the CPU LLM recipes needs a run here (or in the slow file)."""
     import sys
 
-    from recipes.test_recipe_runs_slow import CPU_LLM_SHAPES, UNSUPPORTED
+    from recipes.test_recipe_runs_slow import CPU_LLM_SHAPES, QWEN3_VL_TEXT
 
     root = rr.recipes_root()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
@@ -191,4 +191,4 @@ def test_every_cpu_llm_recipe_shape_has_an_end_to_end_run() -> None:
     assert set(shapes) == set(CPU_LLM_SHAPE_RUNS), shapes
     for shape, recipe in CPU_LLM_SHAPE_RUNS.items():
         assert recipe in shapes[shape], (shape, recipe)
-        assert recipe == QWEN3_INT4 or recipe in CPU_LLM_SHAPES or recipe in UNSUPPORTED
+        assert recipe in (QWEN3_INT4, QWEN3_VL_TEXT) or recipe in CPU_LLM_SHAPES
