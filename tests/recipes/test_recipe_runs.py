@@ -99,34 +99,55 @@ def test_bert_qdq_recipe_runs_its_passes_and_names_the_missing_provider(tmp_path
     traceback). The quantized model the passes made (listed in the run report) loads in
     ONNX Runtime on the CPU and agrees with torch.
     """
-    rr.recipes_root()
-    model = tiny_bert_classifier(tmp_path / "tiny-bert")
-    data = write_sentence_pairs(tmp_path / "pairs.jsonl")
-    prepared = rr.prepare(BERT_QDQ, tmp_path, model, dataset=data)
-    assert {re.sub(r"load_dataset_config\..*", "load_dataset_config", p)
-            for p in rr.changed_paths(prepared)} == {
-        "input_model.model_path", "data_configs[0].load_dataset_config",
-        "data_configs[1].load_dataset_config"}
-
-    result = rr.run(prepared)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "QNNExecutionProvider is not available" in result.stderr
-    assert "Traceback" not in result.stderr
-    report = _report(result.stderr)
-    assert [(s["pass"], s["status"]) for s in report["steps"]] == [
-        ("OnnxConversion", "ran"), ("OnnxPeepholeOptimizer", "ran"), ("DynamicToFixedShape", "ran"),
-        ("GraphSurgeries", "ran"), ("OnnxStaticQuantization", "ran")]
-
-    quantized = rr.find_one(Path(report["steps"][-1]["output_model"]["path"]), "*.onnx")
-    session = rr.ort_session(quantized)
-    assert [tuple(i.shape) for i in session.get_inputs()] == [(1, 128)] * 3  # DynamicToFixedShape
-    got, want = _bert_logits(session, model, data)
-    scale = float(np.max(np.abs(want)))
-    error = float(np.max(np.abs(got - want)))
+    error, scale, agree = run_bert_recipe_without_its_provider(
+        BERT_QDQ, tmp_path, "QNNExecutionProvider", ("OnnxConversion", "OnnxPeepholeOptimizer",
+                                                     "DynamicToFixedShape", "GraphSurgeries",
+                                                     "OnnxStaticQuantization"))
     # QDQ (uint8 weights, uint16 activations, MinMax on the 32 local pairs) vs fp32 torch:
     # max|diff| / max|logit| measured 0.037, the same label on 31 of 32 pairs (seed 0)
     assert error < 0.1 * scale, (error, scale)
-    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.85
+    assert agree >= 0.85
+
+
+def run_bert_recipe_without_its_provider(recipe: str, tmp_path: Path, provider: str,
+                                         passes: tuple[str, ...]) -> tuple[float, float, float]:
+    """Run an intel-bert-base-uncased-mrpc recipe on a tiny BERT classifier and local MRPC-like
+    pairs where its evaluation provider is missing: check the run's failure is that, and return
+    (max|ORT - torch|, max|torch logit|, label agreement) of the last pass's model."""
+    rr.recipes_root()
+    model = tiny_bert_classifier(tmp_path / "tiny-bert")
+    data = write_sentence_pairs(tmp_path / "pairs.jsonl")
+    prepared = rr.prepare(recipe, tmp_path, model, dataset=data)
+    assert {re.sub(r"load_dataset_config\..*", "load_dataset_config", p)
+            for p in rr.changed_paths(prepared)} - {"input_model.model_path"} == {
+        f"data_configs[{i}].load_dataset_config" for i in range(len(prepared.workflow["data_configs"]))}
+
+    result = rr.run(prepared)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{provider} is not available" in result.stderr
+    assert "Traceback" not in result.stderr
+    report = _report(result.stderr)
+    assert [(s["pass"], s["status"]) for s in report["steps"]] == [(p, "ran") for p in passes]
+
+    last = rr.find_one(Path(report["steps"][-1]["output_model"]["path"]), "*.onnx")
+    session = rr.ort_session(last)
+    assert [tuple(i.shape) for i in session.get_inputs()] == [(1, 128)] * 3  # DynamicToFixedShape
+    got, want = _bert_logits(session, model, data)
+    return (float(np.max(np.abs(got - want))), float(np.max(np.abs(want))),
+            float((got.argmax(-1) == want.argmax(-1)).mean()))
+
+
+def test_io_config_sample_inputs_give_bert_valid_segment_ids() -> None:
+    """OnnxConversion's samples from io_config (input_shapes, int64) keep token_type_ids at 0:
+    BERT has 2 segments, so ids drawn like input_ids failed the export (IndexError)."""
+    from olivine_transformers._export import io_config_inputs
+
+    io = {"input_names": ["input_ids", "attention_mask", "token_type_ids"],
+          "input_shapes": [[1, 128]] * 3, "input_types": ["int64"] * 3}
+    sample = io_config_inputs(io, seed=0, high=30522)
+    assert int(sample["token_type_ids"].max()) == 0
+    assert int(sample["attention_mask"].min()) == 1
+    assert int(sample["input_ids"].max()) > 1
 
 
 def _report(stderr: str) -> dict[str, Any]:

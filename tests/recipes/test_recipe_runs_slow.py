@@ -118,3 +118,20 @@ def test_qwen3_vl_text_recipe_generates_and_matches_torch(tmp_path: Path) -> Non
     # 0.11-0.16 (seed 0), the argmax kept on every prompt
     assert max(errors) < 0.35, errors
     assert len(rr.genai_greedy(out, sonnet_prompt_ids(model, 0), 4)) == 4
+
+
+@pytest.mark.parametrize("recipe", ["intel-bert-base-uncased-mrpc/aitk/bert_qnn_gpu.json",
+                                    "intel-bert-base-uncased-mrpc/QNN/config_gpu_fp32.json"])
+def test_bert_fp32_qnn_recipe_runs_its_passes_and_names_the_missing_provider(
+        recipe: str, tmp_path: Path) -> None:
+    """OnnxConversion (io_config with fixed input_shapes) -> OnnxPeepholeOptimizer ->
+    DynamicToFixedShape -> GraphSurgeries, then evaluation on QNN stops the run (exit 2); the
+    fp32 model the passes made agrees with torch."""
+    from recipes.test_recipe_runs import run_bert_recipe_without_its_provider
+
+    error, scale, agree = run_bert_recipe_without_its_provider(
+        recipe, tmp_path, "QNNExecutionProvider",
+        ("OnnxConversion", "OnnxPeepholeOptimizer", "DynamicToFixedShape", "GraphSurgeries"))
+    # fp32 throughout: max|diff| / max|logit| measured 4.5e-7 (seed 0)
+    assert error < 1e-4 * scale, (error, scale)
+    assert agree == 1.0
