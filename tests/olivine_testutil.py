@@ -179,23 +179,35 @@ def tiny_random_llm(folder: Path, model_type: str, **overrides: Any) -> Path:
 
 
 def tiny_random_vl(folder: Path, model_type: str = "qwen3_vl") -> Path:
-    """An untrained tiny vision-language model (``qwen3_vl``): the recipes' 128-wide text part,
-    a one-block vision tower, the Sonnets tokenizer."""
+    """An untrained tiny vision-language model (``qwen3_vl``, or ``qwen3_5`` with three
+    linear-attention layers and one full one): the recipes' 128-wide text part, a one-block
+    vision tower, the Sonnets tokenizer."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     from olivine_modelbuilder.tinymodel import train_tokenizer
 
     tokenizer = train_tokenizer(RECIPE_LLM["vocab_size"])
-    text = {"vocab_size": len(tokenizer), "hidden_size": 128, "intermediate_size": 256,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "head_dim": 32, "max_position_embeddings": 256, "tie_word_embeddings": True,
-            "bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            "rope_scaling": {"rope_type": "default", "mrope_section": [4, 6, 6],
-                             "mrope_interleaved": True}}
-    vision = {"depth": 1, "hidden_size": 32, "out_hidden_size": 128, "num_heads": 2,
-              "intermediate_size": 64, "deepstack_visual_indexes": [0]}
+    text: dict[str, Any] = {
+        "vocab_size": len(tokenizer), "hidden_size": 128, "intermediate_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 32, "max_position_embeddings": 256, "tie_word_embeddings": True,
+        "bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "rope_scaling": {"rope_type": "default", "mrope_section": [4, 6, 6],
+                         "mrope_interleaved": True}}
+    vision: dict[str, Any] = {"depth": 1, "hidden_size": 32, "out_hidden_size": 128,
+                              "num_heads": 2, "intermediate_size": 64}
+    if model_type == "qwen3_vl":
+        vision["deepstack_visual_indexes"] = [0]
+    elif model_type == "qwen3_5":
+        del text["rope_scaling"]
+        text.update(num_hidden_layers=4, head_dim=64, linear_key_head_dim=32,
+                    linear_value_head_dim=32, linear_num_key_heads=2, linear_num_value_heads=4,
+                    layer_types=["linear_attention"] * 3 + ["full_attention"],
+                    rope_parameters={"rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                                     "rope_type": "default", "mrope_section": [2, 3, 3],
+                                     "mrope_interleaved": True})
     config = AutoConfig.for_model(model_type, text_config=text, vision_config=vision,
                                   tie_word_embeddings=True)
     torch.manual_seed(seed())
