@@ -179,8 +179,8 @@ def tiny_random_llm(folder: Path, model_type: str, **overrides: Any) -> Path:
 
 
 def tiny_random_vl(folder: Path, model_type: str = "qwen3_vl") -> Path:
-    """An untrained tiny vision-language model (``qwen3_vl``, or ``qwen3_5`` with three
-    linear-attention layers and one full one): the recipes' 128-wide text part, a one-block
+    """An untrained tiny vision-language model (``qwen3_vl``, ``qwen2_5_vl``, or ``qwen3_5``
+    with three linear-attention layers and one full one): the recipes' 128-wide text part, a one-block
     vision tower, the Sonnets tokenizer."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
@@ -200,6 +200,10 @@ def tiny_random_vl(folder: Path, model_type: str = "qwen3_vl") -> Path:
                               "num_heads": 2, "intermediate_size": 64}
     if model_type == "qwen3_vl":
         vision["deepstack_visual_indexes"] = [0]
+    elif model_type == "qwen2_5_vl":  # untied, mrope without interleaving, windowed vision
+        text.update(tie_word_embeddings=False, rope_scaling={
+            "type": "mrope", "rope_type": "default", "mrope_section": [4, 6, 6]})
+        vision["fullatt_block_indexes"] = [0]
     elif model_type == "qwen3_5":
         del text["rope_scaling"]
         text.update(num_hidden_layers=4, head_dim=64, linear_key_head_dim=32,
@@ -209,7 +213,7 @@ def tiny_random_vl(folder: Path, model_type: str = "qwen3_vl") -> Path:
                                      "rope_type": "default", "mrope_section": [2, 3, 3],
                                      "mrope_interleaved": True})
     config = AutoConfig.for_model(model_type, text_config=text, vision_config=vision,
-                                  tie_word_embeddings=True)
+                                  tie_word_embeddings=text["tie_word_embeddings"])
     torch.manual_seed(seed())
     AutoModelForImageTextToText.from_config(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -62,6 +62,10 @@ UNSUPPORTED: dict[str, str] = {
     "allenai-Olmo-3-7B-Instruct/cpu/allenai-Olmo-3-7B-Instruct_cpu_int4.json":
         "as the fp32 one; SelectiveMixedPrecision, gptq and rtn run, then ModelBuilder fails "
         "(exit 1) as the builder lacks Olmo3ForCausalLM",
+    "google-translategemma-4b-it/builtin/cpu_and_mobile/text.json":
+        "Gemma3ForConditionalGeneration: the builder (0.18) fails with KeyError 'rope_type' on a "
+        "transformers-5 Gemma 3 config (as tests/modelbuilder's BROKEN gemma3_text)",
+    "google-translategemma-4b-it/builtin/cpu_and_mobile_fp32/text.json": "as the int4 one",
 }
 
 
@@ -110,6 +114,8 @@ VL_TEXT_SHAPES: dict[str, tuple[str, float]] = {
     # ModelBuilder int4 (rtn, block 32, accuracy level 4, prune_lm_head) -> GraphSurgeries
     # (TieWordEmbeddings finds no LM head to tie: pruned): 0.11-0.15
     "Qwen-Qwen3.5-4B/builtin/cpu_and_mobile/text.json": ("qwen3_5", 0.35),
+    # Fara-7B (Qwen2.5-VL): ModelBuilder int4 (filename text.onnx): 0.18-0.23
+    "microsoft-Fara-7B/builtin/cpu_and_mobile/text.json": ("qwen2_5_vl", 0.45),
 }
 
 
