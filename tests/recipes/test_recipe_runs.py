@@ -131,8 +131,10 @@ def run_bert_recipe_without_its_provider(recipe: str, tmp_path: Path, provider: 
 
     last = rr.find_one(Path(report["steps"][-1]["output_model"]["path"]), "*.onnx")
     session = rr.ort_session(last)
-    assert [tuple(i.shape) for i in session.get_inputs()] == [(1, 128)] * 3  # DynamicToFixedShape
+    if "DynamicToFixedShape" in passes:
+        assert [tuple(i.shape) for i in session.get_inputs()] == [(1, 128)] * 3
     got, want = _bert_logits(session, model, data)
+    got = got.astype(np.float64)
     return (float(np.max(np.abs(got - want))), float(np.max(np.abs(want))),
             float((got.argmax(-1) == want.argmax(-1)).mean()))
 
