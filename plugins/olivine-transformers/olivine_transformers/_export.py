@@ -234,8 +234,13 @@ def io_config_inputs(io: dict[str, Any], seed: int, high: int = 100) -> dict[str
         if tdtype.is_floating_point:
             out[name] = torch.randn(*shape, generator=gen).to(tdtype)
         else:
-            out[name] = torch.ones(tuple(shape), dtype=tdtype) if name == "attention_mask" else \
-                torch.randint(0, min(high, 1000), tuple(shape), generator=gen, dtype=tdtype)
+            if name == "attention_mask":
+                out[name] = torch.ones(tuple(shape), dtype=tdtype)
+            elif name == "token_type_ids":  # segment ids: 0 (BERT has 2 segments, not a vocab)
+                out[name] = torch.zeros(tuple(shape), dtype=tdtype)
+            else:
+                out[name] = torch.randint(0, min(high, 1000), tuple(shape), generator=gen,
+                                          dtype=tdtype)
     return out
 
 

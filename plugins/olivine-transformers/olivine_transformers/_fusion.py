@@ -65,6 +65,14 @@ def count_ops(proto: Any) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _all_fusion_options() -> list[str]:
+    """Every option ONNX Runtime's FusionOptions has for some model type."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import MODEL_TYPES
+
+    return sorted({k for t in MODEL_TYPES for k in vars(FusionOptions(t)) if not k.startswith("_")})
+
+
 def fuse(model: ModelHandle, config: FusionConfig, context: PassContext) -> OnnxModel:
     """Run ONNX Runtime's transformer optimizer on ``model``; save into ``context.work_dir``."""
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -82,9 +90,14 @@ def fuse(model: ModelHandle, config: FusionConfig, context: PassContext) -> Onnx
     options = FusionOptions(model_type)
     for key, value in (config.optimization_options or {}).items():
         if not hasattr(options, key):
-            known = sorted(k for k in vars(options) if not k.startswith("_"))
-            raise UsageError(f"optimization_options: unknown option {key!r}; FusionOptions has "
-                             f"{', '.join(known)}")
+            known = _all_fusion_options()
+            if key not in known:
+                raise UsageError(f"optimization_options: unknown option {key!r}; FusionOptions "
+                                 f"has {', '.join(known)}")
+            # an option of other model types (unet/vae: enable_nhwc_conv, enable_packed_qkv..):
+            # Olive sets it as well; the fusions of this model type never read it
+            context.logger.warning("optimization_options.%s: FusionOptions uses it for other "
+                                   "model types, not %s; it has no effect here", key, model_type)
         setattr(options, key, value)
     source = model_file(model)
     context.progress(0, 3, f"fusing {source.name} as {model_type} (heads {num_heads or 'auto'}, "

@@ -37,7 +37,7 @@ class TokenizedDataset:
 
 
 def _texts(dataset: Any, input_cols: Sequence[str], label_col: str | None, limit: int | None,
-           where: str) -> tuple[list[Any], list[Any] | None, str]:
+           where: str, default_label: str | None = None) -> tuple[list[Any], list[Any] | None, str]:
     rows = list(dataset)
     source = str(getattr(dataset, "source", "the dataset"))
     if rows and not isinstance(rows[0], Mapping):
@@ -50,6 +50,8 @@ def _texts(dataset: Any, input_cols: Sequence[str], label_col: str | None, limit
     if rows and missing:
         raise UsageError(f"{where}: {source} has no column {missing[0]!r} (columns: "
                          f"{', '.join(columns)}); set pre_process_data_config.input_cols")
+    if label_col is None and default_label and default_label in columns:
+        label_col = default_label  # Olive's huggingface_pre_process labels from "label"
     if label_col and rows and label_col not in columns:
         raise UsageError(f"{where}: {source} has no label column {label_col!r} (columns: "
                          f"{', '.join(columns)}); set pre_process_data_config.label_col")
@@ -96,7 +98,8 @@ def _tokenize(texts: list[Any], tokenizer: Any, kwargs: Mapping[str, Any]) -> di
 
 def _pre_process(dataset: Any, model_name: str | None, input_cols: Sequence[str] | str | None,
                  label_col: str | None, max_samples: int | None, trust_remote_code: bool | None,
-                 kwargs: dict[str, Any], component: str) -> TokenizedDataset:
+                 kwargs: dict[str, Any], component: str,
+                 default_label: str | None = None) -> TokenizedDataset:
     unknown = set(kwargs) - {*LENGTH_KEYS, "padding", "truncation", "add_special_tokens",
                              "is_split_into_words", "batched", "align_labels",
                              "model_config_path", "task"}
@@ -104,7 +107,7 @@ def _pre_process(dataset: Any, model_name: str | None, input_cols: Sequence[str]
         raise UsageError(f"pre_process_data_config: {component} takes no option "
                          f"{sorted(unknown)[0]!r}")
     cols = [input_cols] if isinstance(input_cols, str) else list(input_cols or ["text"])
-    texts, labels, source = _texts(dataset, cols, label_col, max_samples, "the data")
+    texts, labels, source = _texts(dataset, cols, label_col, max_samples, "the data", default_label)
     features = _tokenize(texts, _tokenizer(model_name, trust_remote_code), kwargs)
     return TokenizedDataset(features, labels, texts, source)
 
@@ -116,10 +119,11 @@ def huggingface_pre_process(dataset: Any, model_name: str | None = None,
     """Tokenize ``input_cols`` (two make sentence pairs) with ``model_name``'s tokenizer.
 
     Defaults: ``input_cols`` ``["text"]``, ``max_length`` 128, ``padding`` ``max_length``;
-    ``label_col`` gives each sample its label.
+    ``label_col`` gives each sample its label (as in Olive, a ``label`` column by default;
+    data without one has no labels).
     """
     return _pre_process(dataset, model_name, input_cols, label_col, max_samples,
-                        trust_remote_code, kwargs, "huggingface_pre_process")
+                        trust_remote_code, kwargs, "huggingface_pre_process", default_label="label")
 
 
 def tokenizer_pre_process(dataset: Any, model_name: str | None = None,
