@@ -108,6 +108,19 @@ class SimilarityEvaluator(Evaluator):
                                  wanted(metric, self.sub_types["similarity"]))
 
 
+#: Olive's speech-recognition sub-metrics of ``accuracy``, which olivine cannot compute.
+SPEECH_SUBS = {
+    "wer": "'wer' (word error rate) is Olive's speech-recognition sub-metric",
+    "rtfx": "'rtfx' (inverse real-time factor: seconds of audio transcribed per second) is "
+            "Olive's speech-recognition sub-metric",
+}
+SPEECH_WHY = (": Olive computes it by transcribing the data config's audio (an onnxruntime-genai "
+              "Whisper or Nemotron speech model, or a plain ONNX model with a post-processing "
+              "function that decodes text); olivine's accuracy evaluator scores classification "
+              "labels only and cannot transcribe audio. Drop it, or compute it with a custom "
+              "metric (user_config.user_script and evaluate_func)")
+
+
 class AccuracyEvaluator(Evaluator):
     """Classification quality against the data config's labels (``label_col``).
 
@@ -138,6 +151,9 @@ class AccuracyEvaluator(Evaluator):
         names = HF_NAMES if backend == "huggingface_metrics" else TORCH_NAMES
         out = []
         for j, sub in enumerate(metric.sub_types):
+            if sub.name in SPEECH_SUBS:
+                out.append((f"sub_types[{j}].name", SPEECH_SUBS[sub.name] + SPEECH_WHY))
+                continue
             if sub.name not in names:
                 out.append((f"sub_types[{j}].name", f"{sub.name!r} is not a {backend} accuracy "
                             f"sub-metric; expected one of {', '.join(names)}"))

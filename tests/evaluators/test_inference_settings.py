@@ -1,0 +1,147 @@
+"""``inference_settings`` reach every ONNX Runtime session made for the model: the input
+model's, and those ``OrtSessionParamsTuning`` writes into its output handle."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import olivine
+from olivine.cli import main
+from olivine.config import validate_workflow
+from olivine.errors import ConfigError
+from olivine.onnxsave import plain_data
+from olivine.plugins import get_plugin_host
+from olivine_testutil import make_workflow
+
+LAT = {"name": "lat", "type": "latency", "sub_types": [{"name": "avg"}],
+       "user_config": {"warmup_num": 1, "repeat_test_num": 2}}
+
+
+def _sessions(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The session summaries the evaluators logged (read back from each session)."""
+    out = []
+    for rec in caplog.records:
+        if rec.name == "olivine_evaluators.runtime" and rec.msg.startswith("ONNX Runtime session"):
+            out.append(rec.args[1])
+    return out
+
+
+def test_input_model_settings_reach_the_session(onnx_model: Path, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    from olivine.ortsession import create_session, session_summary
+
+    settings = {"execution_provider": ["CPUExecutionProvider"],
+                "session_options": {"intra_op_num_threads": 3, "graph_optimization_level": 0,
+                                    "execution_mode": 1, "extra_session_config": {
+                                        "session.optimized_model_filepath":
+                                            str(tmp_path / "seen.onnx")}}}
+    wf = make_workflow(tmp_path, onnx_model, {}, evaluators={"e": {"metrics": [LAT]}},
+                       evaluator="e")
+    wf["input_model"]["inference_settings"] = settings
+    handle = validate_workflow(wf, get_plugin_host()).input_model.handle
+    # the core helper, on the handle alone
+    opts = create_session(handle).get_session_options()
+    assert (opts.intra_op_num_threads, int(opts.graph_optimization_level),
+            int(opts.execution_mode)) == (3, 0, 1)
+    # graph_optimization_level 0: the graph ORT saw is the graph given (no fused nodes)
+    import onnx
+
+    given = onnx.load(str(handle.model_file()), load_external_data=False)
+    seen = onnx.load(str(tmp_path / "seen.onnx"), load_external_data=False)
+    assert [n.op_type for n in seen.graph.node] == [n.op_type for n in given.graph.node]
+
+    with caplog.at_level(logging.INFO, logger="olivine_evaluators.runtime"):
+        result = olivine.run(wf)
+    assert result.ok and result.metrics["input_model"]["lat"]["avg"] > 0
+    summaries = _sessions(caplog)
+    assert summaries, "the latency evaluator made no session"
+    assert summaries[-1] == session_summary(create_session(handle))
+    assert summaries[-1]["intra_op_num_threads"] == 3
+
+
+@pytest.mark.parametrize(("settings", "where", "message"), [
+    ({"session_options": {"intra_op_threads": 2}},
+     "input_model.inference_settings.session_options.intra_op_threads",
+     "unknown session option (did you mean 'intra_op_num_threads'?)"),
+    ({"execution_providers": ["CPUExecutionProvider"]},
+     "input_model.inference_settings.execution_providers", "did you mean 'execution_provider'"),
+    ({"session_options": {"graph_optimization_level": 5}},
+     "input_model.inference_settings.session_options.graph_optimization_level",
+     "expected 0, 1, 2, 3 or 99"),
+    ({"execution_provider": ["CPUExecutionProvider"], "provider_options": [{}, {}]},
+     "input_model.inference_settings.provider_options", "2 object(s) for 1 execution provider"),
+    ({"provider_selection_policy": "PREFER_NPU"},
+     "input_model.inference_settings.provider_selection_policy", "cannot apply here"),
+])
+def test_wrong_inference_settings_are_config_errors(onnx_model: Path, tmp_path: Path,
+                                                    settings: dict[str, Any], where: str,
+                                                    message: str) -> None:
+    wf = make_workflow(tmp_path, onnx_model, {})
+    wf["input_model"]["inference_settings"] = settings
+    with pytest.raises(ConfigError) as info:
+        validate_workflow(wf, get_plugin_host())
+    found = dict(p.split(": ", 1) for p in info.value.problems)
+    assert where in found, found
+    assert message in found[where]
+
+
+def test_wrong_inference_settings_exit_2(onnx_model: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    wf = make_workflow(tmp_path, onnx_model, {})
+    wf["input_model"]["inference_settings"] = {"session_options": {"intra_op_num_threads": "4"}}
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(wf))
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "session_options.intra_op_num_threads: expected a non-negative integer" in err
+    assert "Traceback" not in err
+
+
+def test_latency_after_session_tuning_uses_the_tuned_settings(
+        onnx_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # every candidate runs 3 intra-op threads (ORT's own default reads back as 0), so the
+    # evaluator's session shows whether it took the tuned settings
+    wf = make_workflow(tmp_path, onnx_model,
+                       {"t": {"type": "OrtSessionParamsTuning", "cpu_cores": 3,
+                              "intra_thread_num_list": [3], "execution_mode_list": [1],
+                              "opt_level_list": [1], "warmup_num": 0, "repeat_test_num": 1}},
+                       evaluators={"e": {"metrics": [LAT]}}, evaluator="e",
+                       evaluate_input_model=False)
+    with caplog.at_level(logging.INFO, logger="olivine_evaluators.runtime"):
+        result = olivine.run(wf)
+    assert result.ok and result.output_model is not None
+    tuned = plain_data(result.output_model.attrs_dict()["inference_settings"])
+    assert tuned["session_options"]["intra_op_num_threads"] == 3
+    used = _sessions(caplog)[-1]
+    assert used["providers"] == tuned["execution_provider"]
+    assert used["intra_op_num_threads"] == 3
+    assert used["execution_mode"] == tuned["session_options"]["execution_mode"] == 1
+    assert used["graph_optimization_level"] == tuned["session_options"]["graph_optimization_level"]
+    assert result.metrics["output_model"]["lat"]["avg"] > 0
+
+
+def test_metric_settings_override_the_model(onnx_model: Path, tmp_path: Path) -> None:
+    """Olive's order: a metric's ``inference_settings.onnx`` over the model's, key by key."""
+    from olivine.models import OnnxModel
+    from olivine_evaluators.runtime import make_runner
+
+    model = OnnxModel(path=str(onnx_model), attributes={"inference_settings": {
+        "session_options": {"intra_op_num_threads": 3}, "io_bind": True}})
+    runner = make_runner(model)
+    assert runner.summary["intra_op_num_threads"] == 3 and runner.io_bind
+    plain = make_runner(OnnxModel(path=str(onnx_model)))
+    feeds = {n: np.ones([d if isinstance(d, int) and d > 0 else 2 for d in shape], np.float32)
+             for n, (shape, _) in plain.inputs.items()}
+    for name, value in runner.run(feeds).items():  # io binding gives the same outputs
+        np.testing.assert_array_equal(value, plain.run(feeds)[name])
+    over = make_runner(model, {"inference_settings": {"onnx": {
+        "session_options": {"intra_op_num_threads": 2}}}})
+    assert over.summary["intra_op_num_threads"] == 2 and over.io_bind
+    flat = make_runner(model, {"intra_op_num_threads": 1})
+    assert flat.summary["intra_op_num_threads"] == 1
