@@ -55,14 +55,7 @@ def settings_problems(value: Any) -> list[tuple[str, str]]:
                              f"expected one of {', '.join(SETTINGS_KEYS)}"))
         elif item is None:
             continue
-        elif key == "execution_provider" and not _providers_ok(item):
-            out.append((key, f"expected {SETTINGS_KEYS[key]}, got {item!r}"))
-        elif key == "provider_options" and not (
-                isinstance(item, list) and all(isinstance(o, Mapping | None) for o in item)):
-            out.append((key, f"expected {SETTINGS_KEYS[key]}, got {item!r}"))
-        elif key == "io_bind" and not isinstance(item, bool):
-            out.append((key, f"expected {SETTINGS_KEYS[key]}, got {item!r}"))
-        elif key == "tuning_op_result" and not isinstance(item, list):
+        elif key != "session_options" and not _VALID[key](item):
             out.append((key, f"expected {SETTINGS_KEYS[key]}, got {item!r}"))
         elif key == "session_options":
             out.extend((f"session_options.{k}" if k else "session_options", m)
@@ -103,10 +96,6 @@ def _session_problems(value: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _providers_ok(value: Any) -> bool:
-    return _providers(value) is not None
-
-
 def _providers(value: Any) -> tuple[list[str], list[dict[str, Any] | None]] | None:
     """Names and inline options of an ``execution_provider`` value, or ``None`` if malformed."""
     if value is None:
@@ -127,6 +116,15 @@ def _providers(value: Any) -> tuple[list[str], list[dict[str, Any] | None]] | No
         else:
             return None
     return names, inline
+
+
+_VALID = {
+    "execution_provider": lambda v: _providers(v) is not None,
+    "provider_options": lambda v: isinstance(v, list) and all(
+        isinstance(o, Mapping | None) for o in v),
+    "io_bind": lambda v: isinstance(v, bool),
+    "tuning_op_result": lambda v: isinstance(v, list),
+}
 
 
 def _plain(value: Any) -> Any:
