@@ -85,6 +85,19 @@ def test_wrong_inference_settings_are_config_errors(onnx_model: Path, tmp_path: 
     assert message in found[where]
 
 
+def test_wrong_metric_inference_settings_are_config_errors(onnx_model: Path,
+                                                           tmp_path: Path) -> None:
+    lat = {**LAT, "user_config": {"inference_settings": {
+        "onnx": {"session_options": {"execution_mode": 2}}, "pytorch": {}}}}
+    wf = make_workflow(tmp_path, onnx_model, {}, evaluators={"e": {"metrics": [lat]}})
+    with pytest.raises(ConfigError) as info:
+        validate_workflow(wf, get_plugin_host())
+    found = dict(p.split(": ", 1) for p in info.value.problems)
+    where = "evaluators.e.metrics[0].user_config.inference_settings"
+    assert found[f"{where}.onnx.session_options.execution_mode"].startswith("expected 0")
+    assert "only 'onnx' settings apply" in found[f"{where}.pytorch"]
+
+
 def test_wrong_inference_settings_exit_2(onnx_model: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     wf = make_workflow(tmp_path, onnx_model, {})

@@ -163,11 +163,31 @@ def check_metric(metric: MetricConfig, path: str, host: PluginHost,
                 problems.add(f"{path}.sub_types[{j}].name",
                              f"unknown sub-metric {sub.name!r} for {metric.type}"
                              f"{did_you_mean(sub.name, known)}; expected one of {', '.join(known)}")
+    settings = metric.user_config.get("inference_settings")
+    if settings is not None:
+        _check_metric_settings(settings, f"{path}.user_config.inference_settings", problems)
     if metric.backend not in (None, *METRIC_BACKENDS) and metric.type.lower() != "custom":
         problems.add(f"{path}.backend", f"expected {' or '.join(METRIC_BACKENDS)}, got "
                      f"{metric.backend!r}")
     if metric.data_config is not None and metric.data_config not in data:
         problems.add(f"{path}.data_config", undefined("data config", metric.data_config, data))
+
+
+def _check_metric_settings(value: Any, path: str, problems: Problems) -> None:
+    """A metric's ``user_config.inference_settings``: Olive's ``{framework: settings}`` form,
+    of which ONNX Runtime's (``onnx``) is the one that applies."""
+    from olivine.ortsession import settings_problems
+
+    if not isinstance(value, Mapping):
+        problems.add(path, f"expected an object keyed by framework (onnx), got {show(value)}")
+        return
+    for framework, settings in value.items():
+        if framework != "onnx":
+            problems.add(f"{path}.{framework}", "only 'onnx' settings apply (the ONNX Runtime "
+                         "sessions of the evaluators); other frameworks take none")
+            continue
+        for key, msg in settings_problems(settings):
+            problems.add(f"{path}.onnx" + (f".{key}" if key else ""), msg)
 
 
 def undefined(what: str, name: str, defined: Mapping[str, Any]) -> str:
