@@ -155,3 +155,21 @@ def test_metric_settings_override_the_model(onnx_model: Path, tmp_path: Path) ->
     assert over.summary["intra_op_num_threads"] == 2 and over.io_bind
     flat = make_runner(model, {"intra_op_num_threads": 1})
     assert flat.summary["intra_op_num_threads"] == 1
+
+
+def test_provider_pairs_and_unavailable_providers(onnx_model: Path) -> None:
+    from olivine.errors import UsageError
+    from olivine.models import OnnxModel
+    from olivine.ortsession import create_session, session_settings
+
+    model = OnnxModel(path=str(onnx_model), attributes={"inference_settings": {
+        "execution_provider": [["CPUExecutionProvider", {"arena_extend_strategy": 1}]]}})
+    settings = session_settings(model)
+    assert settings["execution_provider"] == ["CPUExecutionProvider"]
+    assert settings["provider_options"] == [{"arena_extend_strategy": "1"}]
+    assert session_settings(None, settings) == settings  # resolving twice changes nothing
+    assert create_session(model).get_providers() == ["CPUExecutionProvider"]
+    gone = OnnxModel(path=str(onnx_model), attributes={"inference_settings": {
+        "execution_provider": "NoSuchExecutionProvider"}})
+    with pytest.raises(UsageError, match="NoSuchExecutionProvider is not available"):
+        create_session(gone)

@@ -107,3 +107,16 @@ def test_speech_submetrics_are_a_clear_config_error(onnx_model: Path) -> None:
     assert "cannot transcribe audio" in wer and "onnxruntime-genai Whisper" in wer
     # the name resolves: no second problem under the evaluator
     assert not any(k.startswith("evaluators.") for k in found), found
+
+
+@pytest.mark.skipif(not WHISPER_WER.is_file(), reason="the olive-recipes corpus is not here")
+def test_schema_takes_top_level_metrics_and_names() -> None:
+    import jsonschema
+
+    from olivine.schema import workflow_schema
+
+    schema = workflow_schema(get_plugin_host())
+    jsonschema.validate(json.loads(WHISPER_WER.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"input_model": {"type": "ONNXModel", "model_path": "m"},
+                             "metrics": {"lat": LAT}}, schema)
