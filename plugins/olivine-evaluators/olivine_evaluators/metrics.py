@@ -26,8 +26,10 @@ class LatencyEvaluator(Evaluator):
 
     ``user_config``: ``warmup_num`` (10), ``repeat_test_num`` (100), ``sleep_num`` (0 s
     between runs), ``batch_size`` (1), ``seq_len`` (128), ``intra_op_num_threads``,
-    ``inter_op_num_threads``, ``execution_provider``. Inputs are the first batch of
-    the metric's data config, or random token ids of ``batch_size`` x ``seq_len``.
+    ``inter_op_num_threads``, ``execution_provider``, and Olive's ``inference_settings``
+    (``{"onnx": {...}}``) and ``io_bind``, over the model's own ``inference_settings``.
+    Inputs are the first batch of the metric's data config, or random token ids of
+    ``batch_size`` x ``seq_len``.
     """
 
     name = "latency"
