@@ -6,7 +6,7 @@ from typing import Any
 
 from olivine.config.sections import DataConfig, EngineConfig, HfModelSpec, OnnxModelSpec
 from olivine.config.typed import json_schema
-from olivine.evaluation import EvaluatorConfig
+from olivine.evaluation import EvaluatorConfig, MetricConfig
 from olivine.passes import Pass
 from olivine.plugins import PluginHost
 
@@ -33,6 +33,10 @@ def workflow_schema(host: PluginHost) -> dict[str, Any]:
         sch["properties"] = {"type": {"const": name}, **sch.get("properties", {})}
         systems[name] = sch
     engine = json_schema(EngineConfig)
+    metric = json_schema(MetricConfig)
+    evaluator = json_schema(EvaluatorConfig)
+    # a metric inline, or the name of one in the top-level metrics list
+    evaluator["properties"]["metrics"]["items"] = {"anyOf": [metric, {"type": "string"}]}
     # Olive's evaluator types (LMEvaluator, ...): the type and its options beside it
     typed_evaluators = [{"type": "object", "required": ["type"],
                          "properties": {"type": {"const": name}},
@@ -48,8 +52,9 @@ def workflow_schema(host: PluginHost) -> dict[str, Any]:
             "input_model": {"anyOf": [json_schema(HfModelSpec), json_schema(OnnxModelSpec)]},
             "systems": {"type": "object", "additionalProperties": {"anyOf": list(systems.values())}},
             "data_configs": {"type": "array", "items": json_schema(DataConfig)},
+            "metrics": {"type": "array", "items": metric},
             "evaluators": {"type": "object", "additionalProperties": {"anyOf": [
-                json_schema(EvaluatorConfig), *typed_evaluators]}},
+                evaluator, *typed_evaluators]}},
             "passes": {"type": "object", "additionalProperties": {"anyOf": list(passes.values())}},
             "engine": engine,
             **engine["properties"],

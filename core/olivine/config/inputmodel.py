@@ -13,6 +13,7 @@ from olivine.config.sections import HfModelSpec, OnnxModelSpec, PyTorchModelConf
 from olivine.config.typed import Problems, is_missing, show, structure
 from olivine.errors import did_you_mean
 from olivine.models import HfModel, ModelHandle, OnnxModel, PyTorchModel, outside_external_data
+from olivine.ortsession import settings_problems
 from olivine.safepath import component_problem, path_problem
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -125,8 +126,16 @@ def input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | No
         if local is None:
             problems.add(f"{path}.model_path", f"no such file or folder: {onnx_spec.model_path!r}")
             return None
+        found = settings_problems(onnx_spec.inference_settings)
+        for key, msg in found:
+            problems.add(f"{path}.inference_settings" + (f".{key}" if key else ""), msg)
+        if found:
+            return None
+        attributes = dict(onnx_spec.model_attributes)
+        if onnx_spec.inference_settings:  # every session made for the model reads them
+            attributes["inference_settings"] = dict(onnx_spec.inference_settings)
         handle = OnnxModel(path=str(local), onnx_file_name=onnx_spec.onnx_file_name,
-                           attributes=onnx_spec.model_attributes)
+                           attributes=attributes)
         try:
             if not handle.model_file().exists():
                 problems.add(f"{path}.model_path", f"no ONNX model at {handle.model_file()}")

@@ -17,6 +17,8 @@ import attrs
 
 from olivine.accelerator import AcceleratorConfig
 from olivine.config import typed
+from olivine.config.evaluators import evaluators_section, metrics_section
+from olivine.config.evaluators import undefined as _undefined
 from olivine.config.inputmodel import HUB_ID, InputModel, input_model, resolve_path
 from olivine.config.loader import check_depth
 from olivine.config.sections import (
@@ -27,7 +29,7 @@ from olivine.config.sections import (
 )
 from olivine.config.typed import Problems, is_missing, show, structure
 from olivine.errors import ConfigError, did_you_mean
-from olivine.evaluation import EvaluatorConfig, MetricConfig
+from olivine.evaluation import EvaluatorConfig
 from olivine.plugins import PluginHost
 from olivine.safepath import component_problem, path_problem
 from olivine.search.space import Dimension, check_values, split_search
@@ -58,8 +60,8 @@ KNOWN_PROVIDERS = {
 
 __all__ = ["HUB_ID", "InputModel", "PassEntry", "SystemEntry", "WorkflowConfig", "validate_workflow"]
 
-TOP_KEYS = ("input_model", "systems", "data_configs", "evaluators", "passes", "engine",
-            "workflow_id", "$schema")
+TOP_KEYS = ("input_model", "systems", "data_configs", "metrics", "evaluators", "passes",
+            "engine", "workflow_id", "$schema")
 DEFAULT_SYSTEM = "local_system"
 #: names the cache folder when neither ``--cache_dir`` nor the config does
 CACHE_DIR_ENV = "OLIVINE_CACHE_DIR"
@@ -119,7 +121,9 @@ class WorkflowConfig:
     def to_dict(self) -> dict[str, Any]:
         """The workflow in olivine's normalized (current Olive) form."""
         im = self.input_model.handle.to_dict()
-        im.pop("attributes", None)
+        settings = (im.pop("attributes", None) or {}).get("inference_settings")
+        if settings:
+            im["inference_settings"] = settings
         return {
             "workflow_id": self.workflow_id,
             "input_model": {"type": self.input_model.type, **im},
@@ -246,101 +250,6 @@ def _data_configs(raw: Any, problems: Problems) -> dict[str, DataConfig]:
                 problems.add(path, problem)
         out[dc.name] = dc
     return out
-
-
-def _evaluators(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataConfig],
-                problems: Problems) -> dict[str, EvaluatorConfig]:
-    out: dict[str, EvaluatorConfig] = {}
-    for name, entry in raw.items():
-        path = f"evaluators.{name}"
-        if not isinstance(entry, Mapping):
-            problems.add(path, f"expected an object with 'metrics', got {show(entry)}")
-            continue
-        if entry.get("type") is not None:  # Olive's form: type: LMEvaluator, its options beside
-            entry = _typed_evaluator(name, entry, host, path, problems)
-            if entry is None:
-                continue
-        ev = structure(entry, EvaluatorConfig, path, problems)
-        if is_missing(ev):
-            continue
-        for i, metric in enumerate(ev.metrics):
-            _check_metric(metric, f"{path}.metrics[{i}]", host, data, problems)
-        names = [m.name for m in ev.metrics]
-        for dup in sorted({n for n in names if names.count(n) > 1}):
-            problems.add(f"{path}.metrics", f"metric name {dup!r} is used twice; names must be unique")
-        out[name] = ev
-    return out
-
-
-#: Olive's metric backends (the names of the sub-metrics of accuracy depend on it).
-METRIC_BACKENDS = ("torch_metrics", "huggingface_metrics")
-#: Keys of an Olive evaluator entry that are not its type's options.
-_EVALUATOR_FIELDS = ("name", "type", "type_args", "metrics")
-
-
-def _typed_evaluator(name: str, entry: Mapping[str, Any], host: PluginHost, path: str,
-                     problems: Problems) -> dict[str, Any] | None:
-    """``{"metrics": [...]}`` for an entry written as ``type: X`` with X's options beside it (or
-    under ``type_args``), as Olive's LMEvaluator and MTEBEvaluator are."""
-    kind = entry["type"]
-    cls = host.evaluators.get(kind) if isinstance(kind, str) else None
-    if cls is None or not getattr(cls, "evaluator_type", False):
-        types = sorted(n for n, c, _ in host.evaluators.items()
-                       if getattr(c, "evaluator_type", False) and getattr(c, "name", "") == n)
-        problems.add(f"{path}.type", (f"{kind!r} is not an evaluator type" if cls is not None
-                                      else host.evaluators.unknown(str(kind)))
-                     + f"; evaluator types: {', '.join(types) or 'none installed'} (or drop "
-                     "'type' and list 'metrics')" if isinstance(kind, str)
-                     else f"expected a string, got {show(kind)}")
-        return None
-    if entry.get("metrics"):
-        problems.add(f"{path}.metrics", f"an evaluator of type {kind} computes its own metrics; "
-                     "drop 'metrics' (or drop 'type' and list the metrics)")
-        return None
-    if entry.get("name") not in (None, name):
-        problems.add(f"{path}.name", f"differs from the evaluator's key {name!r}; drop it")
-    options = {k: v for k, v in entry.items() if k not in _EVALUATOR_FIELDS}
-    type_args = entry.get("type_args") or {}
-    if not isinstance(type_args, Mapping):
-        problems.add(f"{path}.type_args", f"expected an object, got {show(type_args)}")
-        return None
-    for key in set(options) & set(type_args):
-        problems.add(f"{path}.{key}", "given both beside type and in type_args; keep one")
-    options.update(type_args)
-    found = cls.check_options(options)
-    for key, msg in found:
-        problems.add(f"{path}.{key}" if key else path, msg)
-    if found:
-        return None
-    return {"metrics": cls.expand(name, options)}
-
-
-def _check_metric(metric: MetricConfig, path: str, host: PluginHost,
-                  data: Mapping[str, DataConfig], problems: Problems) -> None:
-    cls = host.evaluators.get(metric.type)
-    if cls is None:
-        hint = ("; the olivine-evaluators plugin provides latency, throughput, accuracy, "
-                "size_on_disk, similarity and perplexity" if not host.evaluators.names() else "")
-        problems.add(f"{path}.type", host.evaluators.unknown(metric.type) + hint)
-    else:
-        for key, msg in getattr(cls, "check_metric", lambda _: [])(metric):
-            problems.add(f"{path}.{key}", msg)
-        known = getattr(cls, "sub_types", {}).get(metric.type.lower(), {})
-        for j, sub in enumerate(metric.sub_types):
-            if known and sub.name not in known:
-                problems.add(f"{path}.sub_types[{j}].name",
-                             f"unknown sub-metric {sub.name!r} for {metric.type}"
-                             f"{did_you_mean(sub.name, known)}; expected one of {', '.join(known)}")
-    if metric.backend not in (None, *METRIC_BACKENDS) and metric.type.lower() != "custom":
-        problems.add(f"{path}.backend", f"expected {' or '.join(METRIC_BACKENDS)}, got "
-                     f"{metric.backend!r}")
-    if metric.data_config is not None and metric.data_config not in data:
-        problems.add(f"{path}.data_config", _undefined("data config", metric.data_config, data))
-
-
-def _undefined(what: str, name: str, defined: Mapping[str, Any]) -> str:
-    names = ", ".join(sorted(defined)) or "none"
-    return f"{what} {name!r} is not defined{did_you_mean(name, list(defined))}; defined: {names}"
 
 
 def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataConfig],
@@ -518,7 +427,9 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
     data = {n: d if d.script_dir else attrs.evolve(d, script_dir=str(base)) for n, d in data.items()}
     if not isinstance(raw.get("data_configs") or [], list | dict):
         problems.add("data_configs", f"expected a list, got {show(raw.get('data_configs'))}")
-    evaluators = _evaluators(_section(raw, "evaluators", problems), host, data, problems)
+    metrics = metrics_section(raw.get("metrics"), host, data, problems)
+    evaluators = evaluators_section(_section(raw, "evaluators", problems), host, data, problems,
+                                    metrics)
     declared = dict(systems)
     engine = _engine(_inline_systems(raw, systems, host, problems), problems)
     searching = isinstance(engine.search_strategy, SearchStrategy)

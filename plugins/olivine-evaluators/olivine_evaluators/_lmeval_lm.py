@@ -99,10 +99,12 @@ class OrtScorer:
     """A plain ONNX causal LM (an exporter's or the model builder's) on ONNX Runtime, fed the
     whole sequence with empty past inputs (Olive's ``ort`` model class)."""
 
-    def __init__(self, model: OnnxModel, provider: str, provider_options: dict[str, Any]) -> None:
+    def __init__(self, model: OnnxModel, provider: str | None, provider_options: dict[str, Any],
+                 default_provider: str | None = None) -> None:
         from olivine_evaluators.runtime import OnnxRunner
 
-        self.runner = OnnxRunner(model, provider=provider, provider_options=provider_options)
+        self.runner = OnnxRunner(model, provider=provider, provider_options=provider_options,
+                                 default_provider=default_provider)
         if "input_ids" not in self.runner.input_names:
             raise UsageError(f"LMEvaluator: {self.runner.path} takes no input_ids; it is not a "
                              "causal language model")

@@ -98,13 +98,19 @@ def resolve_model_class(model: ModelHandle, cfg: Mapping[str, Any]) -> str:
     raise UsageError(f"LMEvaluator cannot score a {model.kind} model; set model_class")
 
 
-def _provider(cfg: Mapping[str, Any], context: EvalContext) -> str:
+def _explicit_provider(cfg: Mapping[str, Any]) -> str | None:
+    """The provider the options name (``execution_provider``, or ``device`` gpu), if any."""
     if cfg.get("execution_provider"):
         return str(cfg["execution_provider"])
     device = str(cfg.get("device") or "").lower()
     if device.startswith(("gpu", "cuda")):
         return "CUDAExecutionProvider"
-    return str(context.accelerator.execution_provider or "CPUExecutionProvider")
+    return None
+
+
+def _provider(cfg: Mapping[str, Any], context: EvalContext) -> str:
+    return _explicit_provider(cfg) or str(context.accelerator.execution_provider
+                                          or "CPUExecutionProvider")
 
 
 def _torch_device(cfg: Mapping[str, Any], context: EvalContext) -> str:
@@ -131,8 +137,10 @@ def make_lm(model: ModelHandle, cfg: Mapping[str, Any], context: EvalContext) ->
             scorer: Any = adapter.TorchScorer(model, _torch_device(cfg, context))
         elif kind == "ort":
             assert isinstance(model, OnnxModel)
-            scorer = adapter.OrtScorer(model, _provider(cfg, context),
-                                       dict(cfg.get("provider_options") or {}))
+            # the model's inference_settings apply unless the options name a provider
+            scorer = adapter.OrtScorer(model, _explicit_provider(cfg),
+                                       dict(cfg.get("provider_options") or {}),
+                                       context.accelerator.execution_provider)
         else:
             assert isinstance(model, OnnxModel)
             # as Olive: the option, else the workflow's execution provider (not genai_config's)

@@ -53,13 +53,14 @@ class OnnxEncoder:
     """An ONNX embedding model as mteb's encoder: tokenize, run, pool, L2-normalize."""
 
     def __init__(self, model: OnnxModel, tokenizer_dir: Path, batch_size: int,
-                 max_length: int | None, provider: str, provider_options: dict[str, Any],
-                 source: Path | None = None) -> None:
+                 max_length: int | None, provider: str | None, provider_options: dict[str, Any],
+                 source: Path | None = None, default_provider: str | None = None) -> None:
         from transformers import AutoTokenizer
 
         from olivine_evaluators.runtime import OnnxRunner
 
-        self.runner = OnnxRunner(model, provider=provider, provider_options=provider_options)
+        self.runner = OnnxRunner(model, provider=provider, provider_options=provider_options,
+                                 default_provider=default_provider)
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         self.batch_size = batch_size
         limit = getattr(self.tokenizer, "model_max_length", 512)
@@ -138,12 +139,12 @@ def make_encoder(model: ModelHandle, cfg: Mapping[str, Any], context: EvalContex
         folder = Path(model.model_file()).parent
         tokenizer_dir = folder if (folder / "tokenizer_config.json").is_file() or not (
             context.reference) else Path(context.reference.path)
-        provider = (cfg.get("execution_provider") or context.accelerator.execution_provider
-                    or "CPUExecutionProvider")
+        # the model's inference_settings apply unless the options name a provider
         return OnnxEncoder(model, tokenizer_dir, int(cfg.get("batch_size", 32)),
-                           cfg.get("max_length"), str(provider),
+                           cfg.get("max_length"), cfg.get("execution_provider"),
                            dict(cfg.get("provider_options") or {}),
-                           Path(context.reference.path) if context.reference else None)
+                           Path(context.reference.path) if context.reference else None,
+                           default_provider=context.accelerator.execution_provider)
     raise UsageError(f"MTEBEvaluator model_class {kind!r} cannot score a {model.kind} model")
 
 

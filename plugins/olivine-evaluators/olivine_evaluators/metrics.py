@@ -26,8 +26,10 @@ class LatencyEvaluator(Evaluator):
 
     ``user_config``: ``warmup_num`` (10), ``repeat_test_num`` (100), ``sleep_num`` (0 s
     between runs), ``batch_size`` (1), ``seq_len`` (128), ``intra_op_num_threads``,
-    ``inter_op_num_threads``, ``execution_provider``. Inputs are the first batch of
-    the metric's data config, or random token ids of ``batch_size`` x ``seq_len``.
+    ``inter_op_num_threads``, ``execution_provider``, and Olive's ``inference_settings``
+    (``{"onnx": {...}}``) and ``io_bind``, over the model's own ``inference_settings``.
+    Inputs are the first batch of the metric's data config, or random token ids of
+    ``batch_size`` x ``seq_len``.
     """
 
     name = "latency"
@@ -108,6 +110,19 @@ class SimilarityEvaluator(Evaluator):
                                  wanted(metric, self.sub_types["similarity"]))
 
 
+#: Olive's speech-recognition sub-metrics of ``accuracy``, which olivine cannot compute.
+SPEECH_SUBS = {
+    "wer": "'wer' (word error rate) is Olive's speech-recognition sub-metric",
+    "rtfx": "'rtfx' (inverse real-time factor: seconds of audio transcribed per second) is "
+            "Olive's speech-recognition sub-metric",
+}
+SPEECH_WHY = (": Olive computes it by transcribing the data config's audio (an onnxruntime-genai "
+              "Whisper or Nemotron speech model, or a plain ONNX model with a post-processing "
+              "function that decodes text); olivine's accuracy evaluator scores classification "
+              "labels only and cannot transcribe audio. Drop it, or compute it with a custom "
+              "metric (user_config.user_script and evaluate_func)")
+
+
 class AccuracyEvaluator(Evaluator):
     """Classification quality against the data config's labels (``label_col``).
 
@@ -138,6 +153,9 @@ class AccuracyEvaluator(Evaluator):
         names = HF_NAMES if backend == "huggingface_metrics" else TORCH_NAMES
         out = []
         for j, sub in enumerate(metric.sub_types):
+            if sub.name in SPEECH_SUBS:
+                out.append((f"sub_types[{j}].name", SPEECH_SUBS[sub.name] + SPEECH_WHY))
+                continue
             if sub.name not in names:
                 out.append((f"sub_types[{j}].name", f"{sub.name!r} is not a {backend} accuracy "
                             f"sub-metric; expected one of {', '.join(names)}"))

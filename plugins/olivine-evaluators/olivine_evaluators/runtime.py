@@ -8,6 +8,7 @@ their own names. Heavy libraries are imported here; import this module lazily.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,41 +18,62 @@ import numpy as np
 from olivine.errors import UsageError
 from olivine.models import HfModel, ModelHandle, OnnxModel
 
+log = logging.getLogger(__name__)
+
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class OnnxRunner:
-    """An ONNX Runtime session over an ONNX model handle (or a ``.onnx`` path)."""
+    """An ONNX Runtime session over an ONNX model handle (or a ``.onnx`` path).
+
+    The session honours the handle's ``inference_settings`` (see :mod:`olivine.ortsession`);
+    ``overrides`` (a metric's settings) replace them key by key, ``provider`` and the thread
+    and optimization arguments override single settings, and ``default_provider`` (the
+    target accelerator's) applies when nothing names a provider. ``settings`` and
+    ``summary`` tell what the session was made with (the summary is read back from it).
+    """
 
     kind = "onnx"
 
-    def __init__(self, model: OnnxModel | str | Path, provider: str = "CPUExecutionProvider",
+    def __init__(self, model: OnnxModel | str | Path, provider: str | None = None,
                  intra_op_num_threads: int | None = None, inter_op_num_threads: int | None = None,
                  graph_optimization_level: int | None = None,
-                 provider_options: Mapping[str, Any] | None = None) -> None:
-        import onnxruntime as ort
+                 provider_options: Mapping[str, Any] | None = None, *,
+                 overrides: Mapping[str, Any] | None = None,
+                 default_provider: str | None = None) -> None:
+        from olivine.ortsession import (
+            create_session,
+            model_settings,
+            session_settings,
+            session_summary,
+        )
 
+        handle = model if isinstance(model, OnnxModel) else None
         path = model.model_file() if isinstance(model, OnnxModel) else Path(model)
         if path.is_dir():
             path = OnnxModel(path=str(path)).model_file()
         if not path.is_file():
             raise UsageError(f"no ONNX model at {str(path)!r}")
         self.path = path
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if intra_op_num_threads:
-            options.intra_op_num_threads = int(intra_op_num_threads)
-        if inter_op_num_threads:
-            options.inter_op_num_threads = int(inter_op_num_threads)
-        if graph_optimization_level is not None:
-            options.graph_optimization_level = ort.GraphOptimizationLevel(graph_optimization_level)
-        available = ort.get_available_providers()
-        if provider not in available:
-            raise UsageError(f"execution provider {provider} is not available in this onnxruntime "
-                             f"(available: {', '.join(available)})")
-        self.session = ort.InferenceSession(
-            str(path), options, providers=[(provider, {str(k): str(v) for k, v in
-                                                       (provider_options or {}).items()})])
+        defaults = [default_provider or "CPUExecutionProvider"]
+        ov = dict(overrides or {})
+        flat = {k: v for k, v in (("intra_op_num_threads", intra_op_num_threads),
+                                  ("inter_op_num_threads", inter_op_num_threads),
+                                  ("graph_optimization_level", graph_optimization_level))
+                if v is not None}
+        if flat:
+            base = ov.get("session_options") or model_settings(handle).get("session_options")
+            ov["session_options"] = {**(base or {}), **flat}
+        if provider or provider_options:
+            names = [provider] if provider else \
+                session_settings(handle, ov, defaults)["execution_provider"][:1]
+            ov["execution_provider"] = names
+            ov["provider_options"] = [dict(provider_options or {})]
+        self.settings = session_settings(handle, ov, defaults)
+        self.session = create_session(path, self.settings)
+        self.summary = session_summary(self.session)
+        log.info("ONNX Runtime session for %s: %s", path.name, self.summary)
+        self.io_bind = bool(self.settings.get("io_bind"))
         self.inputs = {i.name: (i.shape, i.type) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.vocab_size = _vocab_size(path.parent)
@@ -71,7 +93,17 @@ class OnnxRunner:
                                  f"takes {', '.join(self.inputs)}; give the inputs as a dict "
                                  "of input name -> array")
             feeds = {name: feeds[f"#{i}"] for i, name in enumerate(self.inputs)}
-        outs = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
+        feeds = {k: v for k, v in feeds.items() if k in self.inputs}
+        if self.io_bind:  # inference_settings.io_bind: inputs and outputs bound, as Olive does
+            binding = self.session.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            for name in self.output_names:
+                binding.bind_output(name, "cpu")
+            self.session.run_with_iobinding(binding)
+            outs = binding.copy_outputs_to_cpu()
+        else:
+            outs = self.session.run(None, feeds)
         return dict(zip(self.output_names, outs, strict=True))
 
     def input_spec(self, batch_size: int, seq_len: int) -> dict[str, tuple[list[int], str]]:
@@ -171,16 +203,33 @@ def _vocab_size(folder: Path, default: int = 100) -> int:
 
 def make_runner(model: ModelHandle, user_config: Mapping[str, Any] | None = None,
                 provider: str = "CPUExecutionProvider") -> Runner:
-    """A runner for ``model``; ``user_config`` may set threads and the execution provider."""
+    """A runner for ``model`` (``provider``: the target accelerator's). An ONNX model's
+    session honours the model's ``inference_settings``; ``user_config`` may override them
+    (Olive's ``inference_settings.onnx`` and ``io_bind``, olivine's ``execution_provider``,
+    ``intra_op_num_threads``, ``inter_op_num_threads``, ``graph_optimization_level``)."""
     cfg = dict(user_config or {})
     if isinstance(model, OnnxModel):
-        return OnnxRunner(model, provider=str(cfg.get("execution_provider", provider)),
+        return OnnxRunner(model, provider=cfg.get("execution_provider"),
                           intra_op_num_threads=cfg.get("intra_op_num_threads"),
                           inter_op_num_threads=cfg.get("inter_op_num_threads"),
-                          graph_optimization_level=cfg.get("graph_optimization_level"))
+                          graph_optimization_level=cfg.get("graph_optimization_level"),
+                          overrides=metric_settings(cfg), default_provider=provider)
     if isinstance(model, HfModel):
         return TorchRunner(model)
     raise UsageError(f"cannot run a {model.kind} model; give an ONNX or Hugging Face model")
+
+
+def metric_settings(user_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A metric's own ONNX settings: ``user_config.inference_settings.onnx`` (Olive's form,
+    keyed by framework) and ``user_config.io_bind``."""
+    given = user_config.get("inference_settings") or {}
+    if not isinstance(given, Mapping) or not isinstance(given.get("onnx") or {}, Mapping):
+        raise UsageError("user_config.inference_settings: expected an object keyed by framework "
+                         f"(onnx), got {given!r}")
+    out = dict(given.get("onnx") or {})
+    if user_config.get("io_bind"):
+        out["io_bind"] = True
+    return out
 
 
 _NP_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
