@@ -7,6 +7,7 @@ textgen_cases.json (see wordlevel_tokenizer.py for how they were recorded).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,6 @@ def test_samples_equal_olives(corpus: tuple[Path, Path], case: str) -> None:
 def test_join_windows_are_the_joined_stream(corpus: tuple[Path, Path]) -> None:
     """join: consecutive max_seq_len windows of every row's tokens followed by the joiner's."""
     from transformers import AutoTokenizer
-
     from wordlevel_tokenizer import texts
 
     tok = AutoTokenizer.from_pretrained(str(corpus[0]))
@@ -84,7 +84,7 @@ def test_sliding_window_steps_by_stride(corpus: tuple[Path, Path]) -> None:
     got = samples(corpus, strategy="join-sliding-window", max_seq_len=10, stride=3,
                   max_samples=5)
     ids = [s[0]["input_ids"].tolist() for s in got]
-    for a, b in zip(ids, ids[1:], strict=False):
+    for a, b in itertools.pairwise(ids):
         assert a[3:] == b[:7]  # the next window starts stride tokens later
     for inputs, labels in got:
         assert (labels[:7] == -100).all() and labels[7:].tolist() == inputs["input_ids"][7:].tolist()
@@ -99,7 +99,20 @@ def test_random_strategies_are_deterministic_per_seed(corpus: tuple[Path, Path])
         assert len(ids[0]) == 6 and ids[0] == ids[1] and ids[0] != ids[2]
 
 
+def test_olivine_aliases_read_as_olives_options(corpus: tuple[Path, Path]) -> None:
+    """input_cols, max_length and padding (olivine's earlier options) map to Olive's."""
+    olive = dict(CASES["line_by_line_unpadded"])
+    aliased = {**olive, "input_cols": ["text"], "max_length": olive.pop("max_seq_len"),
+               "padding": "longest"}
+    del aliased["max_seq_len"], aliased["pad_to_max_len"]
+    got = samples(corpus, **aliased)
+    assert [s[0]["input_ids"].tolist() for s in got] == [
+        e["input_ids"] for e in EXPECTED["line_by_line_unpadded"]]
+
+
 @pytest.mark.parametrize(("options", "message"), [
+    ({"padding": "sideways"}, "padding 'sideways' is not one of"),
+    ({"padding": "longest", "pad_to_max_len": False}, "not both"),
     ({"strategy": "joined"}, "strategy 'joined' is not one of"),
     ({"strategy": "join-sliding-window"}, "needs stride"),
     ({"strategy": "join-random", "max_samples": 2}, "needs random_seed"),

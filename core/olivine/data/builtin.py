@@ -330,8 +330,8 @@ CONTAINERS = (
          "audio-classification": {PRE_PROCESS_DATA: "audio_classification_pre_process",
                                   POST_PROCESS_DATA: "text_classification_post_process"},
          "speech-transcription": {PRE_PROCESS_DATA: "speech_transcription_pre_process"},
-         "vision-vqa": {PRE_PROCESS_DATA: "vision_vqa_pre_process",
-                        DATALOADER: "vision_vqa_dataloader"}},
+         **{task: {PRE_PROCESS_DATA: "vision_vqa_pre_process", DATALOADER: "vision_vqa_dataloader"}
+            for task in ("vision-vqa", "vision-chart-qa", "vision-ocr")}},
         {"pre_process_data_config": ("model_name", "task", "trust_remote_code"),
          "post_process_data_config": ("model_name", "task", "trust_remote_code")}),
     DataContainerSpec("DummyDataContainer", {LOAD_DATASET: "dummy_dataset",

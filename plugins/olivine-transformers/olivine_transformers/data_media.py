@@ -68,7 +68,7 @@ def read_wav(data: str | Path | bytes, where: str) -> tuple[Any, int]:
     name = "<bytes>" if isinstance(data, bytes) else str(data)
     handle: Any = io.BytesIO(data) if isinstance(data, bytes) else str(data)
     try:
-        import soundfile  # type: ignore[import-not-found]
+        import soundfile
     except ImportError:
         soundfile = None
     if soundfile is not None:
@@ -93,8 +93,8 @@ def read_wav(data: str | Path | bytes, where: str) -> tuple[Any, int]:
         ints = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
         values = np.where(ints >= 1 << 23, ints - (1 << 24), ints).astype(np.float32) / float(1 << 23)
     else:
-        dtype = {2: np.int16, 4: np.int32}[width]
-        values = np.frombuffer(raw, dtype).astype(np.float32) / float(np.iinfo(dtype).max + 1)
+        scale = float(1 << (8 * width - 1))
+        values = np.frombuffer(raw, f"<i{width}").astype(np.float32) / scale
     return values.reshape(-1, channels).mean(axis=1).astype(np.float32), int(rate)
 
 
@@ -304,11 +304,8 @@ class VisionVQADataset:
             question = f"{question}\n" + "\n".join(f"{i + 1}. {o}" for i, o in enumerate(options))
         if isinstance(answer, list | tuple):
             answer = "|".join(str(a) for a in answer)
-        if choices:
-            try:
-                answer = str(int(answer) + 1)  # 0-based option index -> the 1-based numbering
-            except (TypeError, ValueError):
-                pass
+        if choices and str(answer).strip().lstrip("-").isdigit():
+            answer = str(int(answer) + 1)  # 0-based option index -> the 1-based numbering
         return ({"image": self._image(row[self.image_col], index), "question": question,
                  "system_prompt": self.system_prompt, "num_choices": choices,
                  "max_length": self.max_length}, str(answer))

@@ -25,8 +25,6 @@ from olivine.errors import UsageError
 
 IGNORE_INDEX = -100
 STRATEGIES = ("line-by-line", "line-by-line-random", "join", "join-random", "join-sliding-window")
-#: olivine's earlier spellings of max_seq_len (read when max_seq_len is not given)
-LENGTH_ALIASES = ("max_length", "seq_length")
 WHERE = "pre_process_data_config (text_generation_huggingface_pre_process)"
 
 
@@ -197,7 +195,7 @@ def text_generation_huggingface_pre_process(
         dataset: Any, model_name: str | None = None, trust_remote_code: bool | None = None,
         user_script: str | None = None, script_dir: str | None = None,
         max_samples: int | None = None, max_seq_len: int | None = None,
-        pad_to_max_len: bool = True, padding_side: str = "right",
+        pad_to_max_len: bool | None = None, padding_side: str = "right",
         drop_short_sequences: bool = False, use_attention_mask: bool = True,
         chat_template: bool | str | None = None, message_col: str = "messages",
         add_special_tokens: bool = True, text_formatting_func: str | Callable[..., Any] | None = None,
@@ -206,17 +204,25 @@ def text_generation_huggingface_pre_process(
         processing_batch_size: int = 1024, random_seed: int | None = None,
         random_retries: int = 10, task: str | None = None,
         input_cols: Sequence[str] | str | None = None, max_length: int | None = None,
-        seq_length: int | None = None) -> TextGenDataset:
+        seq_length: int | None = None, padding: bool | str | None = None) -> TextGenDataset:
     """Tokenize a text corpus for a causal LM with Olive's ``TextGenParams`` (see the module).
 
     Defaults are Olive's: ``strategy`` join, ``max_seq_len`` 1024, ``joiner`` a blank line,
     ``add_special_tokens`` true (the tokenizer's bos/eos text around each row),
     ``pad_to_max_len`` true, ``text_cols`` ``["text"]``. olivine also reads ``input_cols``
     as ``text_cols`` and ``max_length``/``seq_length`` as ``max_seq_len`` when those are
-    not given.
+    not given, and ``padding`` (``max_length``/true: pad, ``longest``/false: do not) as
+    ``pad_to_max_len``.
     """
     from olivine_transformers.data_components import _tokenizer
 
+    if pad_to_max_len is None:
+        if padding not in (None, True, False, "max_length", "longest", "do_not_pad"):
+            raise UsageError(f"{WHERE}: padding {padding!r} is not one of true, false, "
+                             "max_length, longest, do_not_pad (or use pad_to_max_len)")
+        pad_to_max_len = padding in (None, True, "max_length")
+    elif padding is not None:
+        raise UsageError(f"{WHERE}: give pad_to_max_len or padding, not both")
     seq_len = next((int(v) for v in (max_seq_len, max_length, seq_length) if v is not None), 1024)
     cols_arg = text_cols if text_cols is not None else input_cols
     cols = [cols_arg] if isinstance(cols_arg, str) else list(cols_arg or ["text"])
