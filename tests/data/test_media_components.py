@@ -152,7 +152,12 @@ def test_ner_aligns_word_tags_to_tokens(tmp_path: Path) -> None:
     # "johnson" -> john ##son: the B-PER's second piece becomes I-PER; no [CLS]/[SEP]
     assert inputs["input_ids"].tolist() == [5, 6, 7, 8, 9]
     assert labels.tolist() == [1, 2, 0, 0, 5]
+    # these ids, masks and labels are what Olive 0.13's ner_huggingface_preprocess gives for
+    # the same rows and tokenizer (run once in Olive's venv)
+    assert dataset[1][0]["input_ids"].tolist() == [5, 12, 10, 11, 0]
     assert dataset[1][1].tolist() == [1, 0, 5, 6, 0]  # padded to the longest row: label 0
+    assert dataset[2][1].tolist() == [5, 0, 0, 0, 0]
+    assert dataset[0][0]["token_type_ids"].tolist() == [0] * 5
     assert dataset[2][0]["attention_mask"].tolist() == [1, 0, 0, 0, 0]
     logits = np.zeros((1, 5, 7), np.float32)
     logits[0, np.arange(5), [1, 2, 0, 0, 5]] = 1.0
@@ -192,3 +197,17 @@ def test_vision_vqa_missing_image_is_clear(tmp_path: Path) -> None:
     dataset = resolved.pre_process(resolved.load_dataset())
     with pytest.raises(UsageError, match=r"cannot open image 'gone\.png'"):
         dataset[0]
+
+
+def test_audio_classification_names_hub_class_ids(tmp_path: Path, wav2vec2_extractor: Path) -> None:
+    """A hub dataset's class-label ids are mapped to the model's ids through their names."""
+    from olivine.data.builtin import Rows
+    from olivine_transformers.data_media import audio_classification_pre_process
+
+    audio = {"array": np.zeros(1600, np.float32), "sampling_rate": 16000}  # datasets' decoded form
+    rows = Rows([{"audio": audio, "label": 0}, {"audio": audio, "label": 2},
+                 {"audio": audio, "label": 1}], "hub [test]",
+                class_names={"label": ["up", "yes", "no"]})  # dataset order != model's
+    dataset = audio_classification_pre_process(rows, str(wav2vec2_extractor), ["audio"],
+                                               labels_to_filter=["yes"])
+    assert [dataset[i][1] for i in range(len(dataset))] == [2, 1]  # up -> 2, no -> 1

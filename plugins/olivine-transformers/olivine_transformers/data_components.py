@@ -170,15 +170,16 @@ def ner_huggingface_preprocess(dataset: Any, model_name: str, input_cols: Sequen
     labels = []
     for i, row in enumerate(rows):
         tags = [int(t) for t in row[label_col]]
-        aligned, current = [], None
+        aligned: list[int] = []
+        current = None
         for word in enc.word_ids(i):
-            if word is None:
+            if word != current:  # a new word (or the first special/padding token after one)
+                current = word
+                aligned.append(0 if word is None else tags[word])
+            elif word is None:
                 aligned.append(0)
-            elif word != current:
-                aligned.append(tags[word])
-            else:
+            else:  # a later piece of the same word: B-XXX (odd) becomes I-XXX
                 aligned.append(tags[word] + 1 if tags[word] % 2 == 1 else tags[word])
-            current = word if word is not None else current
         labels.append(np.asarray(aligned, np.int64))
     features = {k: [np.asarray(v, np.int64) for v in vals] for k, vals in enc.items()}
     texts = [" ".join(map(str, r[cols[0]])) for r in rows]

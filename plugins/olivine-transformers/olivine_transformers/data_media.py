@@ -230,6 +230,10 @@ def audio_classification_pre_process(dataset: Any, model_name: str, input_cols: 
         raise UsageError(f"{where}: cannot load the config/feature extractor of {model_name!r}: "
                          f"{exc}") from None
     label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
+    # a hub dataset's class-label ids are named (Olive aligns them with the model by name)
+    names = (getattr(dataset, "class_names", None) or {}).get(label_col)
+    if names:
+        rows = [{**r, label_col: names[int(r[label_col])]} for r in rows]
     drop = {str(x) for x in labels_to_filter or []}
     rows = [r for r in rows if str(r[label_col]) not in drop]
     if max_samples is not None:
