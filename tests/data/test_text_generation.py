@@ -2,7 +2,7 @@
 
 The expected samples were produced by Olive 0.13's own ``text_gen_pre_process`` on the same
 rows and the same (deterministic, word-level) tokenizer, with the cases in
-textgen_cases.json (see wordlevel_tokenizer.py for how they were recorded).
+textgen_cases.json (tests/data/record_textgen_expected.py records them again).
 """
 
 from __future__ import annotations
