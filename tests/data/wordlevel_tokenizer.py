@@ -2,7 +2,7 @@
 
 Words are split on single spaces, so ``"\\n\\n"`` (Olive's default joiner) is one token;
 ``<s>``/``</s>`` are bos/eos and ``<pad>`` pads. The same builder runs in Olive's venv to
-record the expected outputs (tests/data/textgen_olive_expected.json).
+record the expected outputs (tests/data/record_textgen_expected.py).
 """
 
 from __future__ import annotations
