@@ -36,9 +36,12 @@ from olivine.userscript import resolve_data_file
 class Rows(list[dict[str, Any]]):
     """Rows (dicts of columns) read from local files or a hub dataset, with their source."""
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]], source: str) -> None:
+    def __init__(self, rows: Sequence[Mapping[str, Any]], source: str,
+                 class_names: Mapping[str, list[str]] | None = None) -> None:
         super().__init__(dict(r) for r in rows)
         self.source = source
+        #: a hub dataset's class-label columns: column -> the names of ids 0, 1, ...
+        self.class_names: dict[str, list[str]] = dict(class_names or {})
 
     @property
     def column_names(self) -> list[str]:
@@ -101,7 +104,7 @@ def huggingface_dataset(data_name: str | None = None, subset: str | None = None,
             raise UsageError(f"split {split!r}: local data_files form one split, 'train'; give "
                              "data_files as {\"" + str(name) + "\": [...]} to name splits")
         rows = _local_rows(files, data_name if local_kind else None, script_dir, col_filters)
-        return Rows(rows[part], rows.source)
+        return Rows(rows[part], rows.source, rows.class_names)
     if not data_name:
         raise UsageError("load_dataset_config needs data_files (local files) or data_name (a hub "
                          "dataset, or json/csv/text/parquet with data_files)")
@@ -125,7 +128,11 @@ def hub_dataset(data_name: str, subset: str | None, data_dir: str | None, split:
     except Exception as exc:  # datasets raises many types for bad names, splits and network
         raise UsageError(f"cannot load hub dataset {data_name!r} (subset {subset!r}, split "
                          f"{split!r}): {exc}") from None
-    return Rows(_filtered([dict(r) for r in ds], col_filters), f"{data_name} [{split}]")
+    rows = Rows(_filtered([dict(r) for r in ds], col_filters), f"{data_name} [{split}]")
+    # class-label columns keep their names (Olive's align_labels/labels_to_filter use them)
+    rows.class_names = {col: list(feature.names) for col, feature in (ds.features or {}).items()
+                        if hasattr(feature, "names") and hasattr(feature, "str2int")}
+    return rows
 
 
 def local_dataset(data_files: Any = None, data_dir: str | None = None, data_name: str | None = None,
@@ -330,8 +337,8 @@ CONTAINERS = (
          "audio-classification": {PRE_PROCESS_DATA: "audio_classification_pre_process",
                                   POST_PROCESS_DATA: "text_classification_post_process"},
          "speech-transcription": {PRE_PROCESS_DATA: "speech_transcription_pre_process"},
-         "vision-vqa": {PRE_PROCESS_DATA: "vision_vqa_pre_process",
-                        DATALOADER: "vision_vqa_dataloader"}},
+         **{task: {PRE_PROCESS_DATA: "vision_vqa_pre_process", DATALOADER: "vision_vqa_dataloader"}
+            for task in ("vision-vqa", "vision-chart-qa", "vision-ocr")}},
         {"pre_process_data_config": ("model_name", "task", "trust_remote_code"),
          "post_process_data_config": ("model_name", "task", "trust_remote_code")}),
     DataContainerSpec("DummyDataContainer", {LOAD_DATASET: "dummy_dataset",

@@ -210,7 +210,9 @@ def _numpy(value: Any) -> Any:
 def _plain(label: Any) -> list[Any]:
     if hasattr(label, "detach"):
         label = label.detach().cpu().numpy()
-    return [x.item() if hasattr(x, "item") else x for x in label]
+    # per-token labels (text generation, ner) are arrays: kept as lists
+    return [(x.item() if getattr(x, "ndim", 0) == 0 else x.tolist()) if hasattr(x, "item") else x
+            for x in label]
 
 
 def _split_batch(batch: Any, what: str) -> tuple[dict[str, Any], Any]:

@@ -11,6 +11,13 @@ from typing import Any
 
 from olivine.data import DataContainerSpec
 from olivine.errors import UsageError
+from olivine_transformers.data_media import (
+    audio_classification_pre_process,
+    speech_transcription_pre_process,
+    vision_vqa_dataloader,
+    vision_vqa_pre_process,
+)
+from olivine_transformers.data_textgen import text_generation_huggingface_pre_process
 
 #: Olive's seq-length spellings, in the order they are read
 LENGTH_KEYS = ("max_length", "seq_length", "max_seq_len")
@@ -135,15 +142,52 @@ def tokenizer_pre_process(dataset: Any, model_name: str | None = None,
                         trust_remote_code, kwargs, "tokenizer_pre_process")
 
 
-def text_generation_huggingface_pre_process(
-        dataset: Any, model_name: str | None = None, input_cols: Sequence[str] | None = None,
-        text_cols: Sequence[str] | str | None = None, max_samples: int | None = None,
-        trust_remote_code: bool | None = None, label_col: str | None = None,
-        **kwargs: Any) -> TokenizedDataset:
-    """Tokenize the text column(s) (``text_cols``, else ``input_cols``) for a causal LM."""
-    cols = text_cols if text_cols is not None else input_cols
-    return _pre_process(dataset, model_name, cols, label_col, max_samples, trust_remote_code,
-                        kwargs, "text_generation_huggingface_pre_process")
+def ner_huggingface_preprocess(dataset: Any, model_name: str, input_cols: Sequence[str] | str,
+                               label_col: str = "label", max_samples: int | None = None,
+                               trust_remote_code: bool | None = None, padding: Any = True,
+                               truncation: bool = True, is_split_into_words: bool = True,
+                               add_special_tokens: bool = False, batched: bool = True,
+                               task: str | None = None) -> TokenizedDataset:
+    """Tokenize pre-split words (``input_cols``) and align ``label_col``'s word tags to tokens.
+
+    As Olive: a word's first token keeps its tag, its later tokens take the ``I-`` tag
+    (an odd ``B-`` id plus one), special tokens and padding get 0; rows are padded to the
+    longest one (``padding`` true).
+    """
+    import numpy as np
+
+    where = "pre_process_data_config (ner_huggingface_preprocess)"
+    cols = [input_cols] if isinstance(input_cols, str) else list(input_cols)
+    rows = list(dataset)[:max_samples] if max_samples is not None else list(dataset)
+    source = str(getattr(dataset, "source", "the dataset"))
+    for col in (*cols, label_col):
+        if rows and not all(isinstance(r, Mapping) and col in r for r in rows):
+            raise UsageError(f"{where}: {source} has no column {col!r} in every row")
+    if not rows:
+        raise UsageError(f"yields no samples: {source} has no rows ({where})")
+    tokenizer = _tokenizer(model_name, trust_remote_code)
+    if getattr(tokenizer, "pad_token", None) is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    columns = [[list(r[c]) if is_split_into_words else r[c] for r in rows] for c in cols]
+    enc = tokenizer(*[c for c in columns if c], padding=padding, truncation=truncation,
+                    is_split_into_words=is_split_into_words, add_special_tokens=add_special_tokens)
+    labels = []
+    for i, row in enumerate(rows):
+        tags = [int(t) for t in row[label_col]]
+        aligned: list[int] = []
+        current = None
+        for word in enc.word_ids(i):
+            if word != current:  # a new word (or the first special/padding token after one)
+                current = word
+                aligned.append(0 if word is None else tags[word])
+            elif word is None:
+                aligned.append(0)
+            else:  # a later piece of the same word: B-XXX (odd) becomes I-XXX
+                aligned.append(tags[word] + 1 if tags[word] % 2 == 1 else tags[word])
+        labels.append(np.asarray(aligned, np.int64))
+    features = {k: [np.asarray(v, np.int64) for v in vals] for k, vals in enc.items()}
+    texts = [" ".join(map(str, r[cols[0]])) for r in rows]
+    return TokenizedDataset(features, labels, texts, source)
 
 
 def _logits(output_data: Any) -> Any:
@@ -163,6 +207,11 @@ def text_classification_post_process(output_data: Any, **kwargs: Any) -> Any:
     if hasattr(logits, "argmax") and not isinstance(logits, np.ndarray):
         return logits.argmax(dim=-1)
     return np.asarray(logits).argmax(axis=-1)
+
+
+def ner_post_process(output_data: Any, **kwargs: Any) -> Any:
+    """Predicted tag ids per token: argmax over the last axis of the logits."""
+    return text_classification_post_process(output_data)
 
 
 def text_generation_post_process(output_data: Any, **kwargs: Any) -> Any:
@@ -263,6 +312,12 @@ def register_all(register: Callable[..., None]) -> None:
     register("pre_process_data", huggingface_pre_process)
     register("pre_process_data", tokenizer_pre_process)
     register("pre_process_data", text_generation_huggingface_pre_process)
+    register("pre_process_data", ner_huggingface_preprocess)
+    register("pre_process_data", speech_transcription_pre_process)
+    register("pre_process_data", audio_classification_pre_process)
+    register("pre_process_data", vision_vqa_pre_process)
+    register("post_process_data", ner_post_process)
+    register("dataloader", vision_vqa_dataloader)
     register("post_process_data", text_classification_post_process)
     register("post_process_data", text_generation_post_process)
     register("load_dataset", transformers_dummy_dataset)
