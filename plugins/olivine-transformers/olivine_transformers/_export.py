@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from olivine.errors import OlivineError, UsageError
-from olivine.models import HfModel, ModelHandle, OnnxModel, PyTorchModel
+from olivine.models import AdapterModel, HfModel, ModelHandle, OnnxModel, PyTorchModel
 from olivine.onnxsave import plain_data
 from olivine.passes import PassContext
 from olivine_transformers.conversion import ConversionConfig
@@ -134,10 +134,29 @@ def load_hf_model(handle: HfModel, config: ConversionConfig) -> torch.nn.Module:
     return model
 
 
+def adapter_as_hf(model: AdapterModel) -> HfModel:
+    """The base HfModel of an adapter handle (a LoRA-family step's output) with ``adapter_path``
+    set to its peft adapter folder: the folder itself or its ``adapter/`` sub-folder."""
+    import attrs
+
+    if not isinstance(model.base, HfModel):
+        kind = model.base.kind if model.base is not None else "missing"
+        raise UsageError(f"OnnxConversion takes adapters of Hugging Face models; the base model "
+                         f"of adapter {model.path} is a {kind} model")
+    folder = Path(model.path)
+    for candidate in (folder, folder / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return attrs.evolve(model.base, adapter_path=str(candidate))
+    raise UsageError(f"adapter {model.path}: no adapter_config.json in it or in its adapter/ "
+                     "folder (a peft adapter, as LoRA, DoRA, LoHa, LoKr and QLoRA write)")
+
+
 @torch.no_grad()
 def with_adapter(model: torch.nn.Module, adapter_path: str, merge: bool) -> torch.nn.Module:
-    """``model`` with the PEFT LoRA adapter at ``adapter_path``: merged into the weights, or
-    kept as separate LoRA MatMuls with the scaling folded into lora_B (what Olive exports)."""
+    """``model`` with the peft adapter at ``adapter_path``: merged into the weights, or kept as
+    separate ops. LoRA and DoRA keep their lora_A/lora_B MatMuls with the scaling folded into
+    lora_B (what Olive exports); LoHa and LoKr are traced as peft computes them (their weight
+    update is built from the factors in the graph, then applied beside the base MatMul)."""
     try:
         from peft import PeftModel
         from peft.tuners.lora import LoraLayer
@@ -304,6 +323,8 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
     """Export ``model`` into ``context.work_dir``; return the validated ONNX handle."""
     prepare(config)
     resolve_device(config)  # a missing device fails before any loading
+    if isinstance(model, AdapterModel):
+        model = adapter_as_hf(model)
     if isinstance(model, PyTorchModel):
         from olivine_transformers._torch_export import convert_pytorch
 
