@@ -31,8 +31,9 @@ def _workflow(tmp: Path, model: Path, passes: dict[str, Any], provider: str = "C
     }
 
 
-def _genai_logits(folder: Path, ids: list[int]) -> np.ndarray:
-    """Logits of the prompt's last position, then of one decode step (genai, one thread)."""
+def _genai_logits(folder: Path, ids: list[int], nxt: int) -> np.ndarray:
+    """Last-position logits of the prompt, then of the token ``nxt`` decoded through the KV
+    cache (onnxruntime-genai, one thread)."""
     import onnxruntime_genai as og
 
     config = og.Config(str(folder))
@@ -44,7 +45,7 @@ def _genai_logits(folder: Path, ids: list[int]) -> np.ndarray:
     generator = og.Generator(model, params)
     generator.append_tokens(ids)
     first = np.array(generator.get_output("logits"))[0, -1]
-    generator.generate_next_token()
+    generator.append_tokens([nxt])
     second = np.array(generator.get_output("logits"))[0, -1]
     return np.stack([first, second])
 
@@ -73,13 +74,12 @@ def test_metadata_only_on_onnx_conversion_output_runs_in_genai(trained_model: Pa
     assert (out / "model.onnx").read_bytes() == (converted / "model.onnx").read_bytes()
     assert not (converted / "genai_config.json").exists()
 
-    got = _genai_logits(out, PROMPT_IDS)
     with torch.no_grad():
-        ids = torch.tensor([PROMPT_IDS])
-        logits = torch_model(input_ids=ids).logits[0, -1]
+        logits = torch_model(input_ids=torch.tensor([PROMPT_IDS])).logits[0, -1]
         nxt = int(logits.argmax())
-        ids2 = torch.tensor([[*PROMPT_IDS, nxt]])
-        want = np.stack([logits.numpy(), torch_model(input_ids=ids2).logits[0, -1].numpy()])
+        then = torch_model(input_ids=torch.tensor([[*PROMPT_IDS, nxt]])).logits[0, -1]
+    want = np.stack([logits.numpy(), then.numpy()])
+    got = _genai_logits(out, PROMPT_IDS, nxt)
     diff = float(np.abs(got - want).max())
     record_quality("metadata_only_genai_vs_torch", max_abs_diff=diff)
     # float32 both sides; measured max abs diff ~2e-6 on the prompt and the first decode step
@@ -93,15 +93,26 @@ def test_metadata_only_on_onnx_conversion_output_runs_in_genai(trained_model: Pa
 
 def test_metadata_only_needs_the_saved_config(trained_model: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """An ONNX decoder alone in its folder: the builder has no config.json to read."""
+    import shutil
+
+    import olivine
     from olivine.cli import main
 
+    result = olivine.run(_workflow(tmp_path / "convert", trained_model,
+                                   {"c": {"type": "OnnxConversion"}}))
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy2(Path(result.output_dir) / "model.onnx", alone / "model.onnx")
+    config = _workflow(tmp_path, trained_model, {
+        "m": {"type": "ModelBuilder", "metadata_only": True, "precision": "fp32"}})
+    config["input_model"] = {"type": "ONNXModel", "model_path": str(alone / "model.onnx")}
     path = tmp_path / "wf.json"
-    path.write_text(json.dumps(_workflow(tmp_path, trained_model, {
-        "c": {"type": "OnnxConversion"},
-        "m": {"type": "ModelBuilder", "metadata_only": True, "precision": "fp32"}})))
+    path.write_text(json.dumps(config))
     assert main(["run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "save_metadata_for_token_generation" in err and "Traceback" not in err
+    assert "no config.json beside model.onnx" in err and "Traceback" not in err
+    assert "save_metadata_for_token_generation: true" in err
 
 
 @pytest.mark.parametrize(("metadata_only", "task", "wanted"), [
@@ -122,7 +133,8 @@ def test_metadata_only_and_input_kind_must_agree(metadata_only: bool, task: str 
     path = tmp_path / "wf.json"
     path.write_text(json.dumps(_workflow(tmp_path, trained_model, passes,
                                          task=task or "text-generation-with-past")))
-    assert main(["run", "--config", str(path), "--dry_run"]) == 2
+    # refused before the run when ModelBuilder is the first step, else when the step starts
+    assert main(["run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert wanted in err and "Traceback" not in err
 
