@@ -14,8 +14,9 @@ import pytest
 pytest.importorskip("peft")
 pytest.importorskip("olivine_lora")
 
-from lora.conftest import BASE_SPEC, LORA_STEP, workflow  # noqa: E402
-from olivine_testutil import record_quality  # noqa: E402
+from lora.conftest import BASE_SPEC, LORA_STEP, workflow
+
+from olivine_testutil import record_quality
 
 #: Adapter steps trained briefly (10 steps): LoRA as the recipes write it, LoHa with Olive's names.
 STEPS: dict[str, dict[str, Any]] = {
