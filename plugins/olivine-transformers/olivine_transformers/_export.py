@@ -29,6 +29,7 @@ from olivine.errors import OlivineError, UsageError
 from olivine.models import AdapterModel, HfModel, ModelHandle, OnnxModel, PyTorchModel
 from olivine.onnxsave import plain_data
 from olivine.passes import PassContext
+from olivine_transformers._adapters import adapter_as_hf, exportable_kron, with_adapter
 from olivine_transformers.conversion import ConversionConfig
 
 log = logging.getLogger("olivine.pass.OnnxConversion")
@@ -132,60 +133,6 @@ def load_hf_model(handle: HfModel, config: ConversionConfig) -> torch.nn.Module:
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
     return model
-
-
-def adapter_as_hf(model: AdapterModel) -> HfModel:
-    """The base HfModel of an adapter handle (a LoRA-family step's output) with ``adapter_path``
-    set to its peft adapter folder: the folder itself or its ``adapter/`` sub-folder."""
-    import attrs
-
-    if not isinstance(model.base, HfModel):
-        kind = model.base.kind if model.base is not None else "missing"
-        raise UsageError(f"OnnxConversion takes adapters of Hugging Face models; the base model "
-                         f"of adapter {model.path} is a {kind} model")
-    folder = Path(model.path)
-    for candidate in (folder, folder / "adapter"):
-        if (candidate / "adapter_config.json").is_file():
-            return attrs.evolve(model.base, adapter_path=str(candidate))
-    raise UsageError(f"adapter {model.path}: no adapter_config.json in it or in its adapter/ "
-                     "folder (a peft adapter, as LoRA, DoRA, LoHa, LoKr and QLoRA write)")
-
-
-@torch.no_grad()
-def with_adapter(model: torch.nn.Module, adapter_path: str, merge: bool) -> torch.nn.Module:
-    """``model`` with the peft adapter at ``adapter_path``: merged into the weights, or kept as
-    separate ops. LoRA and DoRA keep their lora_A/lora_B MatMuls with the scaling folded into
-    lora_B (what Olive exports); LoHa and LoKr are traced as peft computes them (their weight
-    update is built from the factors in the graph, then applied beside the base MatMul)."""
-    try:
-        from peft import PeftModel
-        from peft.tuners.lora import LoraLayer
-    except ImportError as exc:
-        raise UsageError("OnnxConversion of an HfModel with adapter_path needs peft: pip install "
-                         "peft (or olivine-lora)") from exc
-    try:
-        peft_model = PeftModel.from_pretrained(model, adapter_path)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"adapter_path {adapter_path!r}: not a PEFT adapter for this model: "
-                         f"{exc}") from exc
-    if merge:
-        merged: torch.nn.Module = peft_model.merge_and_unload()
-        return merged
-    base: torch.nn.Module = peft_model.get_base_model()
-    for module in base.modules():
-        if not isinstance(module, LoraLayer) or len(module.active_adapters) != 1:
-            continue
-        name = module.active_adapters[0]
-        holder: Any = module.lora_B or module.lora_embedding_B
-        if name not in holder:
-            continue
-        lora_b = holder[name]
-        weight = lora_b.weight if isinstance(lora_b, torch.nn.Linear) else lora_b
-        if not isinstance(weight, torch.Tensor):
-            continue
-        weight.data.mul_(module.scaling[name])
-        module.scaling[name] = 1
-    return base
 
 
 def load_script_model(path: str, config: ConversionConfig) -> torch.nn.Module:
@@ -463,7 +410,7 @@ def _export(wrapper: torch.nn.Module, sample: dict[str, torch.Tensor], input_nam
     with tempfile.TemporaryDirectory(prefix="olivine-export-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            with torch.no_grad(), quiet_export():
+            with torch.no_grad(), quiet_export(), exportable_kron():
                 if config.use_dynamo_exporter:
                     if importlib.util.find_spec("onnxscript") is None:
                         raise UsageError("use_dynamo_exporter needs the onnxscript package: pip "
