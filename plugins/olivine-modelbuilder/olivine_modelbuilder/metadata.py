@@ -68,8 +68,9 @@ def write_metadata(model: OnnxModel, config: ModelBuilderConfig, provider: str,
     attributes: dict[str, Any] = {**model.attrs_dict(), "is_generative": True,
                                   "genai_config": "genai_config.json",
                                   "precision": config.precision, "execution_provider": provider}
-    files = [str(f) for f in attributes.get("additional_files") or ()]
-    attributes["additional_files"] = [*files, "genai_config.json"]
+    # file names in the output folder (older handles may hold absolute paths)
+    files = [Path(str(f)).name for f in attributes.get("additional_files") or ()]
+    attributes["additional_files"] = [*dict.fromkeys([*files, "genai_config.json"])]
     if fallback:
         attributes["provider_fallback"] = fallback
     return OnnxModel(path=str(out), onnx_file_name=model_file.name, attributes=attributes)
