@@ -134,11 +134,13 @@ def test_half_precision_for_cuda_is_accepted(tmp_path: Any) -> None:
     assert builder_config(tmp_path, {"precision": "fp16", "execution_provider": "cuda"})
 
 
-def test_unsupported_target_provider_is_refused(tmp_path: Any) -> None:
-    found = problems(tmp_path, {"precision": "int4"}, device="npu", provider="QNNExecutionProvider")
-    assert found[0].startswith("passes.builder: the model builder cannot target "
-                               "QNNExecutionProvider (the workflow's accelerator); it builds for "
-                               "cpu, cuda, dml, webgpu, NvTensorRtRtx")
+def test_unsupported_target_provider_falls_back_to_cpu(tmp_path: Any) -> None:
+    """Olive builds for cpu when the target's provider is not the builder's (QNN in the aitk
+    qnn_gpu recipes): accepted, with cpu's precision rules (test_metadata_only runs it)."""
+    assert builder_config(tmp_path, {"precision": "int4"}, device="npu",
+                          provider="QNNExecutionProvider").precision == "int4"
+    found = problems(tmp_path, {"precision": "fp16"}, device="npu", provider="QNNExecutionProvider")
+    assert found[0].startswith("passes.builder: precision: fp16 cannot run on the cpu provider")
 
 
 def test_quantization_method_needs_a_quantized_precision(tmp_path: Any) -> None:

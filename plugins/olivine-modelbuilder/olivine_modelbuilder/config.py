@@ -175,8 +175,9 @@ class ModelBuilderConfig:
         "help": "write CUDA graph capture into genai_config.json's CUDA provider options (a CUDA "
                 "setting: built for another provider it has no effect, and the run warns)"})
     metadata_only: bool = attrs.field(default=False, metadata={
-        "help": "Olive: write only genai_config.json for an ONNX input; not supported yet (refused "
-                "before anything runs)"})
+        "help": "take an ONNX model (OnnxConversion with save_metadata_for_token_generation) "
+                "and write only genai_config.json and the tokenizer files beside it; the ONNX "
+                "graph is kept as it is"})
     use_ort_genai: bool = attrs.field(default=True, metadata={
         "help": "accepted for Olive configs; the output always has genai_config.json and the "
                 "tokenizer, so onnxruntime-genai can load it"})
@@ -222,26 +223,31 @@ def _normalized(field: str, value: Any) -> Any:
     return value
 
 
-def resolve_provider(config: ModelBuilderConfig, accelerator: Accelerator) -> str | None:
-    """The builder's provider name: the option, else the accelerator's (``None`` if unsupported)."""
+def resolve_provider(config: ModelBuilderConfig, accelerator: Accelerator) -> str:
+    """The builder's provider name: the option, else the accelerator's; an accelerator whose
+    provider the builder does not know gets ``cpu``, as in Olive (see :func:`provider_fallback`)."""
     if config.execution_provider is not None:
         return config.execution_provider
     short = accelerator.provider_short
-    return short if short in builder_info.BUILDER_PROVIDERS else None
+    return short if short in builder_info.BUILDER_PROVIDERS else "cpu"
+
+
+def provider_fallback(config: ModelBuilderConfig, accelerator: Accelerator) -> str | None:
+    """What to tell the user when the target's provider is unknown to the builder and the
+    model is built for ``cpu`` instead (Olive's silent fallback); ``None`` otherwise."""
+    if config.execution_provider is not None:
+        return None
+    if accelerator.provider_short in builder_info.BUILDER_PROVIDERS:
+        return None
+    return (f"the model builder has no {accelerator.execution_provider} target (it builds for "
+            f"{', '.join(builder_info.BUILDER_PROVIDERS)}); built for cpu instead, as Olive "
+            "does. Set execution_provider to choose another")
 
 
 def check_config(config: ModelBuilderConfig, accelerator: Accelerator) -> list[str]:
     """Problems of ``config`` for ``accelerator`` that are known before the model is read."""
     provider = resolve_provider(config, accelerator)
-    if provider is None:
-        return [f"the model builder cannot target {accelerator.execution_provider} (the workflow's "
-                f"accelerator); it builds for {', '.join(builder_info.BUILDER_PROVIDERS)}: set "
-                "execution_provider, or use a system whose accelerator is one of those"]
     problems = []
-    if config.metadata_only:
-        problems.append("metadata_only: writing only genai_config.json for an ONNX model is not "
-                        "supported by olivine's ModelBuilder yet; build the model from the Hugging "
-                        "Face input instead (metadata_only false)")
     valid = builder_info.VALID_COMBINATIONS.get(provider, ())
     if config.precision not in valid:
         why = (" (the builder writes it, but ONNX Runtime's CPU provider cannot run it: fp16 "

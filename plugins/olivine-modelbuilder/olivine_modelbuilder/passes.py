@@ -15,6 +15,7 @@ from olivine_modelbuilder.config import (
     ModelBuilderConfig,
     builder_options,
     check_config,
+    provider_fallback,
     provider_warnings,
     resolve_provider,
 )
@@ -25,13 +26,18 @@ class ModelBuilder(Pass):
 
     The output folder holds model.onnx, its external data, genai_config.json, the
     tokenizer files and the chat template: everything ``onnxruntime_genai.Model``
-    and ``olivine generate`` need.
+    and ``olivine generate`` need. With ``metadata_only`` the input is an ONNX decoder
+    (OnnxConversion's, with ``save_metadata_for_token_generation``): the output is that
+    model with genai_config.json and the tokenizer files written beside it.
+
+    A target whose provider the builder does not know (QNN, OpenVINO, ...) is built for
+    cpu, as Olive does; the log and the output model's ``provider_fallback`` say so.
     """
 
     name: ClassVar[str] = "ModelBuilder"
     aliases: ClassVar[tuple[str, ...]] = ("model_builder", "GenAIModelBuilder")
     Config: ClassVar[type] = ModelBuilderConfig
-    accepts: ClassVar[tuple[str, ...]] = ("hf", "adapter")
+    accepts: ClassVar[tuple[str, ...]] = ("hf", "adapter", "onnx")
     produces: ClassVar[str] = "onnx"
     libraries: ClassVar[tuple[str, ...]] = ("onnxruntime-genai", "onnx-ir", "onnxruntime", "onnx",
                                             "torch", "transformers")
@@ -45,9 +51,17 @@ class ModelBuilder(Pass):
         model is a local folder, its architecture, tokenizer and shapes (config.json only)."""
         problems = check_config(config, accelerator)
         provider = resolve_provider(config, accelerator)
+        kind = getattr(model, "kind", None)
+        if config.metadata_only and kind not in (None, "onnx"):
+            problems.append(f"metadata_only: writes genai_config.json for an ONNX model; the input "
+                            f"is a {kind} model (set metadata_only false to build it)")
+        elif not config.metadata_only and kind == "onnx":
+            problems.append("the input is an ONNX model: ModelBuilder builds from a Hugging Face "
+                            "model, or with metadata_only: true writes genai_config.json for an "
+                            "ONNX decoder; set metadata_only: true")
         if isinstance(model, AdapterModel):
             model = model.base
-        if problems or provider is None or not isinstance(model, HfModel) or not model.is_local():
+        if problems or not isinstance(model, HfModel) or not model.is_local():
             return problems
         from olivine_modelbuilder.modelinfo import check_buildable, read_model
 
@@ -66,11 +80,19 @@ class ModelBuilder(Pass):
         from olivine_modelbuilder.modelinfo import KNOWN_INACCURATE, check_buildable, read_model
         from olivine_modelbuilder.quant_embeds import embeds_settings, quantize_gather
 
-        model = with_adapter(model)
-        provider = resolve_provider(config, context.accelerator)
-        problems = check_config(config, context.accelerator)
-        if problems or provider is None:
+        problems = self.check(config, context.accelerator, model)
+        if problems:
             raise UsageError("; ".join(problems))
+        provider = resolve_provider(config, context.accelerator)
+        fallback = provider_fallback(config, context.accelerator)
+        if fallback:
+            context.logger.warning("%s", fallback)
+        if config.metadata_only:
+            from olivine_modelbuilder.metadata import write_metadata
+
+            assert isinstance(model, OnnxModel)
+            return write_metadata(model, config, provider, context, fallback)
+        model = with_adapter(model)
         context.progress(0, None, "reading the model's config")
         info = read_model(model.path)
         check_buildable(info, precision=config.precision, provider=provider,
@@ -103,6 +125,8 @@ class ModelBuilder(Pass):
         attributes = {"is_generative": True, "genai_config": "genai_config.json",
                       "precision": config.precision, "execution_provider": provider,
                       "architecture": info.architecture}
+        if fallback:
+            attributes["provider_fallback"] = fallback
         return OnnxModel(path=str(context.work_dir), onnx_file_name=model_file.name,
                          attributes=attributes)
 

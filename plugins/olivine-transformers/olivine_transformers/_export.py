@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from olivine.errors import OlivineError, UsageError
-from olivine.models import HfModel, ModelHandle, OnnxModel, PyTorchModel
+from olivine.models import AdapterModel, HfModel, ModelHandle, OnnxModel, PyTorchModel
 from olivine.onnxsave import plain_data
 from olivine.passes import PassContext
+from olivine_transformers._adapters import adapter_as_hf, exportable_kron, with_adapter
 from olivine_transformers.conversion import ConversionConfig
 
 log = logging.getLogger("olivine.pass.OnnxConversion")
@@ -132,41 +133,6 @@ def load_hf_model(handle: HfModel, config: ConversionConfig) -> torch.nn.Module:
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
     return model
-
-
-@torch.no_grad()
-def with_adapter(model: torch.nn.Module, adapter_path: str, merge: bool) -> torch.nn.Module:
-    """``model`` with the PEFT LoRA adapter at ``adapter_path``: merged into the weights, or
-    kept as separate LoRA MatMuls with the scaling folded into lora_B (what Olive exports)."""
-    try:
-        from peft import PeftModel
-        from peft.tuners.lora import LoraLayer
-    except ImportError as exc:
-        raise UsageError("OnnxConversion of an HfModel with adapter_path needs peft: pip install "
-                         "peft (or olivine-lora)") from exc
-    try:
-        peft_model = PeftModel.from_pretrained(model, adapter_path)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"adapter_path {adapter_path!r}: not a PEFT adapter for this model: "
-                         f"{exc}") from exc
-    if merge:
-        merged: torch.nn.Module = peft_model.merge_and_unload()
-        return merged
-    base: torch.nn.Module = peft_model.get_base_model()
-    for module in base.modules():
-        if not isinstance(module, LoraLayer) or len(module.active_adapters) != 1:
-            continue
-        name = module.active_adapters[0]
-        holder: Any = module.lora_B or module.lora_embedding_B
-        if name not in holder:
-            continue
-        lora_b = holder[name]
-        weight = lora_b.weight if isinstance(lora_b, torch.nn.Linear) else lora_b
-        if not isinstance(weight, torch.Tensor):
-            continue
-        weight.data.mul_(module.scaling[name])
-        module.scaling[name] = 1
-    return base
 
 
 def load_script_model(path: str, config: ConversionConfig) -> torch.nn.Module:
@@ -309,6 +275,8 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
     """Export ``model`` into ``context.work_dir``; return the validated ONNX handle."""
     prepare(config)
     resolve_device(config)  # a missing device fails before any loading
+    if isinstance(model, AdapterModel):
+        model = adapter_as_hf(model)
     if isinstance(model, PyTorchModel):
         from olivine_transformers._torch_export import convert_pytorch
 
@@ -447,7 +415,7 @@ def _export(wrapper: torch.nn.Module, sample: dict[str, torch.Tensor], input_nam
     with tempfile.TemporaryDirectory(prefix="olivine-export-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            with torch.no_grad(), quiet_export():
+            with torch.no_grad(), quiet_export(), exportable_kron():
                 if config.use_dynamo_exporter:
                     if importlib.util.find_spec("onnxscript") is None:
                         raise UsageError("use_dynamo_exporter needs the onnxscript package: pip "

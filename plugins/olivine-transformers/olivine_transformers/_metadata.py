@@ -5,7 +5,7 @@ evaluators tokenize with them). With ``save_metadata_for_token_generation`` (Oli
 the three kinds of files a generation runtime reads are guaranteed: ``config.json``,
 ``generation_config.json`` (when the model has one) and the tokenizer files (with the pad
 token set to the end-of-sequence token when the tokenizer has none, as Olive does); their
-paths are listed in the model attribute ``additional_files``.
+names (in the model folder) are listed in the model attribute ``additional_files``.
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ def hf_attributes(model: HfModel, torch_model: torch.nn.Module, dest: Path,
         out["adapter_merged"] = config.merge_adapter_weights
     if config.save_metadata_for_token_generation:
         previous = list(model.attrs_dict().get("additional_files") or [])
-        files = [str(dest / n) for n in METADATA_FILES if (dest / n).is_file()]
+        # names in the model's folder: the step's folder moves into the cache after the run
+        files = [n for n in METADATA_FILES if (dest / n).is_file()]
         out["additional_files"] = previous + [f for f in files if f not in previous]
     return out

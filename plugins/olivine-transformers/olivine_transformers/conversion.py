@@ -131,9 +131,10 @@ class ConversionConfig(ExternalDataOptions):
         metadata={"help": "Olive's parallel export of a DistributedHfModel's ranks; olivine has "
                           "no distributed models, so setting it is refused"})
     merge_adapter_weights: bool = attrs.field(
-        default=False, metadata={"help": "with an HfModel's adapter_path: merge the LoRA weights "
-                                         "into the base weights (true) or export the LoRA "
-                                         "MatMuls beside them (false, needs peft either way)"})
+        default=False, metadata={"help": "with an adapter (an HfModel's adapter_path, or the "
+                                         "output of LoRA, DoRA, LoHa, LoKr, QLoRA): merge it "
+                                         "into the base weights (true) or export the adapter's "
+                                         "ops beside them (false, needs peft either way)"})
     save_metadata_for_token_generation: bool = attrs.field(
         default=False, metadata={"help": "write config.json, generation_config.json and the "
                                          "tokenizer files beside the model (HfModel inputs); "
@@ -195,12 +196,17 @@ class ConversionConfig(ExternalDataOptions):
 
 class OnnxConversion(Pass):
     """Export a transformers model, or Olive's PyTorchModel (a user-loaded torch module), to
-    ONNX and validate it against torch."""
+    ONNX and validate it against torch.
+
+    An adapter (the output of LoRA, QLoRA, DoRA, LoHa or LoKr, or an HfModel's
+    ``adapter_path``) is applied with peft to its base model and exported merged or not
+    (``merge_adapter_weights``).
+    """
 
     name = "OnnxConversion"
     aliases = ("onnx_conversion", "ConvertToOnnx")
     Config = ConversionConfig
-    accepts = ("hf", "pytorch")
+    accepts = ("hf", "pytorch", "adapter")
     produces = "onnx"
     libraries = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript")
     isolate = True
@@ -228,9 +234,12 @@ class OnnxConversion(Pass):
             problems.append("save_metadata_for_token_generation: writes a transformers model's "
                             "config, generation config and tokenizer; the input is a torch "
                             "module (PyTorchModel/model_loader) with none of them")
-        if config.merge_adapter_weights and model is not None and kind != "hf":
-            problems.append("merge_adapter_weights: merges an HfModel's adapter_path; the input "
-                            f"is a {kind} model")
+        if config.merge_adapter_weights and model is not None and kind not in ("hf", "adapter"):
+            problems.append("merge_adapter_weights: merges an adapter (an HfModel's adapter_path "
+                            f"or a LoRA-family step's output); the input is a {kind} model")
+        if kind == "adapter" and config.model_loader:
+            problems.append("model_script/model_loader: the input is an adapter of a Hugging "
+                            "Face model, loaded with transformers and peft; remove them")
         if config.script_dir and not config.user_script:
             problems.append("script_dir: only used with user_script (it is put on sys.path "
                             "before user_script is imported)")
