@@ -84,18 +84,7 @@ PASS_ISSUE = {
 #: Problems (a fragment of the message) and the reason written for them.
 KNOWN_PROBLEMS = (
     ("no such file or folder", "needs a local file the recipe does not ship"),
-    ("PyTorchModel takes its options under 'config'", "PyTorchModel inputs in Olive's current form "
-     "(issue 14 item 4)"),
-    ("io_config: unknown key", "HfModel.io_config (issue 14 item 4)"),
-    ("engine.target: expected string", "a system written inline as target (issue 14 item 4)"),
-    ("evaluators.", "evaluator or metric form (issue 13 item 6)"),
-    ("takes onnx models, but gets an hf model", "OrtTransformersOptimization on an HfModel input "
-     "(issue 14 item 3)"),
-    ("activation_type", "Olive's int8 option names (issue 14 item 3)"),
-    ("save_as_external_data: unknown key", "external-data options on ONNX passes (issue 14 item 2)"),
-    ("model_type: ONNX Runtime's transformer optimizer does not know ''",
-     "OrtTransformersOptimization with model_type '' (issue 14 item 3)"),
-    ("metadata_only", "ModelBuilder metadata_only (ONNX input) is not supported yet"),
+    ("no such file:", "needs a local file the recipe does not ship"),
 )
 
 
