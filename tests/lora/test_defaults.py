@@ -25,21 +25,27 @@ OLIVE_TRAINING = {
     "learning_rate": 2e-4, "lr_scheduler_type": "constant", "num_train_epochs": 3.0,
     "max_steps": -1, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
     "seed": 42, "logging_steps": 500, "save_strategy": "steps", "save_steps": 500,
-    "save_total_limit": 1, "eval_strategy": "no", "group_by_length": False,
+    "save_total_limit": 1, "eval_strategy": "no",
 }
 
 
-def _checkpointing(args: dict[str, Any]) -> Any:
-    return args.get("gradient_checkpointing", args.get("activation_checkpointing"))
+def _checkpointing(args: dict[str, Any]) -> Any:  # transformers 5 calls it activation_...
+    return args.get("activation_checkpointing") or args.get("gradient_checkpointing")
 
 
-def _warmup(args: dict[str, Any]) -> Any:
-    return args["warmup_ratio"] if "warmup_ratio" in args else args["warmup_steps"]
+def _warmup(args: dict[str, Any]) -> Any:  # transformers 5: a warmup_steps below 1 is a ratio
+    return args.get("warmup_ratio") or args.get("warmup_steps")
+
+
+def _grouped(args: dict[str, Any]) -> bool:  # transformers 5: train_sampling_strategy
+    return bool(args.get("group_by_length")) or args.get("train_sampling_strategy") == \
+        "group_by_length"
 
 
 def test_lora_step_without_options_takes_olives_defaults(base_model: Path, tmp_path: Path) -> None:
-    import olivine
     from transformers import TrainingArguments
+
+    import olivine
 
     data = [data_config(text_template=TEMPLATE)]  # the text lives in the data config
     result = olivine.run(workflow(tmp_path, base_model, {"lora": {
@@ -56,7 +62,7 @@ def test_lora_step_without_options_takes_olives_defaults(base_model: Path, tmp_p
     assert record["steps"] == 15  # 40 rows, batch 8, 3 epochs
     args = record["training_args"]
     assert {k: args.get(k) for k in OLIVE_TRAINING} == OLIVE_TRAINING
-    assert _warmup(args) == 0.03 and _checkpointing(args) is True
+    assert _warmup(args) == 0.03 and _checkpointing(args) is True and not _grouped(args)
     assert args["optim"] == str(TrainingArguments(output_dir=str(tmp_path)).optim.value)
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (64, 16, 0.05)

@@ -75,7 +75,8 @@ def configure_finetune(p: argparse.ArgumentParser) -> None:
                        help="batches per optimizer step (default 1)")
     train.add_argument("--learning_rate", type=float, default=None, help="default 2e-4")
     train.add_argument("--lr_scheduler_type", default=None, help="constant (default), linear, cosine, ...")
-    train.add_argument("--warmup_ratio", type=float, default=None, help="default 0.03 (the constant schedule has no warmup)")
+    train.add_argument("--warmup_ratio", type=float, default=None,
+                       help="default 0.03 (the constant schedule has no warmup)")
     train.add_argument("--seed", type=int, default=None, help="default 42")
     train.add_argument("--save_steps", type=int, default=None,
                        help="checkpoint interval (default 500)")
@@ -251,6 +252,8 @@ def _preflight_targets(args: argparse.Namespace, model_path: str, config: Any) -
     from olivine.models import HfModel
     from olivine_lora.train import resolve_targets
 
+    if args.method == "qlora":  # every layer bitsandbytes quantizes, known once it has
+        return
     layers = meta_layers(model_path, args.trust_remote_code)
     if layers is not None:
         resolve_targets(config, HfModel(path=model_path), layers)
