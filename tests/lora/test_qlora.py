@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lora.conftest import variant_step, workflow
+from lora.conftest import PROJECTIONS, variant_step, workflow
 from lora.helpers import perplexity
 
 pytest.importorskip("bitsandbytes")
@@ -43,6 +43,9 @@ def test_qlora_quantization_options_reach_bitsandbytes(base_model: Path, tmp_pat
     record = json.loads((Path(result.output_dir) / "olivine_training.json").read_text())
     assert (record["quant_type"], record["double_quant"], record["compute_dtype"]) == \
         ("fp4", True, "bfloat16")
+    # Olive's QLoRA: every 4-bit layer is a target, and the paged optimizer (runs on the CPU)
+    assert record["target_modules"] == sorted(PROJECTIONS)
+    assert record["training_args"]["optim"] == "paged_adamw_32bit"
     step = {**step, "compute_dtype": None}  # Olive's default: torch_dtype's
     result = olivine.run(workflow(tmp_path / "default", base_model, {"q": step}))
     record = json.loads((Path(result.output_dir) / "olivine_training.json").read_text())
