@@ -32,12 +32,28 @@ BASE_SPEC = tinymodel.TinySpec(vocab_size=512, hidden_size=64, intermediate_size
                                seconds=None, batch_size=16, seq_len=48, learning_rate=4e-3,
                                seed=seed())
 
+#: Every attention and MLP projection of the tiny Qwen2.
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
 #: The LoRA step most tests share: 40 steps, rank 8, a learning rate that shows in 40 steps.
+#: It sets what differs from Olive's defaults (test_defaults.py checks those): fp32 weights
+#: (the export tests compare with fp32 peft), no dropout, no checkpointing, a linear schedule
+#: without warmup, every projection, a loss logged each step.
 LORA_STEP: dict[str, Any] = {
     "type": "LoRA", "train_data_config": "qa", "lora_r": 8, "lora_alpha": 16,
     "text_template": TEMPLATE, "max_steps": 40, "learning_rate": 3e-3, "logging_steps": 1,
-    "per_device_train_batch_size": 4, "seed": seed(),
+    "per_device_train_batch_size": 4, "seed": seed(), "torch_dtype": "float32",
+    "lora_dropout": 0.0, "gradient_checkpointing": False, "lr_scheduler_type": "linear",
+    "warmup_ratio": 0.0, "target_modules": PROJECTIONS,
 }
+
+
+def variant_step(kind: str, **options: Any) -> dict[str, Any]:
+    """:data:`LORA_STEP` as a ``kind`` step: LoHa, LoKr and QLoRA keep Olive's targets."""
+    step = {k: v for k, v in LORA_STEP.items()
+            if kind.lower() == "dora" or k != "target_modules"}
+    step.update(type=kind, **options)
+    return step
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lora.conftest import DATA, LORA_STEP, TEMPLATE, data_config, workflow
+from lora.conftest import DATA, LORA_STEP, TEMPLATE, data_config, variant_step, workflow
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -128,7 +128,7 @@ def test_qlora_without_bitsandbytes(cli: Cli, base_model: Path, tmp_path: Path,
     assert code == 2
     assert "bitsandbytes, which is not installed" in err
     assert "pip install 'olivine-lora[qlora]'" in err
-    config = write_json(workflow(tmp_path, base_model, {"q": {**LORA_STEP, "type": "QLoRA"}}),
+    config = write_json(workflow(tmp_path, base_model, {"q": variant_step("QLoRA")}),
                         tmp_path / "wf.json")
     assert cli("run", "--config", str(config), "--dry-run")[0] == 0  # maybe for another machine
     code, _, err = cli("run", "--config", str(config))

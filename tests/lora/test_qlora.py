@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lora.conftest import LORA_STEP, workflow
+from lora.conftest import PROJECTIONS, variant_step, workflow
 from lora.helpers import perplexity
 
 pytest.importorskip("bitsandbytes")
@@ -20,7 +20,7 @@ def test_qlora_trains_and_merges(base_model: Path, tmp_path: Path, texts: list[s
 
     import olivine
 
-    step = {**LORA_STEP, "type": "QLoRA", "max_steps": 30}
+    step = variant_step("QLoRA", max_steps=30)
     result = olivine.run(workflow(tmp_path, base_model, {"qlora": step,
                                                          "merge": {"type": "MergeAdapterWeights"}}))
     steps = result.report["steps"]
@@ -37,13 +37,16 @@ def test_qlora_trains_and_merges(base_model: Path, tmp_path: Path, texts: list[s
 def test_qlora_quantization_options_reach_bitsandbytes(base_model: Path, tmp_path: Path) -> None:
     import olivine
 
-    step = {**LORA_STEP, "type": "qlora", "max_steps": 2, "quant_type": "fp4", "double_quant": True,
-            "compute_dtype": "bfloat16", "device_map": "auto", "save_quant_config": False}
+    step = variant_step("qlora", max_steps=2, quant_type="fp4", double_quant=True,
+                        compute_dtype="bfloat16", device_map="auto", save_quant_config=False)
     result = olivine.run(workflow(tmp_path, base_model, {"q": step}))
     record = json.loads((Path(result.output_dir) / "olivine_training.json").read_text())
     assert (record["quant_type"], record["double_quant"], record["compute_dtype"]) == \
         ("fp4", True, "bfloat16")
+    # Olive's QLoRA: every 4-bit layer is a target, and the paged optimizer (runs on the CPU)
+    assert record["target_modules"] == sorted(PROJECTIONS)
+    assert record["training_args"]["optim"] == "paged_adamw_32bit"
     step = {**step, "compute_dtype": None}  # Olive's default: torch_dtype's
     result = olivine.run(workflow(tmp_path / "default", base_model, {"q": step}))
     record = json.loads((Path(result.output_dir) / "olivine_training.json").read_text())
-    assert record["compute_dtype"] == "float32"  # torch_dtype auto is float32 on the CPU
+    assert record["compute_dtype"] == "float32"  # the step's torch_dtype

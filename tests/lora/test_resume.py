@@ -27,7 +27,7 @@ def test_killed_run_resumes_from_its_checkpoint(base_model: Path, tmp_path: Path
     import olivine
 
     step = {**LORA_STEP, "max_steps": STEPS, "save_steps": EVERY, "logging_steps": 20,
-            "learning_rate": 1e-3}
+            "learning_rate": 1e-3, "training_args": {"save_total_limit": 2}}  # Olive keeps 1
     wf = workflow(tmp_path, base_model, {"lora": step}, isolation="always")
     config = tmp_path / "wf.json"
     config.write_text(json.dumps(wf))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lora.conftest import LORA_STEP, workflow
+from lora.conftest import variant_step, workflow
 from olivine_testutil import record_quality
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -19,8 +19,8 @@ WriteJson = Callable[[dict[str, Any], Path], Path]
 
 def _olive_step(kind: str, **options: Any) -> dict[str, Any]:
     """A step as Olive's recipes write it: lowercase type, r and alpha."""
-    step = {k: v for k, v in LORA_STEP.items() if k not in ("lora_r", "lora_alpha")}
-    step.update(type=kind, r=4, alpha=8, max_steps=2)
+    step = {k: v for k, v in variant_step(kind).items() if k not in ("lora_r", "lora_alpha")}
+    step.update(r=4, alpha=8, max_steps=2)
     step.update(options)
     return step
 

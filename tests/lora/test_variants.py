@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lora.conftest import LORA_STEP, workflow
+from lora.conftest import variant_step, workflow
 from lora.helpers import genai_logits, torch_logits
 from olivine_testutil import record_quality
 
@@ -26,8 +26,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
 
 def _step(kind: str) -> dict[str, Any]:
     options, _ = VARIANTS[kind]
-    step = {k: v for k, v in LORA_STEP.items() if k not in ("lora_r", "lora_alpha")}
-    step.update(type=kind, max_steps=20, **options)
+    step = {k: v for k, v in variant_step(kind).items() if k not in ("lora_r", "lora_alpha")}
+    step.update(max_steps=20, **options)
     return step
 
 

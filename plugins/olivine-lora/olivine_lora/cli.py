@@ -58,31 +58,45 @@ def configure_finetune(p: argparse.ArgumentParser) -> None:
     data.add_argument("--max_seq_len", type=int, default=None, help="tokens per row (default 1024)")
     data.add_argument("--max_samples", type=int, default=None, help="use only the first N rows")
     lora = p.add_argument_group("LoRA")
-    lora.add_argument("--lora_r", type=int, default=None, help="rank (default 64)")
-    lora.add_argument("--lora_alpha", type=float, default=None, help="alpha (default 16)")
-    lora.add_argument("--lora_dropout", type=float, default=None, help="dropout (default 0)")
+    lora.add_argument("--lora_r", type=int, default=64, help="rank (default 64, as Olive's)")
+    lora.add_argument("--lora_alpha", type=float, default=16.0,
+                      help="alpha (default 16, as Olive's)")
+    lora.add_argument("--lora_dropout", type=float, default=None, help="dropout (default 0.05)")
     lora.add_argument("--target_modules", default=None,
-                      help="comma-separated layer names (q_proj,v_proj) or all-linear; default: "
-                           "every attention and MLP projection")
+                      help="lora only: comma-separated layer names (q_proj,v_proj) or all-linear; "
+                           "default: peft's for the architecture (q_proj,v_proj for Llama/Qwen2); "
+                           "qlora adapts every 4-bit layer")
     train = p.add_argument_group("training")
     train.add_argument("--max_steps", type=int, default=None, help="optimizer steps")
-    train.add_argument("--num_train_epochs", type=float, default=None, help="epochs (default 1)")
+    train.add_argument("--num_train_epochs", type=float, default=None, help="epochs (default 3)")
     train.add_argument("--batch_size", "--per_device_train_batch_size", dest="batch_size", type=int,
-                       default=None, help="rows per step (default 4)")
+                       default=None, help="rows per step (default 8)")
     train.add_argument("--gradient_accumulation_steps", type=int, default=None,
                        help="batches per optimizer step (default 1)")
     train.add_argument("--learning_rate", type=float, default=None, help="default 2e-4")
-    train.add_argument("--lr_scheduler_type", default=None, help="linear (default), cosine, ...")
-    train.add_argument("--warmup_ratio", type=float, default=None, help="default 0")
+    train.add_argument("--lr_scheduler_type", default=None, help="constant (default), linear, cosine, ...")
+    train.add_argument("--warmup_ratio", type=float, default=None,
+                       help="default 0.03 (the constant schedule has no warmup)")
     train.add_argument("--seed", type=int, default=None, help="default 42")
     train.add_argument("--save_steps", type=int, default=None,
-                       help="checkpoint interval (default: a tenth of the run)")
-    train.add_argument("--logging_steps", type=int, default=None, help="default 10")
+                       help="checkpoint interval (default 500)")
+    train.add_argument("--logging_steps", type=int, default=None, help="default 500")
     train.add_argument("--torch_dtype", choices=("auto", "float32", "bfloat16", "float16"),
-                       default=None, help="training dtype (default auto: float32 on cpu)")
-    train.add_argument("--gradient_checkpointing", action="store_true",
-                       help="less memory, slower steps")
+                       default="bfloat16",
+                       help="training dtype (default bfloat16, as Olive's; float16 needs CUDA)")
+    train.add_argument("--gradient_checkpointing", nargs="?", const=True, default=None,
+                       type=_flag_bool, metavar="true|false",
+                       help="recompute activations: less memory, slower steps (default true)")
     _common(p, "finetuned-adapter")
+
+
+def _flag_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"true or false, got {text!r}")
 
 
 def cache_dir_of(args: argparse.Namespace) -> str:
@@ -123,7 +137,12 @@ def _eval_size(text: str | None) -> float | None:
 
 
 def finetune_workflow(args: argparse.Namespace, model_path: str) -> dict[str, Any]:
-    """The Olive-style workflow dict of ``olivine finetune``: one LoRA (or QLoRA) step."""
+    """The Olive-style workflow dict of ``olivine finetune``: one LoRA (or QLoRA) step.
+
+    Like Olive's ``finetune``, the step always names r (64), alpha (16) and torch_dtype
+    (bfloat16), and for QLoRA ``save_quant_config: false``; the rest are the pass's defaults
+    (Olive's) unless a flag gives them.
+    """
     load: dict[str, Any] = {}
     if args.data_files:
         load["data_files"] = [str(Path(f.strip()).expanduser().resolve())
@@ -150,8 +169,10 @@ def finetune_workflow(args: argparse.Namespace, model_path: str) -> dict[str, An
     step.update({k: v for k, v in options.items() if v is not None})
     if args.use_chat_template:
         step["use_chat_template"] = True
-    if args.gradient_checkpointing:
-        step["gradient_checkpointing"] = True
+    if args.gradient_checkpointing is not None:
+        step["gradient_checkpointing"] = args.gradient_checkpointing
+    if args.method == "qlora":  # Olive's command: the adapter is for the full-precision base
+        step["save_quant_config"] = False
     if args.target_modules:
         names = [t.strip() for t in args.target_modules.split(",") if t.strip()]
         step["target_modules"] = names[0] if names == ["all-linear"] else names
@@ -231,6 +252,8 @@ def _preflight_targets(args: argparse.Namespace, model_path: str, config: Any) -
     from olivine.models import HfModel
     from olivine_lora.train import resolve_targets
 
+    if args.method == "qlora":  # every layer bitsandbytes quantizes, known once it has
+        return
     layers = meta_layers(model_path, args.trust_remote_code)
     if layers is not None:
         resolve_targets(config, HfModel(path=model_path), layers)

@@ -12,33 +12,34 @@ from olivine.safepath import component_problem
 
 TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
-#: Default LoRA targets by ``config.json`` ``model_type``: every projection of the attention
-#: and the MLP (the QLoRA paper's finding: all linear layers beat attention-only). Families
-#: not listed get peft's ``all-linear`` (every linear layer but the output head).
-DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    **{name: ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-       for name in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text",
-                    "granite", "olmo", "olmo2", "smollm3", "internlm2", "nemotron")},
-    **{name: ("qkv_proj", "o_proj", "gate_up_proj", "down_proj") for name in ("phi3", "phimoe")},
-    "phi": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
-    "gpt2": ("c_attn", "c_proj", "c_fc"),
-}
+#: Olive's own LoRA targets for model types peft has no default for (peft's
+#: ``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`` comes first, as in Olive).
+OLIVE_TARGETS: dict[str, tuple[str, ...]] = {"phi3": ("o_proj", "qkv_proj")}
 
 #: Training options that also have a place in ``training_args`` (Olive's form), with the
-#: value used when neither gives one.
+#: value used when neither gives one: Olive's ``HFTrainingArguments`` (learning rate,
+#: constant schedule, warmup ratio, gradient checkpointing) over transformers'
+#: ``TrainingArguments`` defaults (3 epochs, batch 8, seed 42, a checkpoint and a log line
+#: every 500 steps). ``max_steps`` None: train ``num_train_epochs``.
 TRAINING_DEFAULTS: dict[str, Any] = {
     "max_steps": None,
-    "num_train_epochs": None,
+    "num_train_epochs": 3.0,
     "learning_rate": 2e-4,
-    "lr_scheduler_type": "linear",
-    "warmup_ratio": 0.0,
-    "per_device_train_batch_size": 4,
+    "lr_scheduler_type": "constant",
+    "warmup_ratio": 0.03,
+    "per_device_train_batch_size": 8,
     "gradient_accumulation_steps": 1,
     "seed": 42,
-    "save_steps": None,
-    "logging_steps": 10,
-    "gradient_checkpointing": False,
+    "save_steps": 500,
+    "logging_steps": 500,
+    "gradient_checkpointing": True,
 }
+
+#: ``training_args`` Olive sets beyond transformers' defaults that are not pass options:
+#: one checkpoint kept (Olive trains in a temporary folder with ``save_total_limit`` 1).
+#: QLoRA adds ``optim: paged_adamw_32bit`` (Olive's ``QLoRATrainingArguments``).
+EXTRA_TRAINING_DEFAULTS: dict[str, Any] = {"save_total_limit": 1}
+QLORA_TRAINING_DEFAULTS: dict[str, Any] = {**EXTRA_TRAINING_DEFAULTS, "optim": "paged_adamw_32bit"}
 
 #: ``training_args`` keys that olivine sets itself: giving them is an error.
 OWNED_TRAINING_ARGS = {
@@ -145,34 +146,39 @@ class LoRAConfig:
         "aliases": ("r",), "help": "rank of the LoRA matrices"})
     lora_alpha: float = attrs.field(default=16.0, validator=_positive, metadata={
         "aliases": ("alpha",), "help": "LoRA scaling numerator: updates are scaled by alpha / r"})
-    lora_dropout: float = attrs.field(default=0.0, validator=_dropout, metadata={
-        "aliases": ("dropout",), "help": "dropout on the LoRA path's input while training"})
+    lora_dropout: float = attrs.field(default=0.05, validator=_dropout, metadata={
+        "aliases": ("dropout",), "help": "dropout on the LoRA path's input while training "
+                                         "(default 0.05, as Olive)"})
     target_modules: list[str] | str | None = attrs.field(default=None, validator=_targets, metadata={
         "help": "linear layers to adapt: names (q_proj), a regex string, or \"all-linear\"; "
-                "null: every attention and MLP projection of known architectures "
-                "(Llama, Qwen2, Mistral, Gemma, Phi-3, ...), else all-linear"})
+                "null (Olive's default): peft's default for the architecture (Llama, Qwen2, "
+                "Mistral: q_proj and v_proj), else Olive's (Phi-3: o_proj, qkv_proj), else an "
+                "error asking for target_modules"})
     modules_to_save: list[str] | None = attrs.field(default=None, metadata={
         "help": "modules trained in full and saved with the adapter (an adapter with them can "
                 "be merged, but not converted to an onnxruntime-genai adapter file)"})
     bias: Literal["none", "all", "lora_only"] = attrs.field(default="none", metadata={
         "help": "which biases to train (peft's bias option)"})
-    torch_dtype: TorchDtype = attrs.field(default="auto", metadata={
-        "help": "weights while training: auto (float32 on cpu, bfloat16 on gpus that have it), "
-                "float32, bfloat16 or float16 (mixed precision on gpu)"})
+    torch_dtype: TorchDtype = attrs.field(default="bfloat16", metadata={
+        "help": "base weights while training: bfloat16 (Olive's default; also on CPU), float32, "
+                "float16 (fp32 weights, fp16 mixed precision; needs a CUDA GPU) or auto "
+                "(float32 on cpu, bfloat16 on gpus that have it)"})
     max_steps: int | None = attrs.field(default=None, validator=_at_least_one, metadata={
-        "help": "optimizer steps to train (wins over num_train_epochs; default: one epoch)"})
+        "help": "optimizer steps to train (wins over num_train_epochs; default: "
+                "num_train_epochs)"})
     num_train_epochs: float | None = attrs.field(default=None, validator=_positive, metadata={
-        "aliases": ("epochs",), "help": "passes over the training data (default 1)"})
+        "aliases": ("epochs",), "help": "passes over the training data (default 3)"})
     learning_rate: float | None = attrs.field(default=None, validator=_positive, metadata={
         "help": "peak learning rate of AdamW (default 2e-4)"})
     lr_scheduler_type: str | None = attrs.field(default=None, metadata={
-        "help": "transformers schedule: linear (default), cosine, constant, "
+        "help": "transformers schedule: constant (Olive's default), linear, cosine, "
                 "constant_with_warmup, ..."})
     warmup_ratio: float | None = attrs.field(default=None, metadata={
-        "help": "fraction of the steps spent warming the learning rate up (default 0)"})
+        "help": "fraction of the steps spent warming the learning rate up (default 0.03; the "
+                "constant schedule has no warmup)"})
     per_device_train_batch_size: int | None = attrs.field(default=None, validator=_at_least_one,
                                                           metadata={
-        "aliases": ("batch_size",), "help": "sequences per step (default 4)"})
+        "aliases": ("batch_size",), "help": "sequences per step (default 8)"})
     gradient_accumulation_steps: int | None = attrs.field(default=None, validator=_at_least_one,
                                                           metadata={
         "help": "batches whose gradients add up to one optimizer step (default 1)"})
@@ -191,10 +197,10 @@ class LoRAConfig:
         "help": "render rows with the tokenizer's chat template: a messages column "
                 "([{role, content}]) or instruction/prompt + response/answer columns"})
     save_steps: int | None = attrs.field(default=None, validator=_at_least_one, metadata={
-        "help": "write a checkpoint every this many steps (default: a tenth of the run); an "
-                "interrupted run resumes from the last one"})
+        "help": "write a checkpoint every this many steps (default 500); an interrupted run "
+                "resumes from the last one"})
     logging_steps: int | None = attrs.field(default=None, validator=_at_least_one, metadata={
-        "help": "report the loss every this many steps (default 10)"})
+        "help": "log the loss every this many steps (default 500)"})
     resume: bool = attrs.field(default=True, metadata={
         "help": "resume an interrupted run of the same step from its last checkpoint"})
     device_map: Literal["auto", "current_device"] | None = attrs.field(default="auto", metadata={
@@ -209,7 +215,7 @@ class LoRAConfig:
                 "kept on the CPU runs on the GPU); needs a CUDA device, an error without one"})
     gradient_checkpointing: bool | None = attrs.field(default=None, metadata={
         "help": "recompute activations in the backward pass: less memory, slower steps "
-                "(default false)"})
+                "(default true, as Olive)"})
     training_args: dict[str, Any] = attrs.field(factory=dict, validator=_training_args, metadata={
         "help": "other transformers TrainingArguments (Olive's training_args); the options "
                 "above may also be given here"})
@@ -258,13 +264,24 @@ def _save_quant_config(instance: Any, attribute: Any, value: bool) -> None:
                          "which no olivine exporter takes); set save_quant_config: false")
 
 
+def _qlora_targets(instance: Any, attribute: Any, value: list[str] | str | None) -> None:
+    if value is not None:
+        raise ValueError("target_modules: QLoRA adapts every linear layer that it quantizes to 4 "
+                         "bits (Olive's rule: Olive replaces any target_modules with them); leave "
+                         "it out, or use LoRA to choose the layers")
+
+
 @attrs.frozen
 class QLoRAConfig(LoRAConfig):
     """Options of ``QLoRA``: those of ``LoRA`` plus the 4-bit quantization of the base model."""
 
+    target_modules: list[str] | str | None = attrs.field(default=None, validator=_qlora_targets,
+                                                         metadata={
+        "help": "null only: QLoRA adapts every 4-bit linear layer (all but the output head), as "
+                "Olive does"})
+
     compute_dtype: TorchDtype | None = attrs.field(default=None, metadata={
-        "help": "dtype of the 4-bit layers' matmuls (default: torch_dtype; auto is float32 on "
-                "cpu, bfloat16 on gpus that have it)"})
+        "help": "dtype of the 4-bit layers' matmuls (default: torch_dtype)"})
     quant_type: Literal["nf4", "fp4"] = attrs.field(default="nf4", metadata={
         "help": "4-bit data type of the frozen base weights"})
     double_quant: bool = attrs.field(default=False, metadata={

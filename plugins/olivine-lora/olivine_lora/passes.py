@@ -29,7 +29,9 @@ class LoRA(Pass):
     produces: ClassVar[str] = "adapter"
     libraries: ClassVar[tuple[str, ...]] = TRAINING_LIBRARIES
     isolate: ClassVar[bool] = True
-    version: ClassVar[str] = "1"
+    # 2: Olive's training defaults (3 epochs, batch 8, constant schedule, ...), which are not
+    # in the step's config when left out, so cached results of version 1 must not be reused
+    version: ClassVar[str] = "2"
 
     def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
         """Train the adapter into ``context.work_dir``."""

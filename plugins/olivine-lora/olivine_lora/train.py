@@ -20,7 +20,13 @@ from olivine.errors import UsageError
 from olivine.models import AdapterModel, HfModel
 from olivine_lora.adapters import check_targets
 from olivine_lora.checkpoints import last_complete_checkpoint, state_dir_for
-from olivine_lora.config import DEFAULT_TARGETS, LoRAConfig, QLoRAConfig
+from olivine_lora.config import (
+    EXTRA_TRAINING_DEFAULTS,
+    OLIVE_TARGETS,
+    QLORA_TRAINING_DEFAULTS,
+    LoRAConfig,
+    QLoRAConfig,
+)
 from olivine_lora.data import TextOptions, load_rows, render_texts, split_eval, text_options
 
 TRAINING_RECORD = "olivine_training.json"
@@ -137,10 +143,30 @@ def linear_layers(model: Any) -> dict[str, tuple[int, int]]:
     return out
 
 
+def default_lora_targets(handle: HfModel) -> list[str]:
+    """Olive's LoRA targets when ``target_modules`` is not given: peft's default for the model
+    type, else Olive's own (Phi-3), else a :class:`UsageError` asking for them."""
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+    kind = model_type(handle)
+    targets = PEFT_TARGETS.get(kind) or OLIVE_TARGETS.get(kind)
+    if not targets:
+        raise UsageError(f"target_modules: model type {kind or '(none in config.json)'!r} of "
+                         f"{handle.path} has no default LoRA targets in peft or Olive; name them, "
+                         "like [\"q_proj\", \"v_proj\"] or \"all-linear\"")
+    return list(targets)
+
+
+def quantized_targets(model: Any) -> list[str]:
+    """Olive's QLoRA targets: the short names of every layer bitsandbytes made 4-bit."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if type(module).__name__ == "Linear4bit"})
+
+
 def resolve_targets(config: LoRAConfig, handle: HfModel, layers: dict[str, tuple[int, int]],
                     variant_default: str | None = None) -> list[str] | str:
     """The target modules: the config's, else ``variant_default`` (LoHa and LoKr: all-linear, as
-    Olive), else the architecture's default; checked against ``layers``."""
+    Olive), else Olive's LoRA default (:func:`default_lora_targets`); checked against ``layers``."""
     targets = config.target_modules
     if targets is None and variant_default is not None:
         targets = variant_default
@@ -149,11 +175,7 @@ def resolve_targets(config: LoRAConfig, handle: HfModel, layers: dict[str, tuple
             # every linear layer (but the head) by its short name so the layer filter applies
             targets = sorted({n.rsplit(".", 1)[-1] for n in layers})
     if targets is None:
-        default = DEFAULT_TARGETS.get(model_type(handle))
-        targets = list(default) if default else "all-linear"
-        if isinstance(targets, list):  # keep the defaults this model has
-            present = {n.rsplit(".", 1)[-1] for n in layers}
-            targets = [t for t in targets if t in present] or "all-linear"
+        targets = default_lora_targets(handle)
     check_targets(targets, layers, handle.path)
     return targets
 
@@ -286,45 +308,73 @@ def _callback(context: Any, record: dict[str, Any]) -> Any:
 
 
 def total_steps(config: LoRAConfig, rows: int) -> int:
-    """Optimizer steps the run will take."""
+    """Optimizer steps the run will take (transformers' count: whole accumulated batches per
+    epoch, at least one, times the epochs rounded up)."""
     max_steps = config.training_value("max_steps")
     if max_steps:
         return int(max_steps)
     batches = math.ceil(rows / int(config.training_value("per_device_train_batch_size")))
-    per_epoch = math.ceil(batches / int(config.training_value("gradient_accumulation_steps")))
-    epochs = float(config.training_value("num_train_epochs") or 1.0)
-    return max(1, math.ceil(per_epoch * epochs))
+    per_epoch = max(1, batches // int(config.training_value("gradient_accumulation_steps")))
+    return max(1, math.ceil(per_epoch * float(config.training_value("num_train_epochs"))))
+
+
+#: The TrainingArguments fields ``olivine_training.json`` records as the run's effective
+#: ``training_args`` (Olive's defaults unless the workflow set them).
+RECORDED_ARGS = ("learning_rate", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
+                 "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "optim", "gradient_checkpointing",
+                 "activation_checkpointing", "group_by_length", "train_sampling_strategy",
+                 "seed", "logging_steps", "save_strategy", "save_steps", "save_total_limit",
+                 "eval_strategy", "eval_steps", "weight_decay", "max_grad_norm", "fp16", "bf16")
+
+
+def effective_args(args: Any) -> dict[str, Any]:
+    """The recorded fields of a TrainingArguments, as JSON values."""
+    out: dict[str, Any] = {}
+    for name in RECORDED_ARGS:
+        if hasattr(args, name):
+            value = getattr(args, name)
+            out[name] = value if isinstance(value, bool | int | float | str | type(None)) \
+                else str(getattr(value, "value", value))
+    return out
 
 
 def training_arguments(config: LoRAConfig, checkpoints: Path, device: str, dtype: Any,
                        steps: int, has_eval: bool) -> Any:
-    """The TrainingArguments of a run (the config's options, then its extra training_args)."""
+    """The TrainingArguments of a run: Olive's defaults (``HFTrainingArguments`` over
+    transformers'), the config's options, then its extra ``training_args``."""
+    import dataclasses
+
     import torch
     from transformers import TrainingArguments
 
+    known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     value = config.training_value
+    max_steps = value("max_steps")
     kwargs: dict[str, Any] = {
-        "output_dir": str(checkpoints), "max_steps": steps,
+        "output_dir": str(checkpoints), "max_steps": int(max_steps) if max_steps else -1,
+        "num_train_epochs": float(value("num_train_epochs")),
         "learning_rate": float(value("learning_rate")),
         "lr_scheduler_type": str(value("lr_scheduler_type")),
-        "warmup_steps": float(value("warmup_ratio") or 0.0),
         "per_device_train_batch_size": int(value("per_device_train_batch_size")),
-        "per_device_eval_batch_size": int(value("per_device_train_batch_size")),
         "gradient_accumulation_steps": int(value("gradient_accumulation_steps")),
         "seed": int(value("seed")), "logging_steps": int(value("logging_steps")),
-        "save_strategy": "steps", "save_steps": int(value("save_steps") or max(1, steps // 10)),
-        "save_total_limit": 2, "eval_strategy": "no", "report_to": [], "disable_tqdm": True,
+        "save_strategy": "steps", "save_steps": int(value("save_steps")),
+        "eval_strategy": "no", "report_to": [], "disable_tqdm": True,
         "use_cpu": device == "cpu", "dataloader_num_workers": 0, "remove_unused_columns": False,
         "include_num_input_tokens_seen": "non_padding",
-        "fp16": device == "cuda" and dtype == torch.float16,
+        "fp16": device == "cuda" and dtype == torch.float16,  # Olive: float16 is mixed precision
+        **(QLORA_TRAINING_DEFAULTS if isinstance(config, QLoRAConfig) else EXTRA_TRAINING_DEFAULTS),
     }
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    if value("gradient_checkpointing"):  # transformers 5 renamed it
-        name = "activation_checkpointing" if "activation_checkpointing" in known else \
-            "gradient_checkpointing"
-        kwargs[name] = True
+    warmup = float(value("warmup_ratio") or 0.0)
+    if "warmup_ratio" in known:
+        kwargs["warmup_ratio"] = warmup
+    else:  # transformers 5: a warmup_steps below 1 is a ratio
+        kwargs["warmup_steps"] = warmup
+    # transformers 5 renamed gradient_checkpointing
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in known else \
+        "gradient_checkpointing"
+    kwargs[checkpointing] = bool(value("gradient_checkpointing"))
     extra = config.extra_training_args()
     if "group_by_length" in extra and "group_by_length" not in known and \
             extra.pop("group_by_length"):  # transformers 5's name for it
@@ -340,6 +390,8 @@ def training_arguments(config: LoRAConfig, checkpoints: Path, device: str, dtype
     if not has_eval:  # Olive's rule: no evaluation without evaluation data
         for key in ("eval_strategy", "eval_steps", "load_best_model_at_end"):
             kwargs.pop(key, None)
+    elif kwargs.get("eval_strategy") in (None, "no"):  # Olive: "steps" unless told "epoch"
+        kwargs["eval_strategy"] = "steps"
     return TrainingArguments(**kwargs)
 
 
@@ -381,7 +433,11 @@ def train_adapter(handle: HfModel, config: LoRAConfig, context: Any) -> AdapterM
     model = load_model(handle, torch.float32 if dtype == torch.float16 else dtype, quantization,
                        device, resolve_device_map(config.device_map, device))
     layers = linear_layers(model)
-    targets = resolve_targets(config, handle, layers, default_targets(config))
+    if qlora:  # Olive's rule: every layer bitsandbytes quantized
+        targets: list[str] | str = quantized_targets(model)
+        check_targets(targets, layers, handle.path)
+    else:
+        targets = resolve_targets(config, handle, layers, default_targets(config))
     if qlora:
         from peft import prepare_model_for_kbit_training
 
@@ -467,6 +523,7 @@ def _train(config: LoRAConfig, context: Any, run: Prepared, state: Path) -> Adap
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
+    steps = int(trainer.state.max_steps or steps)
     cpu = time.process_time() - cpu
     metrics: dict[str, Any] = {}
     if eval_ids:
@@ -494,6 +551,7 @@ def _train(config: LoRAConfig, context: Any, run: Prepared, state: Path) -> Adap
         "train_cpu_seconds": round(cpu, 3),
         "tokens_per_second": round(tokens / loop, 1) if loop else None,
         "total_seconds": round(time.perf_counter() - run.started, 3), **metrics,
+        "training_args": effective_args(args),
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
