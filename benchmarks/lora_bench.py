@@ -92,7 +92,10 @@ def run_olivine(model: Path, data: Path, cache: Path, out: Path, cfg: dict[str, 
 
     shutil.rmtree(cache / "steps", ignore_errors=True)  # keep file-hashes.sqlite, drop results
     shutil.rmtree(out, ignore_errors=True)
-    step = {"type": "LoRA", "train_data_config": "data", **cfg}
+    # the plain peft/transformers run's settings where olivine's (Olive's) defaults differ
+    step = {"type": "LoRA", "train_data_config": "data", **cfg, "torch_dtype": "float32",
+            "lora_dropout": 0.0, "gradient_checkpointing": False, "lr_scheduler_type": "linear",
+            "warmup_ratio": 0.0}
     seq = step.pop("max_seq_len")
     wf = {"input_model": {"type": "HfModel", "model_path": str(model)},
           "systems": {"local": {"type": "LocalSystem", "isolation": "never"}},

@@ -132,11 +132,12 @@ def test_one_block_per_row_needs_a_power_of_two_row(tmp_path: Path, tiny_model: 
     MatMulNBits cannot run it, so the run stops before quantizing anything, naming the linear
     and the block sizes that fit."""
     import olivine
-    from olivine.errors import UsageError
+    from olivine.errors import PassError
 
-    with pytest.raises(UsageError, match=r"down_proj: group_size -1 .*MatMulNBits.*\(16, 32, 64, 128\)"):
+    with pytest.raises(PassError, match=r"down_proj: group_size -1 .*MatMulNBits.*\(16, 32, 64, 128\)") as err:
         olivine.run({"input_model": {"type": "HfModel", "model_path": str(tiny_model.path)},
                      "passes": {"r": {"type": "Rtn", "group_size": -1}},
                      "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
                      "log_severity_level": 3})
+    assert err.value.exit_code == 2  # a user's setting, not a crash
     assert not (tmp_path / "out").exists()

@@ -73,10 +73,11 @@ class SessionParamsTuningConfig:
         default=None, metadata={"data_config": True, "help": "data config whose first batch is "
                                 "timed (default: generated inputs, symbolic dimensions 1)"})
     user_script: str | None = attrs.field(
-        default=None, metadata={"help": "Olive's pass-level script for an inline data config; "
+        default=None, metadata={"input_path": True,
+                                "help": "Olive's pass-level script for an inline data config; "
                                         "olivine reads it from the data config entry"})
-    script_dir: str | None = attrs.field(default=None,
-                                         metadata={"help": "goes with user_script"})
+    script_dir: str | None = attrs.field(default=None, metadata={"input_path": True,
+                                                                 "help": "goes with user_script"})
     device: str | None = attrs.field(
         default=None, metadata={"help": "the device tuned for (default: the target's; must be it)"})
     cpu_cores: int | None = attrs.field(
