@@ -218,3 +218,17 @@ def tiny_random_vl(folder: Path, model_type: str = "qwen3_vl") -> Path:
     AutoModelForImageTextToText.from_config(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def encoder_fixtures(module_name: str) -> Any:
+    """``tests/encoders/conftest.py`` loaded as a module (its tiny-BERT fixtures), for the
+    folders that reuse them: conftest modules cannot be imported by name (each folder has
+    one)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        module_name, Path(__file__).resolve().parent / "encoders" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,19 +1,13 @@
 """Fixtures of the INC tests: the encoder tests' tiny BERT, reused.
 
-The fixtures are those of ``tests/encoders/conftest.py`` (conftest modules cannot be imported
-by name: each folder has one), loaded from its file.
+The fixtures are those of ``tests/encoders/conftest.py``, loaded from its file.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from olivine_testutil import encoder_fixtures
 
-_spec = importlib.util.spec_from_file_location(
-    "olivine_encoder_fixtures_inc", Path(__file__).resolve().parents[1] / "encoders" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
+_fixtures = encoder_fixtures("olivine_encoder_fixtures_inc")
 
 tiny_bert = _fixtures.tiny_bert
 exported_tiny_bert = _fixtures.exported_tiny_bert

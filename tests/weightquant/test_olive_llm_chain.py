@@ -134,7 +134,8 @@ def test_one_block_per_row_needs_a_power_of_two_row(tmp_path: Path, tiny_model: 
     import olivine
     from olivine.errors import PassError
 
-    with pytest.raises(PassError, match=r"down_proj: group_size -1 .*MatMulNBits.*\(16, 32, 64, 128\)") as err:
+    expected = r"down_proj: group_size -1 .*MatMulNBits.*\(16, 32, 64, 128\)"
+    with pytest.raises(PassError, match=expected) as err:
         olivine.run({"input_model": {"type": "HfModel", "model_path": str(tiny_model.path)},
                      "passes": {"r": {"type": "Rtn", "group_size": -1}},
                      "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),

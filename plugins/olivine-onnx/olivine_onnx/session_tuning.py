@@ -140,28 +140,11 @@ def _label(provider: str, session: dict[str, Any], io_bind: bool) -> str:
 
 
 def session_options(settings: dict[str, Any], profile_prefix: Path | None = None) -> Any:
-    """An ``onnxruntime.SessionOptions`` from ``settings["session_options"]``."""
-    import onnxruntime as ort
+    """An ``onnxruntime.SessionOptions`` from ``settings["session_options"]`` (the host's
+    :func:`olivine.ortsession.session_options`, which every evaluator session uses too)."""
+    from olivine.ortsession import session_options as host_session_options
 
-    given = settings.get("session_options") or {}
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if given.get("intra_op_num_threads") is not None:
-        options.intra_op_num_threads = int(given["intra_op_num_threads"])
-    if given.get("inter_op_num_threads") is not None:
-        options.inter_op_num_threads = int(given["inter_op_num_threads"])
-    if given.get("execution_mode") is not None:
-        options.execution_mode = ort.ExecutionMode(int(given["execution_mode"]))
-    if given.get("graph_optimization_level") is not None:
-        options.graph_optimization_level = ort.GraphOptimizationLevel(
-            int(given["graph_optimization_level"]))
-    for key, value in (given.get("extra_session_config") or {}).items():
-        options.add_session_config_entry(str(key), str(value))
-    if given.get("enable_profiling"):
-        options.enable_profiling = True
-        if profile_prefix is not None:
-            options.profile_file_prefix = str(profile_prefix)
-    return options
+    return host_session_options(settings, profile_prefix)
 
 
 def create_session(model_file: str | Path, settings: dict[str, Any] | None = None,
