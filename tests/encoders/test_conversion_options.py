@@ -160,6 +160,7 @@ def test_torch_dtype_float16(tiny_bert: Path, workflow: Any, ort_session: Any,
     assert _attributes(out)["torch_dtype"] == "float16"
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_image_classification_hf_model(tmp_path: Path, workflow: Any, ort_session: Any) -> None:
     """The microsoft-resnet-50 recipes' input: an image-classification HfModel with
     io_config input_shapes and no dynamic_axes, exported at those fixed shapes (as Olive)."""

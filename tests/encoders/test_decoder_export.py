@@ -93,7 +93,7 @@ def greedy_torch(model: Path, prompt: np.ndarray, new_tokens: int) -> list[int]:
 PROMPT = np.array([7, 21, 40, 11, 63, 5], np.int64)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_qwen2"])
+@pytest.mark.parametrize("fixture", [pytest.param("tiny_gpt2", marks=pytest.mark.slow), "tiny_qwen2"])
 def test_export_with_past_generates_like_torch(fixture: str, request: pytest.FixtureRequest,
                                                workflow: Any, tmp_path: Path) -> None:
     model = request.getfixturevalue(fixture)
@@ -126,6 +126,7 @@ def test_task_with_past_and_olive_name_templates(tiny_qwen2: Path, workflow: Any
     assert shape[1] == 2 and shape[3] == 8  # 2 KV heads of size 32 / 4
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_perplexity_is_the_same_with_and_without_past(tiny_gpt2: Path, workflow: Any,
                                                       tmp_path: Path) -> None:
     """The evaluator feeds an empty past: the cached export scores like the plain one."""
@@ -146,6 +147,7 @@ def test_perplexity_is_the_same_with_and_without_past(tiny_gpt2: Path, workflow:
     assert values[0] > 10
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_gpt2_with_past_fuses(tiny_gpt2: Path, workflow: Any, tmp_path: Path) -> None:
     """onnxruntime's gpt2 fusion on the cached export: fused ops counted, tokens unchanged."""
     result = export(tiny_gpt2, workflow, tmp_path, io_config={"kv_cache": True},
@@ -182,6 +184,7 @@ def test_kv_cache_config_errors_before_running(tiny_qwen2: Path, tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_kv_cache_on_an_encoder_fails_clearly(tiny_bert: Path, workflow: Any,
                                               tmp_path: Path) -> None:
     with pytest.raises(OlivineError, match="does not return a key/value cache"):

@@ -53,6 +53,7 @@ def test_latency_size_and_similarity(tiny_bert: Path, workflow: Any) -> None:
     assert result.report["goals"][0]["met"] is True
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_unreachable_goal_exits_3(exported_tiny_bert: Path, tiny_bert: Path, workflow: Any,
                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = workflow(

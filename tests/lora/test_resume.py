@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lora.conftest import LORA_STEP, workflow
 
@@ -23,6 +24,7 @@ def _adapter(folder: Path) -> dict[str, np.ndarray]:
     return load_file(str(folder / "adapter" / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_killed_run_resumes_from_its_checkpoint(base_model: Path, tmp_path: Path) -> None:
     import olivine
 

@@ -48,6 +48,7 @@ def test_ray_search_equals_local_search(tmp_path: Path, onnx_model: Path, runs_f
     assert len(pids) >= 2  # really ran in parallel workers
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_a_candidate_that_kills_its_worker_is_retried_then_recorded(
         tmp_path: Path, onnx_model: Path, runs_file: Path, write_config: Any, cli: Any) -> None:
     system = {**RAY, "step_isolation": "never", "max_retries": 1,
