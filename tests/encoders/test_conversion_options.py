@@ -89,6 +89,7 @@ def test_optimize_false_keeps_foldable_nodes(tiny_bert: Path, workflow: Any,
     assert counts[False] > counts[True], counts
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_save_metadata_for_token_generation(tiny_gpt2: Path, workflow: Any,
                                             ort_session: Any) -> None:
     """The generation metadata Olive writes: config, generation config and a tokenizer with

@@ -108,6 +108,7 @@ def test_export_with_past_generates_like_torch(fixture: str, request: pytest.Fix
     assert greedy_onnx(out, PROMPT, 12) == greedy_torch(model, PROMPT, 12)
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_task_with_past_and_olive_name_templates(tiny_qwen2: Path, workflow: Any,
                                                  tmp_path: Path) -> None:
     """Olive's task suffix turns the cache on; its KVCacheConfig name templates are honoured."""

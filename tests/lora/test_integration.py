@@ -77,6 +77,7 @@ def test_generate_with_adapter(exported: Path, other_adapter: Path, tmp_path: Pa
     assert code == 2 and "made for a different base model" in err
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_auto_opt_takes_the_finetune_folder(base_model: Path, trained: Path, tmp_path: Path,
                                             cli: Cli, torch_models: tuple[Any, Any, Any]) -> None:
     if not _builder_takes_adapters():

@@ -103,6 +103,7 @@ def test_generate_streams_and_reports_speed(int4_output: tuple[Path, int, str, s
     assert float(match[1]) > 0
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_capture_onnx_graph_writes_fp32(cli: Any, trained_model: Path, step_cache: Path,
                                         tmp_path: Path, tokenizer: Any) -> None:
     out = tmp_path / "captured"

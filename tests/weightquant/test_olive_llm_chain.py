@@ -44,6 +44,7 @@ def _workflow(tmp_path: Path, model: Path, calib: Path) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (tox -e slow runs it)
 def test_gptq_rtn_modelbuilder_chain_runs_in_genai(tmp_path: Path, tied_model: Path) -> None:
     import onnx
     import onnxruntime_genai as og
