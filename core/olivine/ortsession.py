@@ -193,6 +193,16 @@ def session_options(settings: Mapping[str, Any], profile_prefix: Path | None = N
     return options
 
 
+def onnx_model_file(model: OnnxModel | str | Path) -> Path:
+    """The ``.onnx`` file of ``model``: a handle, a ``.onnx`` file or the folder holding it."""
+    path = model.model_file() if isinstance(model, OnnxModel) else Path(model)
+    if path.is_dir():
+        path = OnnxModel(path=str(path)).model_file()
+    if not path.is_file():
+        raise UsageError(f"no ONNX model at {str(path)!r}")
+    return path
+
+
 def create_session(model: OnnxModel | str | Path, settings: Mapping[str, Any] | None = None,
                    profile_prefix: Path | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` for ``model`` (a handle, a ``.onnx`` file or its
@@ -200,11 +210,7 @@ def create_session(model: OnnxModel | str | Path, settings: Mapping[str, Any] | 
     import onnxruntime as ort
 
     handle = model if isinstance(model, OnnxModel) else None
-    path = model.model_file() if isinstance(model, OnnxModel) else Path(model)
-    if path.is_dir():
-        path = OnnxModel(path=str(path)).model_file()
-    if not path.is_file():
-        raise UsageError(f"no ONNX model at {str(path)!r}")
+    path = onnx_model_file(model)
     # settings from session_settings pass through unchanged; a plain settings object is
     # normalized the same way (providers default to CPU)
     resolved = session_settings(handle, None) if settings is None else session_settings(None, settings)

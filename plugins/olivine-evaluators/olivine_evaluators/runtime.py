@@ -44,16 +44,13 @@ class OnnxRunner:
         from olivine.ortsession import (
             create_session,
             model_settings,
+            onnx_model_file,
             session_settings,
             session_summary,
         )
 
         handle = model if isinstance(model, OnnxModel) else None
-        path = model.model_file() if isinstance(model, OnnxModel) else Path(model)
-        if path.is_dir():
-            path = OnnxModel(path=str(path)).model_file()
-        if not path.is_file():
-            raise UsageError(f"no ONNX model at {str(path)!r}")
+        path = onnx_model_file(model)
         self.path = path
         defaults = [default_provider or "CPUExecutionProvider"]
         ov = dict(overrides or {})
