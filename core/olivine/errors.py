@@ -26,8 +26,8 @@ class UsageError(OlivineError):
 class ConfigError(UsageError):
     """A workflow config with one or more problems, all reported at once."""
 
-    def __init__(self, problems: Sequence[str], source: str | None = None) -> None:
-        self.problems = list(problems)
+    def __init__(self, problems: str | Sequence[str], source: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
         where = f" in {source}" if source else ""
         count = len(self.problems)

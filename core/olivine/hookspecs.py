@@ -58,6 +58,22 @@ def register_commands(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_model_kinds(register: Callable[[type], None]) -> None:
+    """Register model kinds: call ``register(HandleClass)`` once per kind.
+
+    :param register: takes a frozen attrs subclass of :class:`olivine.ModelHandle` whose
+        ``kind`` class variable is the kind's unique name (what passes put in ``accepts``
+        and ``produces``). Handles are written to run records with ``to_dict`` and read
+        back by kind, so fields must be JSON values or handles. A class that also reads a
+        workflow's ``input_model`` lists Olive's ``type`` names in ``input_types`` and
+        implements ``from_input_config(config, base_dir)``, returning a handle or raising
+        :class:`olivine.ConfigError` with a message naming the bad key. The host's own
+        kinds (``hf``, ``onnx``, ``pytorch``, ``adapter``, ``composite``) are registered
+        through this hook too.
+    """
+
+
+@hookspec
 def register_data_components(register: Callable[..., None]) -> None:
     """Register data components and containers: ``register(kind, obj, name=None)``.
 

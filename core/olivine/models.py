@@ -273,15 +273,46 @@ class CompositeModel(ModelHandle):
         return out
 
 
+#: kind -> handle class: the host's kinds, then those plugins register (register_model_kinds)
 HANDLE_TYPES: dict[str, type[ModelHandle]] = {
     cls.kind: cls for cls in (HfModel, OnnxModel, AdapterModel, CompositeModel, PyTorchModel)
 }
+
+BUILTIN_KINDS: tuple[type[ModelHandle], ...] = tuple(HANDLE_TYPES.values())
+
+
+def register_kind(cls: Any) -> None:
+    """Add a handle class to :data:`HANDLE_TYPES`; ValueError when it is not a valid kind."""
+    if not (isinstance(cls, type) and issubclass(cls, ModelHandle) and attrs.has(cls)):
+        raise ValueError(f"{cls!r} is not an attrs subclass of olivine.ModelHandle")
+    kind = cls.__dict__.get("kind")
+    if not isinstance(kind, str) or not kind or kind == ModelHandle.kind:
+        raise ValueError(f"{cls.__qualname__} sets no kind of its own (a class variable 'kind')")
+    other = HANDLE_TYPES.get(kind)
+    if other is not None and other is not cls:
+        raise ValueError(f"model kind {kind!r} is registered twice: {other.__module__}."
+                         f"{other.__qualname__} and {cls.__module__}.{cls.__qualname__}")
+    HANDLE_TYPES[kind] = cls
+
+
+def handle_type(kind: str) -> type[ModelHandle]:
+    """The handle class of ``kind``, loading the plugins when a plugin's kind is asked for."""
+    cls = HANDLE_TYPES.get(kind)
+    if cls is None:
+        from olivine.plugins import get_plugin_host
+
+        get_plugin_host()
+        cls = HANDLE_TYPES.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown model kind {kind!r}: no installed plugin registers it "
+                         f"(known: {', '.join(sorted(HANDLE_TYPES))})")
+    return cls
 
 
 def handle_from_dict(data: Mapping[str, Any], base: Path | None = None) -> ModelHandle:
     """Rebuild a handle written by :meth:`ModelHandle.to_dict`; relative paths join ``base``."""
     data = dict(data)
-    cls = HANDLE_TYPES[data.pop("kind")]
+    cls = handle_type(str(data.pop("kind")))
     kwargs: dict[str, Any] = {}
     for field in attrs.fields(cls):
         if field.name not in data:

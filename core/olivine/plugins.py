@@ -126,6 +126,10 @@ class PluginHost:
         self.evaluators: Registry[type[Evaluator]] = Registry("metric type")
         self.systems: Registry[type[System]] = Registry("system type")
         self.commands: dict[str, CommandSpec] = {}
+        #: model kind -> (handle class, plugin), from register_model_kinds
+        self.model_kinds: dict[str, tuple[type, str]] = {}
+        #: Olive input_model type (lower case) -> kind, for kinds that read an input_model
+        self.input_types: dict[str, str] = {}
         #: (kind, name) -> (component or container spec, plugin), from register_data_components
         self.data_components: dict[tuple[str, str], tuple[Any, str]] = {}
         self._collect()
@@ -152,6 +156,9 @@ class PluginHost:
         for impl in self.pm.hook.register_commands.get_hookimpls():
             owner = self._plugin_of(impl)
             impl.function(register=lambda *a, o=owner, **k: self._add_command(o, *a, **k))
+        for impl in self.pm.hook.register_model_kinds.get_hookimpls():
+            owner = self._plugin_of(impl)
+            impl.function(register=lambda cls, o=owner: self._add_model_kind(o, cls))
         for impl in self.pm.hook.register_data_components.get_hookimpls():
             owner = self._plugin_of(impl)
             impl.function(register=lambda *a, o=owner: self._add_data_component(o, *a))
@@ -168,6 +175,29 @@ class PluginHost:
             raise PluginError(f"data {key[0]} {key[1]!r} is registered twice: by plugin "
                               f"{other[1]!r} and by plugin {owner!r}")
         self.data_components[key] = (obj, owner)
+
+    def _add_model_kind(self, owner: str, cls: Any) -> None:
+        from olivine.models import register_kind
+
+        kind = getattr(cls, "kind", None)
+        other = self.model_kinds.get(kind) if isinstance(kind, str) else None
+        if other is not None and other[0] is not cls:
+            raise PluginError(f"model kind {kind!r} is registered twice: by plugin {other[1]!r} "
+                              f"and by plugin {owner!r}")
+        try:
+            register_kind(cls)
+        except ValueError as exc:
+            raise PluginError(f"plugin {owner!r} registered a bad model kind: {exc}") from exc
+        self.model_kinds[cls.kind] = (cls, owner)
+        for name in getattr(cls, "input_types", ()):
+            clash = self.input_types.get(name.lower())
+            if clash is not None and clash != cls.kind:
+                raise PluginError(f"input_model type {name!r} is claimed by model kinds "
+                                  f"{clash!r} and {cls.kind!r} (plugin {owner!r})")
+            if not callable(getattr(cls, "from_input_config", None)):
+                raise PluginError(f"plugin {owner!r}: model kind {cls.kind!r} lists input_types "
+                                  "but has no from_input_config(config, base_dir)")
+            self.input_types[name.lower()] = cls.kind
 
     def _add_named(self, registry: Registry[Any], cls: type, owner: str) -> None:
         registry.add(getattr(cls, "name", ""), cls, owner)
@@ -214,6 +244,7 @@ class PluginHost:
                 "metric_types": self.evaluators.owned_by(info.name),
                 "systems": self.systems.owned_by(info.name),
                 "commands": sorted(c.name for c in self.commands.values() if c.plugin == info.name),
+                "model_kinds": sorted(k for k, (_, o) in self.model_kinds.items() if o == info.name),
                 "data_components": sorted(f"{k}:{n}" for (k, n), (_, o) in
                                           self.data_components.items() if o == info.name),
             })

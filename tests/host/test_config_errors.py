@@ -125,8 +125,8 @@ CASES: list[tuple[str, list[Mutation], list[str]]] = [
     ("missing input model", [delp("input_model")],
      ["input_model: required: an object with type (HfModel or ONNXModel) and model_path"]),
     ("unknown model type", [setp("input_model.type", "OnnxModle")],
-     ["input_model.type: unknown model type \"OnnxModle\" (did you mean 'ONNXModel'?); expected "
-      "HfModel, ONNXModel or PyTorchModel"]),
+     ["input_model.type: unknown model type \"OnnxModle\" (did you mean 'ONNXModel'?); expected one of "
+      "HfModel, ONNXModel, PyTorchModel"]),
     ("missing onnx file", [setp("input_model.model_path", "/nonexistent/model.onnx")],
      ["input_model.model_path: no such file or folder: '/nonexistent/model.onnx'"]),
     ("missing hf folder", [setp("input_model", {"type": "HfModel", "model_path": "./models/nothing"})],

@@ -27,9 +27,9 @@ def test_installed_plugins_are_discovered_through_entry_points() -> None:
 
 def test_allow_list_loads_only_named_plugins_plus_builtins() -> None:
     names = {r["name"] for r in _plugins({"OLIVINE_LOAD_PLUGINS": "olivine-example"})}
-    assert names == {"example", "olivine-systems", "olivine-progress"}
+    assert names == {"example", "olivine-systems", "olivine-progress", "olivine-models"}
     names = {r["name"] for r in _plugins({"OLIVINE_LOAD_PLUGINS": ""})}
-    assert names == {"olivine-systems", "olivine-progress"}
+    assert names == {"olivine-systems", "olivine-progress", "olivine-models"}
 
 
 def test_block_list_skips_plugins() -> None:

@@ -67,10 +67,7 @@ def input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | No
     kinds = {"hfmodel": "HfModel", "pytorchmodel": "PyTorchModel", "onnxmodel": "ONNXModel"}
     canonical = kinds.get(mtype.lower())
     if canonical is None:
-        problems.add(f"{path}.type", f"unknown model type {show(mtype)}"
-                     f"{did_you_mean(mtype, ['HfModel', 'ONNXModel', 'PyTorchModel'])}; "
-                     f"expected HfModel, ONNXModel or PyTorchModel")
-        return None
+        return _plugin_input_model(raw, mtype, base_dir, problems)
     data = dict(raw)
     io_config: Any = None
     if canonical == "PyTorchModel":
@@ -175,6 +172,39 @@ def input_model(raw: Any, base_dir: Path, problems: Problems) -> InputModel | No
         return None
     return InputModel("HfModel", HfModel(path=model_path, task=task, load_kwargs=load_kwargs,
                                          adapter_path=adapter, io_config=io), is_hub_id=True)
+
+
+def _plugin_input_model(raw: Mapping[str, Any], mtype: str, base_dir: Path,
+                        problems: Problems) -> InputModel | None:
+    """An ``input_model`` whose type a plugin's model kind reads (``from_input_config``)."""
+    from olivine.errors import ConfigError
+    from olivine.plugins import get_plugin_host
+
+    host = get_plugin_host()
+    kind = host.input_types.get(mtype.lower())
+    if kind is None:
+        names = ["HfModel", "ONNXModel", "PyTorchModel",
+                 *sorted(n for cls, _ in host.model_kinds.values()
+                         for n in getattr(cls, "input_types", ()))]
+        problems.add("input_model.type", f"unknown model type {show(mtype)}"
+                     f"{did_you_mean(mtype, names)}; expected one of {', '.join(names)}")
+        return None
+    cls, owner = host.model_kinds[kind]
+    config = {k: v for k, v in raw.items() if k != "type"}
+    if isinstance(config.get("config"), Mapping) and set(config) == {"config"}:
+        config = dict(config["config"])
+    try:
+        handle = cls.from_input_config(config, base_dir)  # type: ignore[attr-defined]
+    except ConfigError as exc:
+        for problem in exc.problems:
+            problems.add("input_model", problem)
+        return None
+    if not isinstance(handle, ModelHandle):
+        problems.add("input_model", f"plugin {owner!r} returned {handle!r} for type {mtype!r}, "
+                     "not a model handle")
+        return None
+    canonical = next(n for n in getattr(cls, "input_types", ()) if n.lower() == mtype.lower())
+    return InputModel(canonical, handle)
 
 
 #: Olive's PyTorch model file formats and whether olivine loads them
