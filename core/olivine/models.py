@@ -292,7 +292,7 @@ def register_kind(cls: Any) -> None:
     if other is not None and other is not cls:
         raise ValueError(f"model kind {kind!r} is registered twice: {other.__module__}."
                          f"{other.__qualname__} and {cls.__module__}.{cls.__qualname__}")
-    HANDLE_TYPES[kind] = cls
+    HANDLE_TYPES[kind] = cls  # type: ignore[assignment]  # checked above
 
 
 def handle_type(kind: str) -> type[ModelHandle]:
