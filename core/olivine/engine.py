@@ -99,6 +99,9 @@ class Engine:
         check_apart(output_dir, cache.root)
         check_output_dir(output_dir, cache.file_hash if cache.exists() else None)
         cache.ensure()
+        from olivine.sharedcache import for_engine
+
+        self.shared = for_engine(engine)  # a shared cache for teams, when the config names one
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         run_dir = cache.begin_run(run_id)  # steps this run uses are safe from `olivine cache clean`
         try:
@@ -229,10 +232,16 @@ class Engine:
 
             with cache.lock(key, on_wait=waiting):
                 hit = cache.lookup(key)
+                shared = getattr(self, "shared", None)
+                if hit is None and shared is not None:
+                    hit = shared.fetch(cache, key)
+                    record["shared_cache"] = "hit" if hit is not None else "miss"
                 if hit is None:
                     hit = self._compute(cache, run_dir, step, entry, cls, config, model, key,
                                         parts, record)
                     record["status"] = "ran"
+                    if shared is not None and shared.upload(cache, hit):
+                        record["shared_cache"] = "uploaded"
                 else:
                     record["status"] = "cached"
         else:

@@ -64,6 +64,10 @@ def add_builtin(sub: Any) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     p.set_defaults(handler=cmd_script)
 
+    from olivine.cli.tools import add_tools
+
+    add_tools(sub)  # shared-cache, generate-model-package, init
+
 
 def cmd_script(args: argparse.Namespace) -> int:
     """``olivine script FILE ARGS...``: a user's driver script, Olive's imports answered."""

@@ -178,6 +178,32 @@ class SearchStrategy:
 
 
 @attrs.frozen
+class SharedCacheConfig:
+    """``engine.shared_cache`` in its object form (see :mod:`olivine.sharedcache`)."""
+
+    path: str = attrs.field(metadata={"help": "fsspec URL or folder: s3://bucket/prefix, az://..., "
+                                              "gs://..., /shared/folder"})
+    storage_options: dict[str, Any] = attrs.field(factory=dict, metadata={
+        "help": "fsspec options of the location (endpoint_url, key, secret, account_name, ...)"})
+    update_shared_cache: bool = attrs.field(default=True, metadata={
+        "help": "upload computed steps (false: only download)"})
+
+
+@attrs.frozen
+class OliveCacheConfig:
+    """Olive's ``cache_config``: the local cache folder and an Azure Blob shared cache."""
+
+    cache_dir: str | list[str] | None = None
+    clean_cache: bool = False
+    clean_evaluation_cache: bool = attrs.field(default=False, metadata={
+        "help": "olivine keeps no evaluation cache: nothing to clean"})
+    account_name: str | None = None
+    container_name: str | None = None
+    enable_shared_cache: bool = False
+    update_shared_cache: bool = True
+
+
+@attrs.frozen
 class EngineConfig:
     """Engine options: in an ``engine`` block or at the top level of the config."""
 
@@ -193,6 +219,12 @@ class EngineConfig:
     no_artifacts: bool = False
     clean_cache: bool = False
     output_name: str | None = None
+    shared_cache: SharedCacheConfig | str | None = attrs.field(default=None, metadata={
+        "help": "a shared step cache for teams: an fsspec URL or {path, storage_options, "
+                "update_shared_cache} (olivine.sharedcache)"})
+    enable_shared_cache: bool = attrs.field(default=False, metadata={
+        "help": "Olive's: use Olive's public Azure Blob shared cache"})
+    cache_config: OliveCacheConfig | None = None
 
 
 ENGINE_KEYS = tuple(f.name for f in attrs.fields(EngineConfig))

@@ -377,6 +377,10 @@ def _engine(raw: Mapping[str, Any], problems: Problems) -> EngineConfig:
     engine = structure(merged, EngineConfig, prefix, problems)
     if is_missing(engine):
         return EngineConfig()
+    from olivine.sharedcache import local_cache_dir
+
+    if local_cache_dir(engine) and "cache_dir" not in raw and "cache_dir" not in block:
+        engine = attrs.evolve(engine, cache_dir=local_cache_dir(engine))  # Olive's cache_config
     for key in ("output_dir", "cache_dir"):
         problem = _folder_problem(getattr(engine, key))
         if problem is not None:

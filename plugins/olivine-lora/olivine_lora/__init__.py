@@ -26,8 +26,16 @@ def register_passes(register: Any) -> None:
 
 @olivine.hookimpl
 def register_commands(register: Any) -> None:
-    """Register ``finetune``, ``convert-adapters`` and ``generate-adapter``."""
+    """Register ``finetune``, ``convert-adapters``, ``generate-adapter`` and ``extract-adapters``."""
     from olivine_lora import cli
 
     for name, help_text, configure, handler in cli.COMMANDS:
         register(name, help_text, configure, handler)
+    from olivine_lora import extract_cli
+
+    def extract(args: Any) -> int:
+        return extract_cli.cmd_extract_adapters(args)
+
+    register("extract-adapters", "write the LoRA weights of peft adapters or of an ONNX model "
+             "built with one into .onnx_adapter/.npz/.safetensors/.pt files (Olive's command)",
+             extract_cli.configure, extract)

@@ -24,3 +24,15 @@ def register_passes(register: Any) -> None:
     """Register the ONNX graph passes."""
     for cls in ALL_PASSES:
         register(cls)
+
+
+@olivine.hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``generate-cost-model`` (the csv ``CaptureSplitInfo`` reads)."""
+    from olivine_onnx import costmodel
+
+    def handler(args: Any) -> int:
+        return costmodel.cmd_generate_cost_model(args)
+
+    register("generate-cost-model", "write the per-module cost csv that CaptureSplitInfo's "
+             "cost_model reads, from a Hugging Face model", costmodel.configure, handler)

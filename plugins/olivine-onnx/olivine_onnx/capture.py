@@ -102,6 +102,17 @@ def by_num_splits(model: Any, num_splits: int, block_to_split: str | list[str] |
     return assignments
 
 
+def _whole(text: str) -> int:
+    """A csv count as an int; Olive's generate-cost-model writes 4-bit bytes as ``12.0`` or ``12.5``
+    (rounded up, as olivine's writes them)."""
+    import math
+
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return int(math.ceil(value))
+
+
 def by_cost_model(model: Any, cost_model: Path, memory: int, unique: bool) -> dict[str, int]:
     """Leaf modules in order; a new split when a module switches between memory- and
     compute-bound, or the split would exceed ``memory`` bytes."""
@@ -110,8 +121,8 @@ def by_cost_model(model: Any, cost_model: Path, memory: int, unique: bool) -> di
         with cost_model.open(newline="") as f:
             for i, row in enumerate(csv.DictReader(f)):
                 try:
-                    costs[row["module"]] = (int(row["num_params"]), int(row["num_bytes"]),
-                                            int(row["num_flops"]))
+                    costs[row["module"]] = (_whole(row["num_params"]), _whole(row["num_bytes"]),
+                                            _whole(row["num_flops"]))
                 except (KeyError, TypeError, ValueError):
                     raise UsageError(f"cost_model: row {i + 2} of {cost_model} is not "
                                      "module,num_params,num_bytes,num_flops") from None
