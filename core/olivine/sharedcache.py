@@ -164,6 +164,7 @@ class SharedCache:
         self.url = url
         self.update = update
         self.fs, self.root = open_filesystem(url, storage_options or {}, flag)
+        self.damaged: set[str] = set()  # entries found damaged: replaced by the next upload
 
     def _path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts]) if self.root != "/" else "/" + "/".join(parts)
@@ -194,6 +195,7 @@ class SharedCache:
             record = None
         problem = check_record(record, key)
         if problem is not None:
+            self.damaged.add(key)
             log.warning("shared cache entry %s is damaged: %s; computing the step", key[:16], problem)
             return None
         assert isinstance(record, dict)
@@ -205,6 +207,7 @@ class SharedCache:
             problem = f"download failed ({type(exc).__name__}: {exc})"
         if problem is not None:
             cache.discard(work)
+            self.damaged.add(key)
             log.warning("shared cache entry %s is damaged: %s; computing the step", key[:16], problem)
             return None
         (staging / STEP_FILE).write_bytes(raw)
@@ -243,7 +246,7 @@ class SharedCache:
             return False
         key = step.key
         try:
-            if self.fs.exists(self._path("steps", key, STEP_FILE)):
+            if key not in self.damaged and self.fs.exists(self._path("steps", key, STEP_FILE)):
                 return False
             folder = cache.step_dir(key)
             record = json.loads((folder / STEP_FILE).read_text())
@@ -263,6 +266,7 @@ class SharedCache:
     # -- maintenance (olivine shared-cache) --------------------------------------------------
     def _keys(self) -> Iterator[str]:
         steps = self._path("steps")
+        self.fs.invalidate_cache()
         try:
             listed = self.fs.ls(steps, detail=False)
         except FileNotFoundError:
