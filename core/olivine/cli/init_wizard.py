@@ -401,17 +401,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     except EOFError:
         raise UsageError("init: the input ended before every question was answered (give "
                          "answers with --answers FILE to run without prompts)") from None
-    run_now = action == "command" and not args.dry_run and \
-        ask.confirm("run_now", "Run this command now?", False)
-    if isinstance(ask, AnswersAsker) and ask.unused():
-        raise UsageError(f"--answers: {', '.join(ask.unused())}: not asked on these answers' "
-                         "path through the wizard (a typo, or an answer for another choice?)")
     line = shlex.join([args.prog, *cmd])
     if args.dry_run or action == "command":
         print(f"\nGenerated command:\n\n  {line}\n")
-        if not run_now:
-            return 0
-        action = "run"
+        run_now = not args.dry_run and ask.confirm("run_now", "Run this command now?", False)
+        action = "run" if run_now else "done"
+    if isinstance(ask, AnswersAsker) and ask.unused():
+        raise UsageError(f"--answers: {', '.join(ask.unused())}: not asked on these answers' "
+                         "path through the wizard (a typo, or an answer for another choice?)")
+    if action == "done":
+        return 0
     runner = [sys.executable, "-m", "olivine"] if args.prog == "olivine" else ["olive"]
     if action == "config":
         config = Path(out) / "config.json"
