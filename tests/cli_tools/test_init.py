@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from olivine_testutil import HELLO_MODEL
-
 CASES = [
     ({"model_type": "pytorch", "source_type": "hf", "model_path": "org/model", "operation": "optimize",
       "mode": "auto", "provider": "CUDAExecutionProvider", "precision": "int4"},
@@ -45,7 +43,8 @@ CASES = [
      "olivine tune-session-params -m m.onnx --device gpu --providers_list CUDAExecutionProvider "
      "--io_bind -o ./olive-output"),
     ({"model_type": "diffusers", "variant": "flux", "model_path": "org/flux", "operation": "lora",
-      "lora_r": "16", "data_source": "local", "data_dir": "imgs", "max_train_steps": "500", "merge_lora": True},
+      "lora_r": "16", "data_source": "local", "data_dir": "imgs", "max_train_steps": "500",
+      "merge_lora": True},
      "olivine diffusion-lora -m org/flux --model_variant flux -r 16 --alpha 16 --lora_dropout 0.0 "
      "-d imgs --max_train_steps 500 --learning_rate 1e-4 --merge_lora -o ./olive-output"),
 ]

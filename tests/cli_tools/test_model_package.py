@@ -15,8 +15,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from olivine_testutil import HELLO_MODEL
 
 DATA = Path(__file__).parent / "data"

@@ -17,7 +17,7 @@ from olivine.errors import UsageError
 Choices = Sequence[tuple[str, str]]
 
 
-class GoBack(Exception):  # noqa: N818 (a signal, not an error)
+class GoBack(Exception):
     """The user asked to go back one step of the wizard."""
 
 

@@ -111,8 +111,8 @@ class Wizard:
                                                     required=True)]
             script_dir = self.ask.text("script_dir", "Script directory (optional, press Enter to skip):")
             model = self.ask.text("model_path", "Model name or path (optional, press Enter to skip):")
-            return (["-m", model] if model else []) + args + (["--script_dir", script_dir]
-                                                              if script_dir else [])
+            return [*(["-m", model] if model else []), *args,
+                    *(["--script_dir", script_dir] if script_dir else [])]
         return ["-m", self.ask.text("model_path", "Model name or path:", required=True)]
 
     def _source_onnx(self) -> list[str]:
@@ -125,7 +125,7 @@ class Wizard:
             ("Stable Diffusion XL (SDXL)", "sdxl"), ("Stable Diffusion 3 (SD3)", "sd3"),
             ("Flux", "flux"), ("Sana", "sana")])
         model = self.ask.text("model_path", "Enter model name or path:", required=True)
-        return ["-m", model] + ([] if variant == "auto" else ["--model_variant", variant])
+        return ["-m", model, *([] if variant == "auto" else ["--model_variant", variant])]
 
     # -- flows ----------------------------------------------------------------------------------
     def _device(self) -> str:
@@ -142,8 +142,8 @@ class Wizard:
             out = ["-d", self.ask.text("data_name", "Dataset name:", "Salesforce/wikitext")]
             subset = self.ask.text("subset", "Subset (optional):", "wikitext-2-raw-v1")
             out += ["--subset", subset] if subset else []
-            return out + ["--split", self.ask.text("split", "Split:", "train"), "--max_samples",
-                          self.ask.text("num_samples", "Number of samples:", "128")]
+            return [*out, "--split", self.ask.text("split", "Split:", "train"), "--max_samples",
+                    self.ask.text("num_samples", "Number of samples:", "128")]
         if source == "local":
             return ["--data_files", self.ask.text("data_files", "Data file path:", required=True)]
         return []
@@ -222,7 +222,7 @@ class Wizard:
             return []
         export = self._export_options() if "export" in ops else None
         quant = self._quantize_options() if "quantize" in ops else None
-        if export and quant or export and "graph_opt" in ops:
+        if (export and quant) or (export and "graph_opt" in ops):
             precision = quant["precision"] if quant else "fp32"
             return ["optimize", *model, "--provider", self._device(), "--precision", precision,
                     "--exporter", OPTIMIZE_EXPORTER[export["exporter"]]]
@@ -265,7 +265,7 @@ class Wizard:
             cmd += ["--use_chat_template"]
         cmd += ["--max_seq_len", self.ask.text("max_seq_len", "Max sequence length:", "1024"),
                 "--max_samples", self.ask.text("max_samples", "Max training samples:", "256")]
-        return cmd + ["--torch_dtype", self.ask.select("torch_dtype", "Torch dtype for training:", [
+        return [*cmd, "--torch_dtype", self.ask.select("torch_dtype", "Torch dtype for training:", [
             ("bfloat16 (recommended)", "bfloat16"), ("float16", "float16"), ("float32", "float32")],
             back=False)]
 

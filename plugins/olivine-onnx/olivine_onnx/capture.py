@@ -110,7 +110,7 @@ def _whole(text: str) -> int:
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(text)
-    return int(math.ceil(value))
+    return math.ceil(value)
 
 
 def by_cost_model(model: Any, cost_model: Path, memory: int, unique: bool) -> dict[str, int]:

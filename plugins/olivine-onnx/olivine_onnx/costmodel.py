@@ -107,7 +107,7 @@ def module_costs(model: Any, precision: str) -> list[tuple[str, int, float, int]
 def _bytes_text(value: float) -> str:
     # whole bytes: CaptureSplitInfo (Olive's too) reads the column as an integer; 4-bit weights
     # of an odd count round up
-    return str(int(math.ceil(value)))
+    return str(math.ceil(value))
 
 
 def cmd_generate_cost_model(args: argparse.Namespace) -> int:
