@@ -8,6 +8,7 @@ tiny-qwen2 -o olive-fp16.csv``, transformers 5.24) for the random tiny Qwen2 who
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,16 @@ def test_same_csv_as_olive(tiny: Path, tmp_path: Path, cli: Any) -> None:
     assert "Total cost: 49728 bytes for fp16 precision." in out
     if transformers.__version__.split(".")[0] == "5":  # module names as the fixture's transformers
         assert written.read_text() == (DATA / "olive-cost-model-fp16.csv").read_text()
+    # --test: Olive's 2-layer model of the same architecture (Olive 0.13 on a 4-layer copy of
+    # the config wrote the same csv as for the 2-layer one)
+    config = json.loads((tiny / "config.json").read_text())
+    config.update(num_hidden_layers=4, layer_types=["full_attention"] * 4)
+    (tmp_path / "four").mkdir()
+    (tmp_path / "four" / "config.json").write_text(json.dumps(config))
+    code, _, err = cli("generate-cost-model", "-m", str(tmp_path / "four"), "--test", "-o",
+                       str(tmp_path / "test.csv"))
+    assert code == 0, err
+    assert (tmp_path / "test.csv").read_text() == written.read_text()
     code, _, err = cli("generate-cost-model", "-m", str(tiny), "-p", "int4", "-o",
                        str(tmp_path / "int4.csv"))
     assert code == 0, err

@@ -39,10 +39,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="the model's task (default text-generation-with-past)")
     p.add_argument("--trust_remote_code", action="store_true",
                    help="trust remote code when loading the model")
-    p.add_argument("--test", nargs="?", const="", default=None,
-                   help="Olive's randomly initialized test model: the cost model is read from the "
-                        "config alone here, so it is the same as without --test (2 layers: not "
-                        "supported, see --help of optimize)")
+    p.add_argument("--test", nargs="?", const="", default=None, metavar="FOLDER",
+                   help="Olive's test model: the same architecture with 2 hidden layers (the costs "
+                        "come from the config alone, so FOLDER, where Olive keeps the random "
+                        "weights, is not written)")
     p.add_argument("-o", "--output_path", "--output-path", dest="output_path",
                    default="cost-model.csv", help="the csv to write (default cost-model.csv; "
                                                   ".csv is appended when missing)")
@@ -56,8 +56,24 @@ def configure(p: argparse.ArgumentParser) -> None:
                        help="olivine sends no telemetry (accepted for Olive's command lines)")
 
 
-def meta_model(path: str, task: str, trust_remote_code: bool) -> Any:
-    """The model of ``path`` for ``task``, built on the meta device (no weights)."""
+def test_config(config: Any, layers: int = 2) -> Any:
+    """Olive's ``--test`` model config: ``layers`` hidden layers, the rest unchanged."""
+    found = False
+    for name in ("num_hidden_layers", "num_layers", "n_layer", "n_layers"):
+        if hasattr(config, name):
+            setattr(config, name, layers)
+            found = True
+    if not found:
+        raise UsageError("--test: the model's config has no hidden-layer count (num_hidden_layers, "
+                         "num_layers, n_layer or n_layers) to set to 2")
+    if isinstance(getattr(config, "layer_types", None), (list, tuple)):
+        config.layer_types = config.layer_types[:layers]
+    return config
+
+
+def meta_model(path: str, task: str, trust_remote_code: bool, test: bool = False) -> Any:
+    """The model of ``path`` for ``task``, built on the meta device (no weights); with ``test``,
+    Olive's 2-layer test model of the same architecture."""
     try:
         import torch
         import transformers
@@ -76,6 +92,8 @@ def meta_model(path: str, task: str, trust_remote_code: bool) -> Any:
         raise UsageError(f"--model_name_or_path {path!r}: cannot read its transformers config as "
                          f"{where}: {' '.join(str(exc).split())[:300]}") from None
     cls = getattr(transformers, _TASK_CLASSES[base])
+    if test:
+        config = test_config(config)
     with torch.device("meta"):
         return cls.from_config(config, trust_remote_code=trust_remote_code)
 
@@ -115,7 +133,8 @@ def cmd_generate_cost_model(args: argparse.Namespace) -> int:
     out = str(args.output_path)
     if not out.endswith(".csv"):
         out += ".csv"  # appended, not a suffix swap: model names hold periods
-    model = meta_model(args.model_name_or_path, args.task, args.trust_remote_code)
+    model = meta_model(args.model_name_or_path, args.task, args.trust_remote_code,
+                       test=args.test is not None)
     rows = module_costs(model, args.weight_precision)
     lines = ["module,num_params,num_bytes,num_flops"]
     lines += [f"{name},{params},{_bytes_text(nbytes)},{flops}" for name, params, nbytes, flops in rows]
