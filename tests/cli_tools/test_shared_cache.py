@@ -202,6 +202,10 @@ def test_command_and_config_errors(tmp_path: Path, cli: Any, write_config: Any) 
     config["shared_cache"] = str(tmp_path / "s")
     code, _, err = cli("run", "--config", str(write_config(config)))
     assert code == 2 and "keep one" in err
+    plain = {k: v for k, v in config.items() if k != "cache_config"}
+    plain["shared_cache"] = {"path": str(tmp_path / "s"), "update_shared_cache": False}
+    code, out, err = cli("run", "--config", str(write_config(plain)), "--dry-run")
+    assert code == 0 and f"shared cache: {tmp_path / 's'} (download only)" in out, err
     del config["cache_config"]
     config["shared_cache"] = {"path": str(tmp_path / "s"), "bogus": 1}
     code, _, err = cli("run", "--config", str(write_config(config)))

@@ -140,6 +140,11 @@ def print_plan(engine: Any) -> None:
         print(f"  evaluator {wf.engine.evaluator}: " + ", ".join(f"{m.name} ({m.type})" for m in metrics))
     print(f"  output: {Path(wf.engine.output_dir).resolve()}")
     print(f"  cache: {Path(wf.engine.cache_dir).resolve()}")
+    from olivine.sharedcache import for_engine
+
+    shared = for_engine(wf.engine)  # opened: a missing fsspec implementation is an error now
+    if shared is not None:
+        print(f"  shared cache: {shared.url}" + ("" if shared.update else " (download only)"))
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
