@@ -141,8 +141,10 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
         server.stop()
 
 
-def test_s3_two_machines_and_the_command(tmp_path: Path, runs_file: Path, s3: dict[str, Any]) -> None:
-    """Each machine is its own process (as two computers would be), the cache on S3."""
+def test_s3_two_machines_and_the_command(tmp_path: Path, runs_file: Path, s3: dict[str, Any],
+                                        cli: Any) -> None:
+    """Each machine is its own process (as two computers would be), the cache on S3; the
+    command runs in this process."""
     import s3fs
 
     shared = {"path": "s3://team-bucket/olivine", "storage_options": s3}
@@ -163,15 +165,17 @@ def test_s3_two_machines_and_the_command(tmp_path: Path, runs_file: Path, s3: di
     fs.pipe_file("team-bucket/olivine/steps/README", b"not olivine's")  # a foreign object
     flags = ["--path", "s3://team-bucket/olivine"] + [
         f"--storage_option={k}={v}" for k, v in s3.items()]
-    listed = olivine_subprocess("shared-cache", *flags, "--json")
-    assert listed.returncode == 0, listed.stderr
-    rows = json.loads(listed.stdout)
+    code, out, err = cli("shared-cache", *flags, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
     assert sorted(r["key"] for r in rows) == sorted(s["key"] for s in report["steps"])
     one = rows[0]["key"]
-    gone = olivine_subprocess("shared-cache", *flags, "--delete", "--model_hash", one[:12])
-    assert gone.returncode == 0 and "deleted 1 entries" in gone.stdout, gone.stderr
-    kept = olivine_subprocess("shared-cache", *flags, "--delete", "--all", "-y")
-    assert kept.returncode == 0 and "deleted 1 entries" in kept.stdout, kept.stderr
+    code, out, err = cli("shared-cache", *flags, "--delete", "--model_hash", one[:12])
+    assert code == 0 and "deleted 1 entries" in out, err
+    code, out, err = cli("shared-cache", *flags, "--delete", "--all", "--dry_run")
+    assert code == 0 and "1 entries would be deleted" in out, err
+    code, out, err = cli("shared-cache", *flags, "--delete", "--all", "-y")
+    assert code == 0 and "deleted 1 entries" in out, err
     fs.invalidate_cache()
     assert fs.cat_file("team-bucket/olivine/steps/README") == b"not olivine's"
     assert not [p for p in fs.find("team-bucket/olivine/steps") if p.endswith("step.json")]
