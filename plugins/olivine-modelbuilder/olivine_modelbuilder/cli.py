@@ -100,29 +100,49 @@ def build_workflow(args: argparse.Namespace, model_path: str,
     }
 
 
-def preflight(args: argparse.Namespace) -> str:
-    """Check the flags, the model and the output folder; return the model path to use."""
+def check_precision(device: str, provider: str, precision: str,
+                    block_size: int | None = None) -> Any:
+    """Refuse a precision the provider cannot run; return the model-builder config to check with."""
     from olivine.accelerator import Accelerator
     from olivine.errors import UsageError
-    from olivine.output import check_output_dir
-    from olivine_modelbuilder.config import ModelBuilderConfig, check_config, resolve_provider
-    from olivine_modelbuilder.modelinfo import check_buildable, read_model
+    from olivine_modelbuilder.config import ModelBuilderConfig, check_config
 
-    provider = provider_of(args)
-    accelerator = Accelerator(args.device, provider)
-    config = ModelBuilderConfig(precision=args.precision)
-    problems = check_config(config, accelerator)
+    config = ModelBuilderConfig(precision=precision) if block_size is None else \
+        ModelBuilderConfig(precision=precision, int4_block_size=block_size)
+    problems = check_config(config, Accelerator(device, provider))
     if problems:
         short = PROVIDER_SHORT_NAMES.get(provider, provider)
         reason = problems[0].split(": ", 1)[-1]
-        raise UsageError(f"--precision {args.precision} with --provider {provider} ({short}): "
+        raise UsageError(f"--precision {precision} with --provider {provider} ({short}): "
                          f"{reason}")
-    check_output_dir(Path(args.output_path).expanduser().resolve())
-    info = read_model(args.model)
-    check_buildable(info, precision=args.precision, provider=resolve_provider(config, accelerator)
-                    or "cpu", block_size=config.int4_block_size, algo=config.int4_algo,
+    return config
+
+
+def check_model(model: str, device: str, provider: str, config: Any) -> str:
+    """Check that the model builder can build ``model`` with ``config``; return its local path.
+
+    Shared by auto-opt, capture-onnx-graph and optimize.
+    """
+    from olivine.accelerator import Accelerator
+    from olivine_modelbuilder.config import resolve_provider
+    from olivine_modelbuilder.modelinfo import check_buildable, read_model
+
+    info = read_model(model)
+    check_buildable(info, precision=config.precision,
+                    provider=resolve_provider(config, Accelerator(device, provider)) or "cpu",
+                    block_size=config.int4_block_size, algo=config.int4_algo,
                     symmetric=config.int4_is_symmetric)
-    return info.path
+    return str(info.path)
+
+
+def preflight(args: argparse.Namespace) -> str:
+    """Check the flags, the model and the output folder; return the model path to use."""
+    from olivine.output import check_output_dir
+
+    provider = provider_of(args)
+    config = check_precision(args.device, provider, args.precision)
+    check_output_dir(Path(args.output_path).expanduser().resolve())
+    return check_model(args.model, args.device, provider, config)
 
 
 def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bool = True) -> int:

@@ -24,3 +24,11 @@ def register_passes(register: Any) -> None:
     """Register the ONNX graph passes."""
     for cls in ALL_PASSES:
         register(cls)
+
+
+@olivine.hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``tune-session-params``."""
+    from olivine_onnx import tune_cli
+
+    register("tune-session-params", tune_cli.HELP, tune_cli.configure, tune_cli.handle)
