@@ -117,6 +117,24 @@ def _warn_no_effect(args: argparse.Namespace, passes: dict[str, Any]) -> None:
             log.warning("--%s has no effect here: %s", flag, why)
 
 
+def _calibration_providers(passes: dict[str, Any]) -> None:
+    """Olive's schedule calibrates on CUDA; where this ONNX Runtime has no CUDA provider, ONNX
+    Runtime under Olive falls back to the CPU: say so and name the CPU provider instead."""
+    static = passes.get("onnx_static_quantization")
+    if static is None:
+        return
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    available = onnxruntime.get_available_providers()
+    wanted = [p for p in static["calibration_providers"] if p in available]
+    if not wanted:
+        log.info("calibrating on CPUExecutionProvider: %s is not available in this onnxruntime",
+                 ", ".join(static["calibration_providers"]))
+        static["calibration_providers"] = ["CPUExecutionProvider"]
+
+
 def build_optimize_workflow(args: argparse.Namespace) -> dict[str, Any]:
     """The workflow dict ``olivine optimize`` runs for ``args``."""
     from olivine.cli.generated import cache_dir
@@ -137,6 +155,7 @@ def build_optimize_workflow(args: argparse.Namespace) -> dict[str, Any]:
     plan = sched.schedule(flags, hf=hf)
     passes = plan.passes
     _warn_no_effect(args, passes)
+    _calibration_providers(passes)
     data_configs: list[dict[str, Any]] = [sched.WIKITEXT2] if plan.calibration_data else []
     if args.data_config:
         data = _read_data_config(args.data_config)
