@@ -56,6 +56,14 @@ def add_input_model_options(p: argparse.ArgumentParser, *, hf: bool = True, adap
                                            else ""))
 
 
+def add_disable_telemetry(p: argparse.ArgumentParser) -> None:
+    """Olive's ``--disable_telemetry`` on ``p`` (unless it has it): olivine sends no telemetry,
+    so the flag asks for what is always so."""
+    if "--disable_telemetry" not in p._option_string_actions:
+        p.add_argument("--disable_telemetry", action="store_true",
+                       help="accepted for Olive (olivine sends no telemetry)")
+
+
 def _onnx_input(path: Path) -> dict[str, Any]:
     config: dict[str, Any] = {"type": "ONNXModel", "model_path": str(path)}
     if path.is_dir():

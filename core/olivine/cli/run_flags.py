@@ -45,8 +45,6 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     group.add_argument("-a", "--adapter_path", default=None, help="a LoRA adapter folder")
     group.add_argument("--model_script", default=None, help="a PyTorch model script")
     group.add_argument("--script_dir", default=None, help="a folder the model script imports")
-    p.add_argument("--disable_telemetry", action="store_true",
-                   help="accepted for Olive (olivine sends no telemetry)")
 
 
 def _absolute(config: dict[str, Any]) -> dict[str, Any]:

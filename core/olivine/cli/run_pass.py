@@ -67,8 +67,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_input_model_options(p, hf=True, adapter=True, pt=True, default_output=DEFAULT_OUTPUT,
                             required=False)
     add_accelerator_flags(p)
-    p.add_argument("--disable_telemetry", action="store_true",
-                   help="accepted for Olive (olivine sends no telemetry)")
     add_save_config(p)
     add_dry_run(p)
     add_cache_dir(p)

@@ -73,8 +73,6 @@ def configure_optimize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data_config", default=None, metavar="FILE",
                    help="olivine: a data config file (JSON or YAML) to calibrate on instead of "
                         "wikitext-2 from the hub")
-    p.add_argument("--disable_telemetry", action="store_true",
-                   help="accepted for Olive (olivine sends no telemetry)")
     add_save_config(p)
     add_dry_run(p)
     add_cache_dir(p)

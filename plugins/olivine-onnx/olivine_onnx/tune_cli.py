@@ -77,8 +77,6 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "than the first are tried too")
     p.add_argument("--memory", type=memory_bytes, default=None,
                    help="the accelerator's memory in bytes (or with KB, MB, GB)")
-    p.add_argument("--disable_telemetry", action="store_true",
-                   help="accepted for Olive (olivine sends no telemetry)")
     add_save_config(p)
     add_dry_run(p)
     add_cache_dir(p)
