@@ -16,8 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from olivine_testutil import SENTENCES, sentence_words, tiny_bert_classifier, tiny_random_llm, \
-    write_calibration_text
+from olivine_testutil import (
+    SENTENCES,
+    sentence_words,
+    tiny_bert_classifier,
+    tiny_random_llm,
+    write_calibration_text,
+)
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -46,7 +51,7 @@ def test_int8_qdq_bert_runs_in_ort_close_to_torch(cli: Cli, tmp_path: Path) -> N
                                                  "padding": "max_length", "max_samples": 8},
                         dataloader_config={"batch_size": 1})
     out = tmp_path / "out"
-    code, stdout, err = cli("optimize", "-m", str(model), "--task", "text-classification",
+    code, _, err = cli("optimize", "-m", str(model), "--task", "text-classification",
                             "--exporter", "torchscript_exporter", "--precision", "int8",
                             "--use_qdq_format", "--data_config", str(data), "-o", str(out),
                             "--cache_dir", str(tmp_path / "cache"), "--log_level", "3")

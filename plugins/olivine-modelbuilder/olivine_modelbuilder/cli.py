@@ -144,8 +144,10 @@ def check_precision(device: str, provider: str, precision: str,
     from olivine.errors import UsageError
     from olivine_modelbuilder.config import ModelBuilderConfig, check_config
 
-    config = ModelBuilderConfig(precision=precision) if block_size is None else \
-        ModelBuilderConfig(precision=precision, int4_block_size=block_size)
+    options: dict[str, Any] = {"precision": precision}
+    if block_size is not None:
+        options["int4_block_size"] = block_size
+    config = ModelBuilderConfig(**options)
     problems = check_config(config, Accelerator(device, provider))
     if problems:
         short = PROVIDER_SHORT_NAMES.get(provider, provider)

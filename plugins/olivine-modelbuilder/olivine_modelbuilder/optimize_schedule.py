@@ -139,7 +139,7 @@ def _mb_block(block_size: int | None) -> int:
     return size if size in MB_BLOCK_SIZES else min(MB_BLOCK_SIZES, key=lambda b: abs(b - size))
 
 
-def schedule(flags: Flags, hf: bool) -> Schedule:  # noqa: C901 - one rule per pass, in order
+def schedule(flags: Flags, hf: bool) -> Schedule:
     """Olive's schedule for ``flags`` on a Hugging Face (``hf``) or an ONNX model."""
     f = check_flags(flags)
     p, prec = f.provider, f.precision
