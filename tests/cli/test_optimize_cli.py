@@ -143,6 +143,7 @@ def test_dry_run_prints_olives_schedule_and_save_config_writes_it(cli: Cli, tiny
     (["--extra_mb_options", "no_equals_sign"], "--extra_mb_options"),
     (["--precision", "fp32", "--data_config", "calib.json"], "--data_config"),
     (["--precision", "int16"], "--precision int16"),
+    (["--exporter", "optimum_exporter"], "--exporter optimum_exporter"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(cli: Cli, tiny_llm: Path, tmp_path: Path,
                                           flags: list[str], named: str) -> None:

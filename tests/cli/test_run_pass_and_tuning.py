@@ -68,6 +68,7 @@ def test_run_pass_runs_one_pass_with_its_config(cli: Cli, tmp_path: Path) -> Non
     (["--pass-name", "OnnxFloatToFloat16", "--pass-config", '{"no_such_option": 1}'],
      "no_such_option"),
     ([], "--pass-name"),
+    (["--pass-name", "OnnxFloatToFloat16", "--memory", "8GB"], "--memory"),
 ])
 def test_run_pass_bad_input_exits_2(cli: Cli, tmp_path: Path, flags: list[str], named: str
                                     ) -> None:

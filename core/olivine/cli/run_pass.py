@@ -137,14 +137,20 @@ def build_workflow(args: argparse.Namespace) -> dict[str, Any]:
             source, folder, args.task, trust_remote_code=bool(args.trust_remote_code)))
     accelerator: dict[str, Any] = {"device": _device_for(args.device, args.provider),
                                    "execution_providers": [args.provider]}
-    if args.memory is not None:
-        accelerator["memory"] = args.memory
+    options = _pass_options(args.pass_config)
+    if args.memory is not None:  # Olive's accelerator memory is read by the passes that split
+        import attrs
+
+        fields = {f.name for f in attrs.fields(cls.Config)} if attrs.has(cls.Config) else set()
+        if "memory" not in fields:
+            raise UsageError(f"--memory: {cls.name} does not use the accelerator's memory (only "
+                             "passes with a memory option, like CaptureSplitInfo, do)")
+        options.setdefault("memory", args.memory)
     return {
         "workflow_id": "run-pass",
         "input_model": input_model,
         "systems": {"local_system": {"type": "LocalSystem", "accelerators": [accelerator]}},
-        "passes": {str(args.pass_name).lower(): {"type": args.pass_name,
-                                                 **_pass_options(args.pass_config)}},
+        "passes": {str(args.pass_name).lower(): {"type": args.pass_name, **options}},
         "host": "local_system",
         "target": "local_system",
         "output_dir": str(Path(args.output_path).expanduser().resolve()),

@@ -152,6 +152,13 @@ def build_optimize_workflow(args: argparse.Namespace) -> dict[str, Any]:
             source, folder, args.task, trust_remote_code=bool(args.trust_remote_code)))
     plan = sched.schedule(flags, hf=hf)
     passes = plan.passes
+    if hf and flags.exporter == "optimum_exporter" and flags.provider != sched.OPENVINO:
+        raise UsageError("--exporter optimum_exporter: Olive 0.13's optimize schedules no "
+                         "conversion for it (only OpenVINO converts through optimum); use "
+                         "model_builder, dynamo_exporter or torchscript_exporter")
+    for system in plan.systems.values():  # Olive's accelerator memory: olivine's systems have
+        for accelerator in system.get("accelerators", []):  # none; CaptureSplitInfo gets it
+            accelerator.pop("memory", None)
     _warn_no_effect(args, passes)
     _calibration_providers(passes)
     data_configs: list[dict[str, Any]] = [sched.WIKITEXT2] if plan.calibration_data else []

@@ -101,9 +101,10 @@ def build_workflow(args: argparse.Namespace) -> dict[str, Any]:
         config["force_evaluate_other_eps"] = not args.disable_force_evaluate_other_eps
     if args.enable_profiling:
         config["enable_profiling"] = True
-    accelerator: dict[str, Any] = {"device": args.device, "execution_providers": providers[:1]}
     if args.memory is not None:
-        accelerator["memory"] = args.memory
+        raise UsageError("--memory: session tuning does not use the accelerator's memory "
+                         "(it times the sessions it creates)")
+    accelerator: dict[str, Any] = {"device": args.device, "execution_providers": providers[:1]}
     return {
         "workflow_id": "tune-session-params",
         "input_model": model,
