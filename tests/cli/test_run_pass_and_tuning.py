@@ -143,6 +143,7 @@ def test_run_list_required_packages_and_package_config(cli: Cli, tmp_path: Path,
     assert code == 2 and "--package-config" in err
 
 
+@pytest.mark.slow
 def test_run_test_flag_runs_on_a_random_two_layer_copy(cli: Cli, tmp_path: Path,
                                                        write_config: Callable[..., Path]) -> None:
     from transformers import AutoConfig
