@@ -73,6 +73,7 @@ def test_schedule_matches_olive_for_every_case() -> None:
     (["--provider", "QNNExecutionProvider", "--enable_aot"], "--qnn_env_path"),
     (["--provider", "OpenVINOExecutionProvider", "--use_qdq_format"], "--use_qdq_format"),
     (["--extra_mb_options", "int4_is_symmetric"], "--extra_mb_options"),
+    (["--surgeries"], "--surgeries"),
     (["--provider", "QNNExecutionProvider", "--dim_param", "batch", "--dim_value", "one"],
      "--dim_value"),
 ])
@@ -82,3 +83,13 @@ def test_bad_combinations_name_the_flag(argv: list[str], flag: str) -> None:
     args = _parser().parse_args(["-m", "model", *argv])
     with pytest.raises(UsageError, match=flag):
         schedule(Flags.of(args), hf=True)
+
+
+def test_surgeries_in_several_values_are_all_scheduled() -> None:
+    from olivine_modelbuilder.optimize_schedule import Flags, schedule
+
+    args = _parser().parse_args(["-m", "m", "--surgeries", "RemoveRopeMultiCache,InferShapes",
+                                 "RemoveShapes"])
+    passes = schedule(Flags.of(args), hf=True).passes
+    assert [s["surgeon"] for s in passes["graph_surgeries"]["surgeries"]] == [
+        "RemoveRopeMultiCache", "InferShapes", "RemoveShapes"]

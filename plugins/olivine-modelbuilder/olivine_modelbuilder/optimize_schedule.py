@@ -203,7 +203,7 @@ def schedule(flags: Flags, hf: bool) -> Schedule:
             cfg["use_int4"] = True
         passes["matmul_nbits_to_qdq"] = cfg
     if f.surgeries is not None:
-        names = f.surgeries[0].split(",") if f.surgeries else []
+        names = surgeon_names(f.surgeries)
         passes["graph_surgeries"] = {"type": "GraphSurgeries",
                                      "surgeries": [{"surgeon": n} for n in names],
                                      "save_as_external_data": True}
@@ -284,6 +284,16 @@ def _systems(f: Flags) -> tuple[dict[str, Any], str]:
                                  "accelerators": [{"execution_providers": [f.provider]}]}
         return systems, "qnn_system"
     return systems, "local_system"
+
+
+def surgeon_names(values: Sequence[str]) -> list[str]:
+    """The surgeons ``--surgeries`` names: comma separated, in one value or several (Olive reads
+    only the first value; olivine refuses none rather than scheduling an empty step)."""
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--surgeries: name at least one graph surgeon (like "
+                         "--surgeries RemoveRopeMultiCache,AttentionMaskToSequenceLengths)")
+    return names
 
 
 def _names(text: str) -> list[str]:
