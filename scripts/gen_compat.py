@@ -67,6 +67,9 @@ def render(areas: dict[str, dict[str, Any]]) -> str:
             counts[row.get("status", "not")] = counts.get(row.get("status", "not"), 0) + 1
     lines += ["Passes: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES) + ".", ""]
     for stem, data in areas.items():
+        if data.get("commands"):
+            lines += render_commands(stem, data)
+            continue
         passes = data.get("passes") or {}
         lines += [f"## {data.get('title') or stem}", "", f"Data: `docs/compat/{stem}.yaml`.", "",
                   "| Olive pass | status | plugin | how / why |", "|---|---|---|---|"]
@@ -86,6 +89,42 @@ def render(areas: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"| `{option}` | {status} | {_cell(note)} |")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render_commands(stem: str, data: dict[str, Any]) -> list[str]:
+    """The section of a ``commands:`` data file: one row per command, then its flags' rows.
+
+    Its form (``tests/cli/test_olive_flags.py`` checks it against Olive's parsers)::
+
+        commands:
+          name:
+            status: supported | partly | not
+            plugin: ...
+            how: / why: ...
+            flags:
+              --flag: {status: not, why: "..."}
+    """
+    commands = data.get("commands") or {}
+    lines = [f"## {data.get('title') or stem}", "", f"Data: `docs/compat/{stem}.yaml`; Olive's "
+             "flags: `tests/cli/olive_0_13_cli_flags.json`. A flag without a row is taken with "
+             "Olive's meaning.", "",
+             "| Olive command | status | plugin | how / why |", "|---|---|---|---|"]
+    for name, row in commands.items():
+        note = " ".join(str(row.get(k) or "") for k in ("how", "why")).strip()
+        lines.append(f"| `{name}` | {row.get('status', '')} | {row.get('plugin', '')} | "
+                     f"{_cell(note)} |")
+    lines.append("")
+    for name, row in commands.items():
+        flags = row.get("flags") or {}
+        if not flags:
+            continue
+        lines += [f"### olivine {name}: flags", "", "| flag | status | how / why |",
+                  "|---|---|---|"]
+        for flag, value in flags.items():
+            status, note = option_row(value)
+            lines.append(f"| `{flag}` | {status} | {_cell(note)} |")
+        lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

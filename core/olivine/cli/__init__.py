@@ -52,9 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
         spec.configure(p)
         p.set_defaults(handler=spec.handler)
+    from olivine.cli.inputs import add_disable_telemetry
+
     for p in sub.choices.values():  # every command takes --log_level (0 shows tracebacks)
         if not any(action.dest == "log_level" for action in p._actions):
             add_log_level(p)
+        add_disable_telemetry(p)  # and Olive's --disable_telemetry (olivine sends none)
     return parser
 
 

@@ -26,6 +26,9 @@ def add_builtin(sub: Any) -> None:
                    help="overrides engine.output_dir")
     p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", help="overrides engine.cache_dir")
     add_log_level(p)
+    from olivine.cli.run_flags import add_run_flags
+
+    add_run_flags(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("plugins", help="list installed plugins and what each registers")
@@ -64,9 +67,11 @@ def add_builtin(sub: Any) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     p.set_defaults(handler=cmd_script)
 
+    from olivine.cli import run_pass
     from olivine.cli.tools import add_tools
 
     add_tools(sub)  # shared-cache, generate-model-package, init
+    run_pass.add(sub)
 
 
 def cmd_script(args: argparse.Namespace) -> int:
@@ -97,10 +102,12 @@ def cmd_script(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``olivine run``."""
     from olivine.api import validate
+    from olivine.cli.run_flags import list_required_packages, run_overrides, use_tempdir
     from olivine.engine import Engine
     from olivine.plugins import get_plugin_host
 
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = run_overrides(args)
+    use_tempdir(args.tempdir)
     if args.output_path:
         overrides["output_dir"] = args.output_path
     if args.cache_dir:
@@ -109,10 +116,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["log_severity_level"] = args.log_level
     workflow = validate(args.config, **overrides)
     engine = Engine(workflow, get_plugin_host())
+    if args.list_required_packages:
+        return list_required_packages(engine, workflow.engine.output_dir)
     if args.dry_run:
         print_plan(engine)
         return 0
     result = engine.run()
+    if args.test not in (None, False):
+        from olivine.cli.testmodel import mark_output_folder
+
+        mark_output_folder(str(result.output_dir or workflow.engine.output_dir))
     if workflow.engine.log_severity_level < 4:
         print((result.report_path.parent / "summary.txt").read_text(), end="")
         print(f"  report: {result.report_path}")

@@ -1,5 +1,5 @@
 """olivine-modelbuilder: the ``ModelBuilder`` pass and the ``auto-opt``, ``capture-onnx-graph``,
-``generate`` and ``demo`` commands.
+``generate``, ``demo`` and ``optimize`` commands.
 
 This module is what the entry point names and every ``olivine`` command imports
 it, so it stays light: torch, transformers and onnxruntime-genai are imported
@@ -23,8 +23,8 @@ def register_passes(register: Any) -> None:
 
 @olivine.hookimpl
 def register_commands(register: Any) -> None:
-    """Register ``auto-opt``, ``capture-onnx-graph``, ``generate`` and ``demo``."""
-    from olivine_modelbuilder import cli
+    """Register ``auto-opt``, ``capture-onnx-graph``, ``generate``, ``demo`` and ``optimize``."""
+    from olivine_modelbuilder import cli, optimize_cli
 
-    for name, help_text, configure, handler in cli.COMMANDS:
+    for name, help_text, configure, handler in (*cli.COMMANDS, *optimize_cli.COMMANDS):
         register(name, help_text, configure, handler)

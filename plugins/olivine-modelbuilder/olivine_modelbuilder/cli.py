@@ -35,7 +35,10 @@ def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], ou
                         "CUDAExecutionProvider for gpu)")
     p.add_argument("--precision", choices=precisions, default="fp32",
                    help="model precision (default: fp32)")
-    p.add_argument("--task", default="text-generation", help="transformers task")
+    p.add_argument("-t", "--task", default="text-generation", help="transformers task")
+    p.add_argument("--test", nargs="?", const=True, default=None, metavar="FOLDER",
+                   help="build from a randomly initialized 2-layer model of the same "
+                        "architecture (kept in FOLDER; default: in the step cache)")
     p.add_argument("-a", "--adapter_path", dest="adapter_path", default=None,
                    help="a LoRA adapter folder for the model, or the output folder of olivine "
                         "finetune; it is baked into the weights (needs peft)")
@@ -59,8 +62,42 @@ def configure_auto_opt(p: argparse.ArgumentParser) -> None:
 
 
 def configure_capture(p: argparse.ArgumentParser) -> None:
-    """Flags of ``olivine capture-onnx-graph``."""
+    """Flags of ``olivine capture-onnx-graph`` (Olive's model-builder options included)."""
     _add_model_flags(p, FLOAT_PRECISIONS, "capture-output")
+    p.add_argument("--int4_block_size", type=int, choices=(16, 32, 64, 128, 256), default=None,
+                   help="model builder: int4 block size")
+    p.add_argument("--int4_accuracy_level", type=int, default=None,
+                   help="model builder: int4 accuracy level (1 fp32, 2 fp16, 3 bf16, 4 int8)")
+    for flag, text in (("exclude_embeds", "leave the embedding layer out of the ONNX model"),
+                       ("exclude_lm_head", "leave the language-model head out of the ONNX model"),
+                       ("enable_cuda_graph", "model builder: CUDA graph capture (CUDA only)")):
+        p.add_argument(f"--{flag}", type=flag_bool, nargs="?", const=True, default=None,
+                       metavar="BOOL", help=f"{text} (true/false; bare: true)")
+    p.add_argument("--extra_mb_options", default=None, metavar="K=V,...",
+                   help="extra model-builder options, like 'int4_is_symmetric=true'")
+
+
+def flag_bool(text: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no) as a bool (Olive's ``type=bool`` reads any text as
+    true; olivine refuses what is neither)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def capture_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ModelBuilder options ``capture-onnx-graph``'s model-builder flags set."""
+    from olivine_modelbuilder.optimize_schedule import parse_extra_options
+
+    options: dict[str, Any] = {k: getattr(args, k) for k in (
+        "int4_block_size", "int4_accuracy_level", "exclude_embeds", "exclude_lm_head",
+        "enable_cuda_graph") if getattr(args, k, None) is not None}
+    if getattr(args, "extra_mb_options", None):
+        options["extra_options"] = parse_extra_options(args.extra_mb_options)
+    return options
 
 
 def provider_of(args: argparse.Namespace) -> str:
@@ -100,29 +137,58 @@ def build_workflow(args: argparse.Namespace, model_path: str,
     }
 
 
-def preflight(args: argparse.Namespace) -> str:
-    """Check the flags, the model and the output folder; return the model path to use."""
+def check_precision(device: str, provider: str, precision: str,
+                    block_size: int | None = None) -> Any:
+    """Refuse a precision the provider cannot run; return the model-builder config to check with."""
     from olivine.accelerator import Accelerator
     from olivine.errors import UsageError
-    from olivine.output import check_output_dir
-    from olivine_modelbuilder.config import ModelBuilderConfig, check_config, resolve_provider
-    from olivine_modelbuilder.modelinfo import check_buildable, read_model
+    from olivine_modelbuilder.config import ModelBuilderConfig, check_config
 
-    provider = provider_of(args)
-    accelerator = Accelerator(args.device, provider)
-    config = ModelBuilderConfig(precision=args.precision)
-    problems = check_config(config, accelerator)
+    options: dict[str, Any] = {"precision": precision}
+    if block_size is not None:
+        options["int4_block_size"] = block_size
+    config = ModelBuilderConfig(**options)
+    problems = check_config(config, Accelerator(device, provider))
     if problems:
         short = PROVIDER_SHORT_NAMES.get(provider, provider)
         reason = problems[0].split(": ", 1)[-1]
-        raise UsageError(f"--precision {args.precision} with --provider {provider} ({short}): "
+        raise UsageError(f"--precision {precision} with --provider {provider} ({short}): "
                          f"{reason}")
-    check_output_dir(Path(args.output_path).expanduser().resolve())
-    info = read_model(args.model)
-    check_buildable(info, precision=args.precision, provider=resolve_provider(config, accelerator)
-                    or "cpu", block_size=config.int4_block_size, algo=config.int4_algo,
+    return config
+
+
+def check_model(model: str, device: str, provider: str, config: Any) -> str:
+    """Check that the model builder can build ``model`` with ``config``; return its local path.
+
+    Shared by auto-opt, capture-onnx-graph and optimize.
+    """
+    from olivine.accelerator import Accelerator
+    from olivine_modelbuilder.config import resolve_provider
+    from olivine_modelbuilder.modelinfo import check_buildable, read_model
+
+    info = read_model(model)
+    check_buildable(info, precision=config.precision,
+                    provider=resolve_provider(config, Accelerator(device, provider)) or "cpu",
+                    block_size=config.int4_block_size, algo=config.int4_algo,
                     symmetric=config.int4_is_symmetric)
-    return info.path
+    return str(info.path)
+
+
+def preflight(args: argparse.Namespace) -> str:
+    """Check the flags, the model and the output folder; return the model path to use."""
+    from olivine.output import check_output_dir
+
+    provider = provider_of(args)
+    config = check_precision(args.device, provider, args.precision)
+    check_output_dir(Path(args.output_path).expanduser().resolve())
+    model = str(args.model)
+    if getattr(args, "test", None) not in (None, False):
+        from olivine.cli.testmodel import build_test_model, test_model_folder
+
+        folder = test_model_folder(args.test, cache_dir_of(args), model)
+        model = str(build_test_model(model, folder, args.task,
+                                     trust_remote_code=bool(args.trust_remote_code)))
+    return check_model(model, args.device, provider, config)
 
 
 def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bool = True) -> int:
@@ -133,6 +199,10 @@ def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bo
     from olivine.cli.generated import print_summary, run_generated
 
     result = run_generated(workflow, dry_run=args.dry_run, save_config=args.save_config)
+    if result is not None and getattr(args, "test", None) not in (None, False):
+        from olivine.cli.testmodel import mark_output_folder
+
+        mark_output_folder(str(result.output_dir))
     if result is not None and summary and workflow["log_severity_level"] < 4:
         print_summary(result)
         print(f"  try: olivine generate -m {result.output_dir} -p \"Hello\" --chat")
@@ -148,7 +218,7 @@ def cmd_auto_opt(args: argparse.Namespace) -> int:
 def cmd_capture(args: argparse.Namespace) -> int:
     """``olivine capture-onnx-graph``: export to ONNX without quantization."""
     model_path = preflight(args)
-    return run_workflow(args, build_workflow(args, model_path))
+    return run_workflow(args, build_workflow(args, model_path, capture_options(args)))
 
 
 def configure_generate(p: argparse.ArgumentParser) -> None:
@@ -239,7 +309,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     auto = argparse.Namespace(
         command="auto-opt", model=str(model_dir), output_path=str(output), device="cpu",
         provider="CPUExecutionProvider", precision="int4", task="text-generation",
-        adapter_path=None, trust_remote_code=False, save_config=None, dry_run=False,
+        adapter_path=None, trust_remote_code=False, save_config=None, dry_run=False, test=None,
         cache_dir=str(cache), log_level=args.log_level if args.log_level is not None else 2)
     say("olivine auto-opt --precision int4 ...")
     preflight(auto)

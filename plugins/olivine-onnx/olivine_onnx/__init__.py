@@ -28,11 +28,12 @@ def register_passes(register: Any) -> None:
 
 @olivine.hookimpl
 def register_commands(register: Any) -> None:
-    """Register ``generate-cost-model`` (the csv ``CaptureSplitInfo`` reads)."""
-    from olivine_onnx import costmodel
+    """Register ``generate-cost-model`` (the csv CaptureSplitInfo reads), ``tune-session-params``."""
+    from olivine_onnx import costmodel, tune_cli
 
     def handler(args: Any) -> int:
         return costmodel.cmd_generate_cost_model(args)
 
     register("generate-cost-model", "write the per-module cost csv that CaptureSplitInfo's "
              "cost_model reads, from a Hugging Face model", costmodel.configure, handler)
+    register("tune-session-params", tune_cli.HELP, tune_cli.configure, tune_cli.handle)
