@@ -22,7 +22,7 @@ from olivine.errors import GoalsNotMetError, OlivineError, PassError
 from olivine.evaluation import EvalContext, prepare_metrics
 from olivine.events import RunInfo, StepInfo
 from olivine.inputs import InputDescriber
-from olivine.models import ModelHandle, handle_from_dict
+from olivine.models import CompositeModel, ModelHandle, handle_from_dict
 from olivine.output import check_apart, check_output_dir, publish
 from olivine.passes import Pass
 from olivine.plugins import PluginHost
@@ -285,7 +285,7 @@ class Engine:
             error.exit_code = outcome.error_exit_code or 1
             raise error
         output = handle_from_dict(outcome.model)
-        if output.kind != cls.produces:
+        if output.kind != cls.produces and not _composite_of(output, cls.produces):
             cache.discard(work)
             raise PassError(entry.name, cls.name, f"returned an {output.kind} model, but declares "
                             f"that it produces {cls.produces} models")
@@ -336,6 +336,14 @@ class Engine:
                                    f"{model.kind} models; it takes {', '.join(cls.accepts)}")
             out[metric.name] = cls().evaluate(model, metric, context)
         return out
+
+
+def _composite_of(model: ModelHandle, kind: str) -> bool:
+    """True for a composite whose components are all ``kind`` models: what a pass declaring
+    ``kind`` returns for a composite input (run per component) or for a model it makes in
+    parts (ModelBuilder's Whisper encoder and decoder)."""
+    return isinstance(model, CompositeModel) and bool(model.components) and all(
+        part.kind == kind for _, part in model.components)
 
 
 def _iso(ts: float) -> str:
