@@ -16,6 +16,7 @@ import attrs
 from olivine import __version__
 from olivine.accelerator import Accelerator, AcceleratorConfig
 from olivine.cache import DEFAULT_LIBRARIES, Cache, library_versions
+from olivine.config.sections import SearchStrategy
 from olivine.config.typed import unstructure
 from olivine.config.workflow import PassEntry, WorkflowConfig
 from olivine.errors import GoalsNotMetError, OlivineError, PassError
@@ -304,9 +305,23 @@ class Engine:
         report["metrics"]["output_model"] = measured
         goals, missed = judge(objectives(evaluator, self.host), measured, baseline)
         report["goals"] = goals
-        if missed:
-            raise GoalsNotMetError("the output model does not meet the evaluator's goals: "
-                                   + "; ".join(missed))
+        if not goals:
+            return
+        report["goals_met"] = not missed
+        if not missed:
+            return
+        if isinstance(self.wf.engine.search_strategy, SearchStrategy):
+            # Olive's search mode (a search_strategy, searched options or not) outputs only
+            # candidates that meet the goals: this one is the only candidate
+            raise GoalsNotMetError(
+                "the output model does not meet the evaluator's goals: " + "; ".join(missed)
+                + " (with a search_strategy only a model that meets them is published, as in "
+                "Olive; without one the model is published and the missed goals reported)")
+        # Olive's no-search mode publishes the output model whatever the goals say
+        report["missed_goals"] = list(missed)
+        log.warning("the output model does not meet the evaluator's goals: %s; published anyway "
+                    "(no search_strategy: as Olive, goals only rank candidates of a search)",
+                    "; ".join(missed))
 
     def baseline(self, report: dict[str, Any]) -> dict[str, Any]:
         """The input model's metrics (measured once, kept in the report), if asked for."""
