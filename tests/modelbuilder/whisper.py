@@ -20,7 +20,7 @@ N_MELS = 80
 FRAMES = 3000
 
 
-def _byte_alphabet() -> list[str]:
+def byte_alphabet() -> list[str]:
     """GPT-2's printable stand-ins of the 256 bytes (byte-level BPE, as Whisper's vocabulary)."""
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
             *range(ord("®"), ord("ÿ") + 1)]
@@ -48,7 +48,7 @@ def tiny_whisper(folder: Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "model.safetensors").is_file():
         return folder
-    alphabet = _byte_alphabet()
+    alphabet = byte_alphabet()
     merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a")]
     vocab = {c: i for i, c in enumerate(alphabet)}
     for a, b in merges:
