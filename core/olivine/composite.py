@@ -22,7 +22,7 @@ from pathlib import Path
 
 import attrs
 
-from olivine.errors import UsageError
+from olivine.errors import OlivineError, UsageError
 from olivine.models import CompositeModel, ModelHandle, OnnxModel
 from olivine.passes import PassContext
 from olivine.safepath import component_problem
@@ -60,7 +60,11 @@ def run_per_component(run: RunFn, pass_name: str, accepts: tuple[str, ...], mode
         context.logger.info("%s: component %s (%d of %d)", pass_name, name, i + 1,
                             len(model.components))
         sub_context = attrs.evolve(context, work_dir=sub, progress_fn=progress)
-        outputs.append((name, run(component, sub_context)))
+        try:
+            outputs.append((name, run(component, sub_context)))
+        except OlivineError as exc:  # say which part failed (the type and exit code stay)
+            exc.args = (f"component {name!r}: {exc}", *exc.args[1:])
+            raise
     # names of model files and external data anywhere in play: never copied as side files
     folders = {Path(output.path) for _, output in outputs if isinstance(output, OnnxModel)}
     folders |= {Path(c.path) for _, c in model.components} | {Path(model.path)}

@@ -147,3 +147,18 @@ def test_a_part_of_a_kind_the_pass_does_not_take_is_an_error(tmp_path: Path) -> 
     with pytest.raises(UsageError, match="P takes onnx models, but component 'text' of the "
                                          "composite input is a hf model"):
         run_per_component(lambda m, c: m, "P", ("onnx",), composite, _context(tmp_path / "w"))
+
+
+def test_a_failing_part_is_named_in_the_error(tmp_path: Path) -> None:
+    composite = _shared_composite(tmp_path)
+
+    def fail_on_encoder(model: ModelHandle, context: PassContext) -> ModelHandle:
+        assert isinstance(model, OnnxModel)
+        if model.onnx_file_name == "encoder.onnx":
+            raise UsageError("no MatMul to quantize")
+        return model
+
+    with pytest.raises(UsageError) as info:
+        run_per_component(fail_on_encoder, "P", ("onnx",), composite, _context(tmp_path / "w"))
+    assert str(info.value) == "component 'encoder.onnx': no MatMul to quantize"
+    assert info.value.exit_code == 2
