@@ -71,6 +71,7 @@ def _check_genai(folder: Path, model: Path, features: Any, ids: list[int]) -> li
     return errors
 
 
+@pytest.mark.slow  # 63 s (22 s of CPU) on the shared 2-core machine: over the default run's share
 def test_whisper_cpu_recipe_makes_one_genai_model_that_matches_torch(tmp_path: Path) -> None:
     """ModelBuilder (fp32) -> OnnxKQuantQuantization (8 bits, block 32, accuracy level 4) on
     both parts; the fp32 parts agree with torch to float rounding, the int8 ones within
