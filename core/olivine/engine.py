@@ -16,13 +16,14 @@ import attrs
 from olivine import __version__
 from olivine.accelerator import Accelerator, AcceleratorConfig
 from olivine.cache import DEFAULT_LIBRARIES, Cache, library_versions
+from olivine.config.sections import SearchStrategy
 from olivine.config.typed import unstructure
 from olivine.config.workflow import PassEntry, WorkflowConfig
 from olivine.errors import GoalsNotMetError, OlivineError, PassError
 from olivine.evaluation import EvalContext, prepare_metrics
 from olivine.events import RunInfo, StepInfo
 from olivine.inputs import InputDescriber
-from olivine.models import ModelHandle, handle_from_dict
+from olivine.models import CompositeModel, ModelHandle, handle_from_dict
 from olivine.output import check_apart, check_output_dir, publish
 from olivine.passes import Pass
 from olivine.plugins import PluginHost
@@ -294,7 +295,7 @@ class Engine:
             error.exit_code = outcome.error_exit_code or 1
             raise error
         output = handle_from_dict(outcome.model)
-        if output.kind != cls.produces:
+        if output.kind != cls.produces and not _composite_of(output, cls.produces):
             cache.discard(work)
             raise PassError(entry.name, cls.name, f"returned an {output.kind} model, but declares "
                             f"that it produces {cls.produces} models")
@@ -313,9 +314,23 @@ class Engine:
         report["metrics"]["output_model"] = measured
         goals, missed = judge(objectives(evaluator, self.host), measured, baseline)
         report["goals"] = goals
-        if missed:
-            raise GoalsNotMetError("the output model does not meet the evaluator's goals: "
-                                   + "; ".join(missed))
+        if not goals:
+            return
+        report["goals_met"] = not missed
+        if not missed:
+            return
+        if isinstance(self.wf.engine.search_strategy, SearchStrategy):
+            # Olive's search mode (a search_strategy, searched options or not) outputs only
+            # candidates that meet the goals: this one is the only candidate
+            raise GoalsNotMetError(
+                "the output model does not meet the evaluator's goals: " + "; ".join(missed)
+                + " (with a search_strategy only a model that meets them is published, as in "
+                "Olive; without one the model is published and the missed goals reported)")
+        # Olive's no-search mode publishes the output model whatever the goals say
+        report["missed_goals"] = list(missed)
+        log.warning("the output model does not meet the evaluator's goals: %s; published anyway "
+                    "(no search_strategy: as Olive, goals only rank candidates of a search)",
+                    "; ".join(missed))
 
     def baseline(self, report: dict[str, Any]) -> dict[str, Any]:
         """The input model's metrics (measured once, kept in the report), if asked for."""
@@ -345,6 +360,14 @@ class Engine:
                                    f"{model.kind} models; it takes {', '.join(cls.accepts)}")
             out[metric.name] = cls().evaluate(model, metric, context)
         return out
+
+
+def _composite_of(model: ModelHandle, kind: str) -> bool:
+    """True for a composite whose components are all ``kind`` models: what a pass declaring
+    ``kind`` returns for a composite input (run per component) or for a model it makes in
+    parts (ModelBuilder's Whisper encoder and decoder)."""
+    return isinstance(model, CompositeModel) and bool(model.components) and all(
+        part.kind == kind for _, part in model.components)
 
 
 def _iso(ts: float) -> str:

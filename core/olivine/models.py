@@ -266,11 +266,21 @@ class CompositeModel(ModelHandle):
     components: tuple[tuple[str, ModelHandle], ...] = ()
 
     def files(self) -> list[Path]:
-        """The files of every component."""
-        out: list[Path] = []
-        for _, handle in self.components:
-            out.extend(handle.files())
-        return out
+        """The files of every component (once each), and those of the composite's own folder
+        when every component lies in it (the tokenizer and configs they share)."""
+        out = {f for _, handle in self.components for f in handle.files()}
+        if self.holds_components():
+            out.update(super().files())
+        return sorted(out)
+
+    def holds_components(self) -> bool:
+        """True when ``path`` is a local folder with every component inside it."""
+        folder = self.local_path()
+        if folder is None or not folder.is_dir() or not self.components:
+            return False
+        from olivine.safepath import is_inside
+
+        return all(is_inside(handle.path, folder) for _, handle in self.components)
 
 
 #: kind -> handle class: the host's kinds, then those plugins register (register_model_kinds)

@@ -126,6 +126,8 @@ def copy_sidecar_files(model: ModelHandle, dest: Path, skip: set[str] | None = N
     from olivine.models import _external_data_files
 
     leave = {p.name for p in _external_data_files(model.model_file())}
+    for other in src.glob("*.onnx"):  # the external data of the other models there (a composite's)
+        leave |= {p.name for p in _external_data_files(other)}
     leave |= {"run.json", "summary.txt"} | (skip or set())
     copied = []
     for f in sorted(src.iterdir()):

@@ -187,6 +187,11 @@ def _link_or_copy(src: Path, dst: Path, copied: dict[Path, Path]) -> None:
 
 def _copy_model(model: ModelHandle, dest: Path, copied: dict[Path, Path]) -> ModelHandle:
     """Copy ``model``'s files under ``dest``; return the handle pointing there."""
+    if isinstance(model, CompositeModel) and model.holds_components():
+        src = Path(model.path)  # one folder (Whisper's encoder.onnx and decoder.onnx): kept as it is
+        for f in model.files():
+            _link_or_copy(f, inside(dest, f.relative_to(src), what="model file"), copied)
+        return model.rebased(src, dest)
     if isinstance(model, CompositeModel):
         parts = tuple((name, _copy_model(h, inside(dest, name, what="component name"), copied))
                       for name, h in model.components)

@@ -45,6 +45,9 @@ def render_summary(report: dict[str, Any], output_dir: Path | None, size_bytes: 
     for goal in report.get("goals", []):
         mark = "met" if goal["met"] else "NOT met"
         lines.append(f"  goal {goal['metric']} {goal['goal']['type']} {goal['goal']['value']}: {mark}")
+    if report.get("missed_goals"):
+        lines.append("  goals missed: the output is published anyway, as Olive does without a "
+                     "search (exit code 0)")
     if report.get("error"):
         lines.append(f"  error: {report['error']['message']}")
     if output_dir is not None:

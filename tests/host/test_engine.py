@@ -167,24 +167,47 @@ def test_python_api_returns_result(tmp_path: Path, onnx_model: Path) -> None:
     assert result.metrics["output_model"]["w"]["abs_sum"] == pytest.approx(2 * base, rel=1e-5)
 
 
-def test_goal_not_met_fails_with_report(tmp_path: Path, onnx_model: Path, write_config: Any,
-                                        cli: Any) -> None:
+def test_goal_not_met_without_search_publishes_and_reports_it(
+        tmp_path: Path, onnx_model: Path, write_config: Any, cli: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """As Olive's no-search mode: the output is published whatever the goals say; the missed
+    goal is in the report, the summary and the log, and the exit code is 0. With a
+    search_strategy (Olive's search mode, here with nothing to search) only a model that
+    meets the goals is published: exit 3, nothing written."""
     goal = {"type": "percent-max-degradation", "value": 10}
     wf = make_workflow(tmp_path, onnx_model, {"a": {"type": "Scale", "factor": 0.5}},
                        evaluators={"e": {"metrics": [{"name": "w", "type": "weight_stats",
                                                       "sub_types": [{"name": "abs_sum",
                                                                      "goal": goal}]}]}},
                        evaluator="e")
-    code, _, err = cli("run", "--config", str(write_config(wf)))
+    with caplog.at_level("WARNING", logger="olivine.engine"):
+        code, out, err = cli("run", "--config", str(write_config(wf)))
+    assert code == 0, err
+    warning = caplog.text
+    assert "the output model does not meet the evaluator's goals: w-abs_sum = " in warning
+    assert "(goal percent-max-degradation 10, input model " in warning
+    assert "published anyway" in warning
+    report = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert report["status"] == "succeeded" and report["goals_met"] is False
+    assert [g["met"] for g in report["goals"]] == [False]
+    assert report["missed_goals"][0].startswith("w-abs_sum = ")
+    assert (tmp_path / "out" / "model.onnx").is_file()
+    assert "goal w-abs_sum percent-max-degradation 10.0: NOT met" in out
+    assert "goals missed: the output is published anyway" in out
+
+    searched = {**wf, "output_dir": str(tmp_path / "searched"),
+                "search_strategy": {"execution_order": "joint", "sampler": "sequential"}}
+    code, _, err = cli("run", "--config", str(write_config(searched)))
     assert code == 3
-    assert "the output model does not meet the evaluator's goals: w-abs_sum = " in err
-    assert "(goal percent-max-degradation 10, input model " in err
-    assert not (tmp_path / "out").exists()
+    assert "with a search_strategy only a model that meets them is published" in err
+    assert not (tmp_path / "searched").exists()
+
     wf["passes"]["a"]["factor"] = 0.95
     code, _, err = cli("run", "--config", str(write_config(wf)))
     assert code == 0, err
     report = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert report["goals"][0]["met"] is True
+    assert report["goals"][0]["met"] is True and report["goals_met"] is True
+    assert "missed_goals" not in report
 
 
 def test_dry_run_prints_plan_and_runs_nothing(tmp_path: Path, onnx_model: Path, runs_file: Path,

@@ -7,6 +7,9 @@ into a test's ``tmp_path``; the copy's workflow JSON is rewritten in these place
 * each ``data_configs`` entry that loads a hub dataset (``load_dataset_config.data_name``):
   ``data_name`` becomes ``json`` and ``data_files`` a local file with the same columns, under
   the recipe's own split name (``subset`` goes: it names a part of the hub dataset);
+* ``load_dataset_config`` parameters of a user script's dataset component that name the hub
+  model or dataset it loads itself (``data_params``, e.g. CLIP's ``model_name`` and
+  ``dataset_name``) become the local ones;
 * a calibrated pass that relies on Olive's default hub dataset (``gptq`` and
   ``SelectiveMixedPrecision`` ``kld_gradient`` without a ``data_config``; Olive then downloads
   wikitext-2) gets ``data_config`` naming one added local entry (``local_calibration``);
@@ -84,13 +87,14 @@ class PreparedRecipe:
 
 
 def prepare(recipe: str, tmp_path: Path, model_path: Path | str, dataset: Path | None = None,
-            calibration: Path | None = None, calibration_windows: tuple[int, int] = (16, 64)
-            ) -> PreparedRecipe:
+            calibration: Path | None = None, calibration_windows: tuple[int, int] = (16, 64),
+            data_params: dict[str, str] | None = None) -> PreparedRecipe:
     """Copy ``recipe`` (relative to the corpus) into ``tmp_path`` and point it at local things.
 
     ``dataset`` (a JSON-lines file) replaces every hub dataset of ``data_configs``;
     ``calibration`` (JSON lines with a ``text`` field) feeds the calibrated passes that would
     use Olive's hub default, ``calibration_windows`` = (max_samples, max_seq_len) of it.
+    ``data_params`` replaces those ``load_dataset_config`` keys where a data config has them.
     """
     root = recipes_root()
     source = root / recipe
@@ -105,6 +109,10 @@ def prepare(recipe: str, tmp_path: Path, model_path: Path | str, dataset: Path |
 
     for i, entry in enumerate(workflow.get("data_configs") or []):
         load = entry.get("load_dataset_config")
+        for key, value in (data_params or {}).items():
+            if isinstance(load, dict) and key in load:
+                load[key] = value
+                log.append(f"data_configs[{i}].load_dataset_config.{key}")
         name = (load or {}).get("data_name")
         if not name or str(name).lower() in LOCAL_LOADERS:
             continue

@@ -406,6 +406,9 @@ def _check_chain(model: InputModel | None, passes: list[PassEntry], host: Plugin
         cls = host.passes.get(entry.type)
         if cls is None:
             return
+        if kind == "composite" and kind not in cls.accepts:  # runs once per component
+            source = f"passes.{entry.name}"
+            continue
         if kind not in cls.accepts:
             problems.add(f"passes.{entry.name}",
                          f"pass {entry.type} takes {' or '.join(cls.accepts)} models, but gets an "

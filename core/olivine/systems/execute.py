@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from olivine.accelerator import Accelerator
+from olivine.composite import run_per_component, runs_per_component
 from olivine.config.sections import DataConfig
 from olivine.config.typed import Problems, is_missing, structure
 from olivine.errors import OlivineError
-from olivine.models import ModelHandle, handle_from_dict
+from olivine.models import CompositeModel, ModelHandle, handle_from_dict
 from olivine.passes import PassContext
 from olivine.plugins import get_plugin_host
 from olivine.systems.base import ProgressSink, StepOutcome, StepRequest
@@ -93,7 +94,13 @@ def execute(request: StepRequest, progress: ProgressSink) -> tuple[ModelHandle, 
         progress_fn=progress, state_dir=Path(request.state_dir) if request.state_dir else None)
     model = handle_from_dict(request.model)
     with PeakSampler() as sampler:
-        output = cls().run(model, config, context)
+        output: ModelHandle
+        if isinstance(model, CompositeModel) and runs_per_component(cls.accepts, model):
+            instance = cls()  # as Olive: once per component, the outputs a composite again
+            output = run_per_component(lambda m, c: instance.run(m, config, c), cls.name,
+                                       tuple(cls.accepts), model, context)
+        else:
+            output = cls().run(model, config, context)
     if not isinstance(output, ModelHandle):
         raise OlivineError(f"pass {request.pass_name} returned {type(output).__name__}, "
                            "not a model handle")

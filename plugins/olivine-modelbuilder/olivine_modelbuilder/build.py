@@ -151,18 +151,29 @@ def build_model(source: str, output_dir: Path, *, precision: str, provider: str,
         shutil.rmtree(temp, ignore_errors=True)
     model_file = output_dir / str(extra.get("filename", "model.onnx"))
     config_file = output_dir / "genai_config.json"
-    if not model_file.is_file() or not config_file.is_file():
+    parts = model_parts(output_dir, model_file.name)
+    if not parts or not config_file.is_file():
         tail = "\n".join(sink.lines[-5:])
         raise OlivineError(f"the model builder finished without writing {model_file.name} and "
                            f"genai_config.json into {output_dir}; its last output:\n{tail}")
     if search:
         update_search(config_file, search)
     if norm_epsilon is not None:
-        changed = fix_norm_epsilon(model_file, norm_epsilon)
+        changed = sum(fix_norm_epsilon(part, norm_epsilon) for part in parts)
         if changed:
             logger.warning("set epsilon %g (config.json) on %d LayerNormalization nodes where the "
                            "builder wrote its default", norm_epsilon, changed)
-    return model_file
+    return parts[0]
+
+
+def model_parts(output_dir: Path, file_name: str = "model.onnx") -> list[Path]:
+    """The ONNX files a build wrote into ``output_dir``: ``[file_name]``, or for a model built
+    in parts (Whisper: ``decoder.onnx`` and ``encoder.onnx``, named by the builder) every
+    ``.onnx`` file there, sorted by name as Olive lists them; ``[]`` when there is none."""
+    single = output_dir / file_name
+    if single.is_file():
+        return [single]
+    return sorted(p for p in output_dir.glob("*.onnx") if p.is_file())
 
 
 NORM_OPS = ("LayerNormalization", "SkipLayerNormalization")

@@ -9,7 +9,7 @@ import attrs
 
 from olivine.accelerator import Accelerator
 from olivine.errors import UsageError
-from olivine.models import AdapterModel, HfModel, ModelHandle, OnnxModel
+from olivine.models import AdapterModel, CompositeModel, HfModel, ModelHandle, OnnxModel
 from olivine.passes import Pass, PassContext
 from olivine_modelbuilder.config import (
     ModelBuilderConfig,
@@ -26,7 +26,10 @@ class ModelBuilder(Pass):
 
     The output folder holds model.onnx, its external data, genai_config.json, the
     tokenizer files and the chat template: everything ``onnxruntime_genai.Model``
-    and ``olivine generate`` need. With ``metadata_only`` the input is an ONNX decoder
+    and ``olivine generate`` need. A Whisper model is built in two parts, encoder.onnx
+    and decoder.onnx, beside one genai_config.json: the output is then a composite
+    model of those two (named by file, as in Olive), and the ONNX passes after it
+    run on each part. With ``metadata_only`` the input is an ONNX decoder
     (OnnxConversion's, with ``save_metadata_for_token_generation``): the output is that
     model with genai_config.json and the tokenizer files written beside it.
 
@@ -76,7 +79,7 @@ class ModelBuilder(Pass):
 
     def run(self, model: ModelHandle, config: Any, context: PassContext) -> ModelHandle:
         """Check the model folder, run the builder into ``context.work_dir``, return the handle."""
-        from olivine_modelbuilder.build import build_model
+        from olivine_modelbuilder.build import build_model, model_parts
         from olivine_modelbuilder.modelinfo import KNOWN_INACCURATE, check_buildable, read_model
         from olivine_modelbuilder.quant_embeds import embeds_settings, quantize_gather
 
@@ -112,9 +115,10 @@ class ModelBuilder(Pass):
             num_layers=layers if isinstance(layers, int) else None,
             norm_epsilon=info.norm_epsilon(),
             progress=context.progress, logger=context.logger)
+        parts = model_parts(context.work_dir, str(config.extra_options.get("filename", "model.onnx")))
         embeds = embeds_settings(info.path) if info.local else None
         if embeds is not None:
-            count = quantize_gather(model_file, info.path, embeds)
+            count = sum(quantize_gather(part, info.path, embeds) for part in parts)
             if not count:
                 raise UsageError(f"{model.path} has quantized embeddings ({embeds['module']}), but the "
                                  "built graph has no Gather on the embedding table to replace "
@@ -127,6 +131,12 @@ class ModelBuilder(Pass):
                       "architecture": info.architecture}
         if fallback:
             attributes["provider_fallback"] = fallback
+        if len(parts) > 1:  # Whisper: encoder.onnx and decoder.onnx beside one genai_config.json
+            context.logger.info("built %d ONNX models: %s", len(parts), ", ".join(p.name for p in parts))
+            # as Olive: named by file, so passes run on each write back to those names
+            return CompositeModel(path=str(context.work_dir), attributes=attributes, components=tuple(
+                (part.name, OnnxModel(path=str(context.work_dir), onnx_file_name=part.name,
+                                      attributes=attributes)) for part in parts))
         return OnnxModel(path=str(context.work_dir), onnx_file_name=model_file.name,
                          attributes=attributes)
 

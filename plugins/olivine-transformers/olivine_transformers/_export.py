@@ -78,6 +78,7 @@ def auto_class(task: str) -> Any:
         "text-generation": "AutoModelForCausalLM",
         "text-generation-with-past": "AutoModelForCausalLM",
         "image-classification": "AutoModelForImageClassification",
+        "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
     }
     if task not in names:
         raise UsageError(f"OnnxConversion: task {task!r} is not supported; supported tasks: "
@@ -307,7 +308,9 @@ def convert(model: ModelHandle, config: ConversionConfig, context: PassContext) 
             input_names = list(io["input_names"])
         else:
             input_names = list(io.get("input_names") or text_input_names(torch_model))
-        vocab = int(getattr(torch_model.config, "vocab_size", 1000) or 1000)
+        text_config = getattr(torch_model.config, "text_config", None)  # CLIP-like: text inside
+        vocab = int(getattr(torch_model.config, "vocab_size", None)
+                    or getattr(text_config, "vocab_size", None) or 1000)
         if io.get("input_shapes"):  # Olive's fixed sample shapes (and types)
             sample = io_config_inputs({**io, "input_names": input_names}, seed=0, high=vocab)
             check = io_config_inputs({**io, "input_names": input_names}, seed=1, high=vocab)

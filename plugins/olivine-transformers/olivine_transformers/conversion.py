@@ -19,7 +19,7 @@ from olivine.passes import Pass, PassContext
 #: Tasks whose export and validation are implemented (others export like feature-extraction).
 TASKS = ("feature-extraction", "text-classification", "sequence-classification",
          "token-classification", "fill-mask", "question-answering", "text-generation",
-         "text-generation-with-past", "image-classification")
+         "text-generation-with-past", "image-classification", "zero-shot-image-classification")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
