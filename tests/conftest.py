@@ -1,17 +1,17 @@
 """Fixtures shared by olivine's tests.
 
-Threads are pinned to one per library: on a 2-core machine torch and ONNX Runtime
+olivine's test kit (``olivine.testing``: ``tiny_onnx_model``, ``run_pass``, ``run_workflow``,
+``assert_config_error``, ``write_config``, ``cli``) is loaded by ``-p olivine.testing`` in
+pyproject.toml. Threads are pinned to one per library: on a 2-core machine torch and ONNX Runtime
 thread pools fight each other and make tests slow and noisy. Helpers that tests
 import live in ``olivine_testutil`` (several folders have a conftest.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,32 +60,6 @@ def runs_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "runs.txt"
     monkeypatch.setenv("OLIVINE_TESTKIT_RUNS", str(path))
     return path
-
-
-@pytest.fixture
-def write_config(tmp_path: Path) -> Callable[[dict[str, Any], str], Path]:
-    """Write a workflow dict as JSON and return its path."""
-
-    def write(data: dict[str, Any], name: str = "workflow.json") -> Path:
-        path = tmp_path / name
-        path.write_text(json.dumps(data, indent=2))
-        return path
-
-    return write
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """Run ``olivine ARGS`` in-process; return (exit code, stdout, stderr)."""
-    from olivine.cli import main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 @pytest.fixture
