@@ -23,7 +23,7 @@ from olivine_testutil import SHARED, record_quality
 needs_inc = pytest.mark.skipif(importlib.util.find_spec("onnx_neural_compressor") is None,
                                reason="pip install 'olivine-inc[inc]'")
 
-SENTENCES = Path(__file__).resolve().parents[2] / "examples" / "minilm" / "sentences.jsonl"
+SENTENCES = Path(__file__).resolve().parents[3] / "examples" / "minilm" / "sentences.jsonl"
 CALIBRATION = {"name": "calib", "type": "HuggingfaceContainer",
                "load_dataset_config": {"data_name": "json", "data_files": str(SENTENCES)},
                "pre_process_data_config": {"input_cols": ["text"], "max_length": 16,

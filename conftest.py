@@ -1,4 +1,4 @@
-"""Fixtures shared by olivine's tests.
+"""Fixtures shared by olivine's tests: the host's (tests/) and each plugin's (plugins/*/tests/).
 
 olivine's test kit (``olivine.testing``: ``tiny_onnx_model``, ``run_pass``, ``run_workflow``,
 ``assert_config_error``, ``write_config``, ``cli``) is loaded by ``-p olivine.testing`` in

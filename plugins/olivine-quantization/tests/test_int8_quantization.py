@@ -15,7 +15,7 @@ import olivine
 from olivine.cli import main
 from olivine_testutil import SHARED, record_quality
 
-SENTENCES = Path(__file__).resolve().parents[2] / "examples" / "minilm" / "sentences.jsonl"
+SENTENCES = Path(__file__).resolve().parents[3] / "examples" / "minilm" / "sentences.jsonl"
 CALIBRATION = {"name": "calib", "type": "HuggingfaceContainer",
                "load_dataset_config": {"data_name": "json", "data_files": str(SENTENCES)},
                "pre_process_data_config": {"input_cols": ["text"], "max_length": 16,
