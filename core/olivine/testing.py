@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-__all__ = ["WORDS", "assert_config_error", "input_model_config", "make_hf_model", "make_onnx_model",
-           "run_pass", "run_workflow", "using_plugin"]
+__all__ = ["WORDS", "assert_config_error", "cli_main", "input_model_config", "make_hf_model",
+           "make_onnx_model", "run_pass", "run_workflow", "using_plugin"]
 
 #: The word list of :func:`make_hf_model`'s tokenizer (lower-case, space-separated text).
 WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "a", "model", "runs", "fast",
@@ -221,6 +221,13 @@ def assert_config_error(config: Mapping[str, Any] | str | Path, message: str, ex
     pytest.fail(f"the config was accepted and ran; expected an error saying {message!r}")
 
 
+def cli_main(argv: list[str] | None = None) -> int:
+    """Run ``olivine ARGV`` in this process and return its exit code (as the shell would see it)."""
+    from olivine.cli import main
+
+    return main(argv)
+
+
 # -- fixtures -------------------------------------------------------------------------------
 @pytest.fixture
 def tiny_onnx_model(tmp_path: Path) -> Path:
@@ -230,7 +237,12 @@ def tiny_onnx_model(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Llama-shaped decoder with a local tokenizer (built once per test session)."""
+    """A tiny Llama-shaped decoder with a local tokenizer (built once per test session).
+
+    Tests that use it are skipped where torch or transformers is not installed.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     return make_hf_model(tmp_path_factory.mktemp("tiny-hf"))
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import importlib.util
+import inspect
 import subprocess
 import sys
 import textwrap

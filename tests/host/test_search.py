@@ -150,7 +150,8 @@ def _systems_plugin(cls: type) -> Any:
     return types.SimpleNamespace(__name__=f"systems-{cls.__name__}", register_systems=register_systems)
 
 
-def test_a_system_gets_candidates_as_plain_requests(tmp_path: Path, onnx_model: Path, runs_file: Path) -> None:
+def test_a_system_gets_candidates_as_plain_requests(tmp_path: Path, onnx_model: Path,
+                                                    runs_file: Path) -> None:
     import olivine
     from olivine.testing import run_workflow, using_plugin
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any

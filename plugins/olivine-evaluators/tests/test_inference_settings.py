@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 import olivine
-from olivine.cli import main
+from olivine import ConfigError, get_plugin_host
 from olivine.config import validate_workflow
-from olivine.errors import ConfigError
 from olivine.onnxsave import plain_data
-from olivine.plugins import get_plugin_host
+from olivine.testing import cli_main as main
 from olivine_testutil import make_workflow
 
 LAT = {"name": "lat", "type": "latency", "sub_types": [{"name": "avg"}],
@@ -138,7 +137,7 @@ def test_latency_after_session_tuning_uses_the_tuned_settings(
 
 def test_metric_settings_override_the_model(onnx_model: Path, tmp_path: Path) -> None:
     """Olive's order: a metric's ``inference_settings.onnx`` over the model's, key by key."""
-    from olivine.models import OnnxModel
+    from olivine import OnnxModel
     from olivine_evaluators.runtime import make_runner
 
     model = OnnxModel(path=str(onnx_model), attributes={"inference_settings": {
@@ -158,8 +157,7 @@ def test_metric_settings_override_the_model(onnx_model: Path, tmp_path: Path) ->
 
 
 def test_provider_pairs_and_unavailable_providers(onnx_model: Path) -> None:
-    from olivine.errors import UsageError
-    from olivine.models import OnnxModel
+    from olivine import OnnxModel, UsageError
     from olivine.ortsession import create_session, session_settings
 
     model = OnnxModel(path=str(onnx_model), attributes={"inference_settings": {

@@ -39,9 +39,7 @@ def trained(cache_root: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained model built to fp32 by ModelBuilder (in this process): its folder."""
-    from olivine.accelerator import Accelerator
-    from olivine.models import HfModel
-    from olivine.passes import PassContext
+    from olivine import Accelerator, HfModel, PassContext
     from olivine_modelbuilder.config import ModelBuilderConfig
     from olivine_modelbuilder.passes import ModelBuilder
 
@@ -98,9 +96,7 @@ def test_lmevaluator_matches_lm_eval_hf_backend(trained: Path, built: Path,
                                                  tmp_path: Path) -> None:
     from lm_eval import simple_evaluate
 
-    from olivine.accelerator import Accelerator
-    from olivine.evaluation import EvalContext
-    from olivine.models import HfModel, OnnxModel
+    from olivine import Accelerator, EvalContext, HfModel, OnnxModel
     from olivine_evaluators._lmeval_run import make_lm, task_manager
 
     tasks = _tasks(tmp_path)

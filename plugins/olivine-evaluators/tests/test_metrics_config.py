@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 
 import olivine
-from olivine.cli import main
+from olivine import ConfigError, get_plugin_host
 from olivine.config import validate_workflow
-from olivine.errors import ConfigError
-from olivine.plugins import get_plugin_host
+from olivine.testing import cli_main as main
 from olivine_testutil import make_workflow
 
 RECIPES = Path("/work/shared/olive-recipes")
@@ -113,7 +112,7 @@ def test_speech_submetrics_are_a_clear_config_error(onnx_model: Path) -> None:
 def test_schema_takes_top_level_metrics_and_names() -> None:
     import jsonschema
 
-    from olivine.schema import workflow_schema
+    from olivine.config import workflow_schema
 
     schema = workflow_schema(get_plugin_host())
     jsonschema.validate(json.loads(WHISPER_WER.read_text()), schema)

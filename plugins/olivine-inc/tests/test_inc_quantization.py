@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 import olivine
-from olivine.cli import main
+from olivine.testing import cli_main as main
 from olivine_testutil import SHARED, record_quality
 
 #: the tests that quantize need onnx-neural-compressor; validation does not

@@ -16,9 +16,7 @@ def genai_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from olivine.accelerator import Accelerator
-    from olivine.models import HfModel
-    from olivine.passes import PassContext
+    from olivine import Accelerator, HfModel, PassContext
     from olivine_modelbuilder.config import ModelBuilderConfig
     from olivine_modelbuilder.passes import ModelBuilder
 

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from onnx_helpers import F, assert_same, make, op_types, run_pass, save, session
 
 import olivine
-from olivine.errors import ConfigError
+from olivine import ConfigError
 from olivine_testutil import make_workflow
 
 RNG = np.random.default_rng(2)

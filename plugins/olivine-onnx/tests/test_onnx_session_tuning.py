@@ -15,7 +15,7 @@ from onnx import helper
 from onnx_helpers import F, assert_same, make, run_pass, save
 
 import olivine
-from olivine.errors import ConfigError
+from olivine import ConfigError
 from olivine.onnxsave import plain_data
 from olivine_testutil import make_workflow
 

@@ -13,10 +13,7 @@ from onnx import TensorProto, helper
 from onnx_helpers import F, assert_same, make, save, session
 
 import olivine
-from olivine.accelerator import Accelerator
-from olivine.errors import ConfigError, PassError
-from olivine.models import HfModel
-from olivine.passes import PassContext
+from olivine import Accelerator, ConfigError, HfModel, PassContext, PassError
 from olivine_testutil import make_workflow
 
 RNG = np.random.default_rng(7)

@@ -15,7 +15,7 @@ import pytest
 from onnx_helpers import session
 
 import olivine
-from olivine.errors import ConfigError
+from olivine import ConfigError
 from olivine_testutil import make_workflow
 
 pytest.importorskip("olivine_modelbuilder")

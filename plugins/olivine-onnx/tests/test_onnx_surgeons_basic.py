@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from onnx_helpers import F, assert_same, make, op_types, random_feeds, save, session, surgery
 
 import olivine
-from olivine.errors import ConfigError, PassError
+from olivine import ConfigError, PassError
 from olivine_testutil import SHARED, make_workflow
 
 RNG = np.random.default_rng(0)

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 import olivine
-from olivine.cli import main
+from olivine.testing import cli_main as main
 from olivine_testutil import SHARED
 
 GPU = {"type": "LocalSystem",

@@ -107,7 +107,7 @@ def test_precision_outside_int4_int8_is_an_argument_error(tiny_model: Any, cli) 
 
 
 def test_the_driver_names_the_first_layer_a_block_size_cannot_take(tiny_model: Any, tmp_path: Path) -> None:
-    from olivine.errors import UsageError
+    from olivine import UsageError
     from olivine_weightquant import hf_quant
 
     with pytest.raises(UsageError) as err:

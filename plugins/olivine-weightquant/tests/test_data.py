@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from olivine.errors import UsageError
+from olivine import UsageError
 from olivine_weightquant.data import TextSource, read_file, read_texts, source_from_data_config, token_windows
 
 

@@ -91,7 +91,7 @@ def test_kquant_per_node_settings_run_in_onnxruntime(tmp_path: Path, float_model
 
 def test_kquant_bad_option_is_a_config_error(tmp_path: Path, float_model: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from olivine.cli import main
+    from olivine.testing import cli_main as main
 
     passes = {"k": {"type": "OnnxKQuantQuantization", "customized_weight_config": {"fc1": {"bitz": 8}}}}
     config = tmp_path / "wf.json"

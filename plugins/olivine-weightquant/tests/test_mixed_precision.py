@@ -75,7 +75,7 @@ def test_k_quant_mixed_flows_into_gptq_and_run_json(tmp_path: Path, trained: Pat
 
 def test_bad_options_are_config_errors(tmp_path: Path, trained: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from olivine.cli import main
+    from olivine.testing import cli_main as main
 
     for options, key in (({"algorithm": "kld_gradient"}, "ratio"), ({}, "algorithm"),
                          ({"algorithm": "k_quant_fast"}, "algorithm"),

@@ -133,7 +133,7 @@ def test_one_block_per_row_needs_a_power_of_two_row(tmp_path: Path, tiny_model: 
     MatMulNBits cannot run it, so the run stops before quantizing anything, naming the linear
     and the block sizes that fit."""
     import olivine
-    from olivine.errors import PassError
+    from olivine import PassError
 
     expected = r"down_proj: group_size -1 .*MatMulNBits.*\(16, 32, 64, 128\)"
     with pytest.raises(PassError, match=expected) as err:
