@@ -85,7 +85,9 @@ def _class(name: str, cls: type) -> list[str]:
         for field in attrs.fields(cls):
             if field.name.startswith("_") or field.name not in inspect.get_annotations(cls):
                 continue
-            kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+            # the annotation as written (field.type is resolved once a config was structured)
+            ann = inspect.get_annotations(cls).get(field.name, "")
+            kind = ann if isinstance(ann, str) else getattr(ann, "__name__", repr(ann))
             default = "required" if field.default is attrs.NOTHING else \
                 "factory" if isinstance(field.default, attrs.Factory) else repr(field.default)  # type: ignore[arg-type]
             help_text = comments.get(field.name) or str(field.metadata.get("help", ""))
