@@ -68,16 +68,19 @@ class PlannedStep:
 class Engine:
     """Runs one workflow on the plugins of ``host``."""
 
-    def __init__(self, workflow: WorkflowConfig, host: PluginHost) -> None:
+    def __init__(self, workflow: WorkflowConfig, host: PluginHost, system: System | None = None) -> None:
         self.wf = workflow
         self.host = host
         target = workflow.target_system()
         accels = target.config.accelerators
         self.accelerator: Accelerator = (accels[0] if accels else AcceleratorConfig()).resolved()
         host_entry = workflow.host_system()
-        system_cls = host.systems.get(host_entry.type)
-        assert system_cls is not None
-        self.system: System = system_cls(host_entry.config)
+        if system is None:
+            system_cls = host.systems.get(host_entry.type)
+            assert system_cls is not None
+            system = system_cls(host_entry.config)
+        #: where steps run (the workflow's host system, unless the caller gives one)
+        self.system: System = system
         self.log_level = workflow.engine.log_severity_level
 
     def plan(self) -> list[PlannedStep]:
@@ -111,7 +114,6 @@ class Engine:
             cache.end_run()
 
     def _run(self, cache: Cache, run_id: str, run_dir: Path, output_dir: Path) -> RunResult:
-        self.system._log_dir = run_dir  # type: ignore[attr-defined]
         info = RunInfo(run_id, tuple(p.name for p in self.wf.passes), output_dir, cache.root,
                        self.log_level)
         started = time.time()
@@ -265,7 +267,7 @@ class Engine:
             step_name=entry.name, device=self.accelerator.device,
             execution_provider=self.accelerator.execution_provider,
             data_configs={n: unstructure(d) for n, d in self.wf.data_configs.items()},
-            log_level=self.log_level, state_dir=str(cache.state_dir(key)))
+            log_level=self.log_level, state_dir=str(cache.state_dir(key)), log_dir=str(run_dir))
 
         def progress(done: float, total: float | None, message: str) -> None:
             self.host.events.step_progress(step=step, done=done, total=total, message=message)

@@ -25,7 +25,10 @@ from typing import Any
 import attrs
 
 from olivine.models import ModelHandle, OnnxModel
+from olivine.options import option
 from olivine.safepath import component_problem
+
+__all__ = ["PROTOBUF_LIMIT", "ExternalDataOptions", "copy_sidecar_files", "plain_data", "save_onnx"]
 
 #: Above this serialized size a model cannot be one protobuf file: its tensors go to
 #: external data whatever ``save_as_external_data`` says (as in Olive).
@@ -51,24 +54,24 @@ class ExternalDataOptions:
 
     save_as_external_data: bool = attrs.field(
         default=False, kw_only=True,
-        metadata={"help": "write tensor data to separate files instead of into the .onnx file "
-                          "(models over 2 GB are written so regardless)"})
+        metadata=option(help="write tensor data to separate files instead of into the .onnx file "
+                             "(models over 2 GB are written so regardless)"))
     all_tensors_to_one_file: bool = attrs.field(
         default=True, kw_only=True,
-        metadata={"help": "with save_as_external_data: all tensors in one file "
-                          "(external_data_name); false: one file per tensor"})
+        metadata=option(help="with save_as_external_data: all tensors in one file "
+                             "(external_data_name); false: one file per tensor"))
     external_data_name: str | None = attrs.field(
         default=None, kw_only=True, validator=_file_name,
-        metadata={"help": "with save_as_external_data and all_tensors_to_one_file: the data "
-                          "file's name (default: <model file name>.data)"})
+        metadata=option(help="with save_as_external_data and all_tensors_to_one_file: the data "
+                             "file's name (default: <model file name>.data)"))
     size_threshold: int = attrs.field(
         default=1024, kw_only=True, validator=_not_negative,
-        metadata={"help": "with save_as_external_data: only tensors of at least this many "
-                          "bytes go to external data (0: every tensor)"})
+        metadata=option(help="with save_as_external_data: only tensors of at least this many "
+                             "bytes go to external data (0: every tensor)"))
     convert_attribute: bool = attrs.field(
         default=False, kw_only=True,
-        metadata={"help": "with save_as_external_data: also move tensors held in node "
-                          "attributes (Constant values) to external data"})
+        metadata=option(help="with save_as_external_data: also move tensors held in node "
+                             "attributes (Constant values) to external data"))
 
 
 def save_onnx(proto: Any, folder: Path, options: Any = None, *, file_name: str = "model.onnx",

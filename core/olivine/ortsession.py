@@ -20,7 +20,7 @@ from olivine.errors import UsageError
 from olivine.models import ModelHandle, OnnxModel
 
 __all__ = ["SESSION_OPTION_KEYS", "SETTINGS_KEYS", "create_session", "model_settings",
-           "session_options", "session_settings", "session_summary", "settings_problems"]
+           "onnx_model_file", "session_options", "session_settings", "session_summary", "settings_problems"]
 
 #: Keys of ``inference_settings`` and what each must be.
 SETTINGS_KEYS = {

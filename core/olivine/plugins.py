@@ -9,8 +9,11 @@ same name is an error that names both.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +34,19 @@ DISABLE_ENV = "OLIVINE_DISABLE_PLUGINS"
 T = TypeVar("T")
 
 
+log = logging.getLogger("olivine.plugins")
+
+
+@attrs.frozen
+class SkippedPlugin:
+    """An installed plugin that was not loaded because it does not support this host's API."""
+
+    name: str
+    distribution: str
+    version: str
+    reason: str
+
+
 @attrs.frozen
 class PluginInfo:
     """A loaded plugin: its entry-point name, distribution and version."""
@@ -49,6 +65,8 @@ class Registry(Generic[T]):
         self.what = what
         self._items: dict[str, tuple[str, T, str]] = {}  # lower name -> (name, cls, plugin)
         self._aliases: set[str] = set()
+        #: plugins left out at load (their names are mentioned when a name is unknown)
+        self.skipped: list[SkippedPlugin] = []
 
     def add(self, name: str, item: T, plugin: str, alias: bool = False) -> None:
         """Register ``item`` under ``name``; a clash with another plugin raises PluginError."""
@@ -94,7 +112,11 @@ class Registry(Generic[T]):
     def unknown(self, name: str) -> str:
         """A message for a name that is not registered, listing the installed ones."""
         installed = ", ".join(self.primary_names()) or "none"
-        return f"unknown {self.what} {name!r}{did_you_mean(name, self.names())}; installed: {installed}"
+        text = f"unknown {self.what} {name!r}{did_you_mean(name, self.names())}; installed: {installed}"
+        if self.skipped:
+            text += ("; not loaded because they do not support this olivine's API: "
+                     + ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in self.skipped))
+        return text
 
     def owned_by(self, plugin: str) -> list[str]:
         """The names (without aliases) that ``plugin`` registered."""
@@ -119,12 +141,17 @@ class CommandSpec:
 class PluginHost:
     """The loaded plugins and what they registered: one typed facade over the hook relay."""
 
-    def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo]) -> None:
+    def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo],
+                 skipped: list[SkippedPlugin] | None = None) -> None:
         self.pm = pm
         self.plugins = plugins
+        #: installed plugins left out because they state an API range this host is not in
+        self.skipped: list[SkippedPlugin] = list(skipped or [])
         self.passes: Registry[type[Pass]] = Registry("pass type")
         self.evaluators: Registry[type[Evaluator]] = Registry("metric type")
         self.systems: Registry[type[System]] = Registry("system type")
+        for registry in (self.passes, self.evaluators, self.systems):
+            registry.skipped = self.skipped
         self.commands: dict[str, CommandSpec] = {}
         #: model kind -> (handle class, plugin), from register_model_kinds
         self.model_kinds: dict[str, tuple[type, str]] = {}
@@ -201,6 +228,7 @@ class PluginHost:
 
     def _add_named(self, registry: Registry[Any], cls: type, owner: str) -> None:
         registry.add(getattr(cls, "name", ""), cls, owner)
+        _warn_legacy_options(cls, owner)
         for alias in getattr(cls, "aliases", ()):
             registry.add(alias, cls, owner, alias=True)
 
@@ -251,6 +279,64 @@ class PluginHost:
         return out
 
 
+def _warn_legacy_options(cls: type, owner: str) -> None:
+    from olivine.options import legacy_fields
+
+    legacy = legacy_fields(getattr(cls, "Config", None))
+    if legacy:
+        warnings.warn(f"plugin {owner!r}: {_qualname(cls)}.Config declares options with API 1.0's "
+                      f"metadata={{'help': ...}} dicts ({', '.join(legacy)}); use "
+                      "metadata=olivine.option(help=...) (the dict form is read until API 2)",
+                      DeprecationWarning, stacklevel=2)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = text.strip().split(".")
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{text!r} is not a version (numbers joined by dots)")
+    return tuple(int(p) for p in parts)
+
+
+_OPS: dict[str, Callable[[tuple[int, ...], tuple[int, ...]], bool]] = {
+    ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
+}
+
+
+def api_supported(spec: str, version: str) -> bool:
+    """Whether API ``version`` satisfies ``spec`` (``">=1,<2"``; ValueError when malformed)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"{spec!r} is not a version range such as '>=1,<2'")
+    have = _version_tuple(version)
+    for clause in spec.split(","):
+        clause = clause.strip()
+        op = next((o for o in (">=", "<=", "==", "!=", ">", "<") if clause.startswith(o)), None)
+        if op is None:
+            where = "" if clause == spec.strip() else f" in {spec!r}"
+            raise ValueError(f"{clause!r}{where} starts with none of >=, <=, ==, !=, >, <")
+        want = _version_tuple(clause[len(op):])
+        width = max(len(have), len(want))
+        if not _OPS[op](have + (0,) * (width - len(have)), want + (0,) * (width - len(want))):
+            return False
+    return True
+
+
+def _api_problem(module: Any) -> str | None:
+    """Why ``module`` (a plugin) cannot be loaded by this host's API, or None."""
+    from olivine import API_VERSION
+
+    spec = getattr(module, "olivine_api", None)
+    if spec is None:
+        return None
+    try:
+        ok = api_supported(spec, API_VERSION)
+    except ValueError as exc:
+        return f"its olivine_api {spec!r} cannot be read: {exc}"
+    if ok:
+        return None
+    return f"it supports olivine API {spec}, and this olivine offers API {API_VERSION}"
+
+
 def _qualname(obj: object) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
@@ -273,7 +359,8 @@ def get_plugin_manager(extra: list[object] | None = None) -> pluggy.PluginManage
     return _load(extra)[0]
 
 
-def _load(extra: list[object] | None) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+def _load(extra: list[object] | None) -> tuple[pluggy.PluginManager, list[PluginInfo],
+                                              list[SkippedPlugin]]:
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     allow = _env_list(LOAD_ENV)
@@ -286,6 +373,7 @@ def _load(extra: list[object] | None) -> tuple[pluggy.PluginManager, list[Plugin
             raise PluginError(f"{var} names {name!r}, which is not an installed olivine plugin"
                               f"{did_you_mean(name, known)}; installed: {', '.join(known)}")
     infos: list[PluginInfo] = []
+    skipped: list[SkippedPlugin] = []
     for ep in sorted(eps, key=lambda e: (e.dist.name if e.dist else "", e.name)):
         dist = ep.dist.name if ep.dist else "?"
         builtin = dist.lower() == HOST_DISTRIBUTION
@@ -301,8 +389,16 @@ def _load(extra: list[object] | None) -> tuple[pluggy.PluginManager, list[Plugin
             raise PluginError(
                 f"plugin {ep.name!r} (distribution {dist}) failed to load: {type(exc).__name__}: "
                 f"{exc}; disable it with {DISABLE_ENV}={ep.name}") from exc
-        pm.register(module, name=ep.name)
         version = ep.dist.version if ep.dist else "unknown"
+        problem = _api_problem(module)
+        if problem is not None:
+            reason = (f"plugin {ep.name!r} ({dist} {version}) is not loaded: {problem}; install a "
+                      f"version of {dist} made for this olivine, or disable it with "
+                      f"{DISABLE_ENV}={ep.name}")
+            log.warning("%s", reason)
+            skipped.append(SkippedPlugin(ep.name, dist, version, reason))
+            continue
+        pm.register(module, name=ep.name)
         infos.append(PluginInfo(ep.name, dist, version, ep.value, builtin))
     for obj in extra or []:
         name = getattr(obj, "__name__", None) or type(obj).__name__
@@ -313,7 +409,7 @@ def _load(extra: list[object] | None) -> tuple[pluggy.PluginManager, list[Plugin
     except pluggy.PluginValidationError as exc:
         name = pm.get_name(exc.plugin) or repr(exc.plugin)
         raise PluginError(f"plugin {name!r} implements a hook olivine does not have: {exc}") from exc
-    return pm, infos
+    return pm, infos, skipped
 
 
 _HOST: PluginHost | None = None
@@ -323,9 +419,30 @@ def get_plugin_host(extra: list[object] | None = None, fresh: bool = False) -> P
     """The process-wide :class:`PluginHost` (loaded once; ``fresh`` or ``extra`` reload)."""
     global _HOST
     if _HOST is None or fresh or extra:
-        pm, infos = _load(extra)
-        host = PluginHost(pm, infos)
+        pm, infos, skipped = _load(extra)
+        host = PluginHost(pm, infos, skipped)
         if extra:
             return host
         _HOST = host
     return _HOST
+
+
+@contextmanager
+def extra_plugins(objects: list[object]) -> Iterator[PluginHost]:
+    """While it lasts, :func:`get_plugin_host` returns a host that also loaded ``objects``.
+
+    For tests (``olivine.testing.using_plugin``): an in-process plugin is seen by the
+    engine and by steps that run in this process.
+    """
+    global _HOST
+    saved = _HOST
+    pm, infos, skipped = _load(objects)
+    _HOST = PluginHost(pm, infos, skipped)
+    try:
+        yield _HOST
+    finally:
+        _HOST = saved
+        if saved is not None:
+            from olivine.data.registry import install_plugin_components
+
+            install_plugin_components(saved.data_components)

@@ -112,3 +112,45 @@ def test_help_does_not_import_heavy_libraries() -> None:
             "'onnxruntime_genai', 'numpy') if m in sys.modules]\nprint('HEAVY', heavy)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in proc.stdout
+
+
+def test_plugin_for_another_api_is_skipped_with_a_clear_message(tmp_path: Path) -> None:
+    env = _fake_distribution(tmp_path, "olivine-future", "olivine_future", """
+        import olivine
+        from olivine import Pass
+
+        olivine_api = ">=2,<3"
+
+        class Future(Pass):
+            name = "FuturePass"
+
+        @olivine.hookimpl
+        def register_passes(register):
+            register(Future)
+    """)
+    proc = olivine_subprocess("plugins", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "example" in {r["name"] for r in json.loads(proc.stdout)}
+    assert "olivine-future" not in {r["name"] for r in json.loads(proc.stdout)}
+    assert ("plugin 'olivine-future' (olivine-future 1.0) is not loaded: it supports olivine API "
+            ">=2,<3, and this olivine offers API 1.1; install a version of olivine-future made for "
+            "this olivine, or disable it with OLIVINE_DISABLE_PLUGINS=olivine-future") in proc.stderr
+    config = tmp_path / "wf.json"
+    config.write_text(json.dumps({"input_model": {"type": "ONNXModel", "model_path": str(tmp_path)},
+                                  "passes": {"p": {"type": "FuturePass"}}}))
+    proc = olivine_subprocess("run", "--config", str(config), "--dry-run", env=env)
+    assert proc.returncode == 2
+    assert "unknown pass type 'FuturePass'" in proc.stderr
+    assert "not loaded because they do not support this olivine's API: olivine-future " \
+           "(olivine-future 1.0)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plugin_with_an_unreadable_api_range_is_skipped(tmp_path: Path) -> None:
+    env = _fake_distribution(tmp_path, "olivine-odd", "olivine_odd", """
+        olivine_api = "one or two"
+    """)
+    proc = olivine_subprocess("plugins", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "plugin 'olivine-odd' (olivine-odd 1.0) is not loaded: its olivine_api 'one or two' " \
+           "cannot be read: 'one or two' starts with none of >=, <=, ==, !=, >, <" in proc.stderr

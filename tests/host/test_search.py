@@ -136,3 +136,68 @@ def test_a_list_without_search_strategy_is_an_error(tmp_path: Path, onnx_model: 
     assert code == 2
     assert ("passes.scale.factor: a list of values is a search space; set engine.search_strategy "
             "to search it, or give one value") in err
+
+
+def _systems_plugin(cls: type) -> Any:
+    import types
+
+    import olivine
+
+    @olivine.hookimpl
+    def register_systems(register: Any) -> None:
+        register(cls)
+
+    return types.SimpleNamespace(__name__=f"systems-{cls.__name__}", register_systems=register_systems)
+
+
+def test_a_system_gets_candidates_as_plain_requests(tmp_path: Path, onnx_model: Path,
+                                                    runs_file: Path) -> None:
+    import olivine
+    from olivine.testing import run_workflow, using_plugin
+
+    seen: list[dict[str, Any]] = []
+
+    class Recording(olivine.LocalSystem):
+        """Runs candidates here, keeping the requests it was handed."""
+
+        name = "RecordingSystem"
+
+        def run_candidates(self, requests: list[olivine.CandidateRequest],
+                           run_here: olivine.CandidateRunner) -> list[dict[str, Any]]:
+            """Check each request survives JSON, then run it in this process."""
+            seen.extend(json.loads(json.dumps(r.to_dict())) for r in requests)
+            return [run_here(olivine.CandidateRequest(**seen[-len(requests) + i]))
+                    for i, _ in enumerate(requests)]
+
+    workflow = _search_workflow(tmp_path, onnx_model)
+    workflow["systems"] = {"rec": {"type": "RecordingSystem"}}
+    workflow["host"] = "rec"
+    with using_plugin(_systems_plugin(Recording)):
+        result = run_workflow(workflow, tmp_path=tmp_path)
+    assert len(seen) == 8 == len(result.report["search"]["candidates"])
+    assert seen[0]["choice"] == {"scale.factor": 0.5, "scale.pad": 1000}
+    assert seen[0]["model"]["kind"] == "onnx" and seen[0]["cache_dir"] == workflow["cache_dir"]
+
+
+def test_a_system_with_the_api_1_0_run_candidates_still_works(tmp_path: Path, onnx_model: Path,
+                                                              runs_file: Path) -> None:
+    import olivine
+    from olivine.search.driver import run_choice
+    from olivine.testing import run_workflow, using_plugin
+
+    class Old(olivine.LocalSystem):
+        """A third-party system written against API 1.0."""
+
+        name = "OldSystem"
+
+        def run_candidates(self, engine: Any, cache: Any, run_dir: Path, model: Any, model_id: str,
+                           choices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            """The 1.0 signature: the engine itself."""
+            return [run_choice(engine, cache, run_dir, model, model_id, c) for c in choices]
+
+    workflow = _search_workflow(tmp_path, onnx_model)
+    workflow["systems"] = {"old": {"type": "OldSystem"}}
+    workflow["host"] = "old"
+    with using_plugin(_systems_plugin(Old)), pytest.warns(DeprecationWarning, match="API 1.0 form"):
+        result = run_workflow(workflow, tmp_path=tmp_path)
+    assert result.report["search"]["best"] and len(result.report["search"]["candidates"]) == 8

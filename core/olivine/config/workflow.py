@@ -7,7 +7,9 @@ reports every problem at once, each with its path in the user's document.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,29 +36,16 @@ from olivine.plugins import PluginHost
 from olivine.safepath import component_problem, path_problem
 from olivine.search.space import Dimension, check_values, split_search
 
-#: Pass types provided by plugins of this repository, for "which plugin would provide it".
-KNOWN_PROVIDERS = {
-    "modelbuilder": "olivine-modelbuilder",
-    "onnxblockwisertnquantization": "olivine-weightquant",
-    "rtn": "olivine-weightquant",
-    "gptq": "olivine-weightquant",
-    "gptqquantizer": "olivine-weightquant",
-    "gptqmodel": "olivine-weightquant",
-    "hqq": "olivine-weightquant",
-    "awq": "olivine-weightquant",
-    "rtnhf": "olivine-weightquant",
-    "onnxhqqquantization": "olivine-weightquant",
-    "onnxquantization": "olivine-quantization",
-    "onnxdynamicquantization": "olivine-quantization",
-    "onnxstaticquantization": "olivine-quantization",
-    "onnxconversion": "olivine-transformers",
-    "orttransformersoptimization": "olivine-transformers",
-    "onnxfloattofloat16": "olivine-transformers",
-    "lora": "olivine-lora",
-    "qlora": "olivine-lora",
-    "mergeadapterweights": "olivine-lora",
-    "extractadapters": "olivine-lora",
-}
+
+@functools.cache
+def known_providers() -> dict[str, str]:
+    """Lower-case pass type -> the plugin distribution of this repository that provides it.
+
+    Data (``providers.json``, generated from ``docs/compat/passes-*.yaml`` by
+    ``scripts/gen_providers.py``), for "which plugin would provide it".
+    """
+    text = (Path(__file__).resolve().parents[1] / "providers.json").read_text()
+    return dict(json.loads(text)["passes"])
 
 __all__ = ["HUB_ID", "InputModel", "PassEntry", "SystemEntry", "WorkflowConfig", "validate_workflow"]
 
@@ -272,7 +261,7 @@ def _passes(raw: Mapping[str, Any], host: PluginHost, data: Mapping[str, DataCon
         cls = host.passes.get(str(ptype))
         if cls is None:
             msg = host.passes.unknown(str(ptype))
-            provider = KNOWN_PROVIDERS.get(str(ptype).lower())
+            provider = known_providers().get(str(ptype).lower())
             installed = {p.distribution for p in host.plugins}
             if provider and provider not in installed:  # never name a plugin that is there
                 msg += f"; {ptype} is provided by the {provider} plugin, which is not installed"

@@ -15,9 +15,21 @@ Importing this package is cheap: numpy, torch and pyarrow are imported when data
 
 from __future__ import annotations
 
-from olivine.data.pipeline import ResolvedData, model_info, resolve, validate
-from olivine.data.readers import file_format, read_rows, read_text
+from olivine.data.builtin import Batches, Rows, hub_dataset
+from olivine.data.pipeline import ResolvedData, model_info, resolve, section_options, validate
+from olivine.data.readers import (
+    LOADERS,
+    columns_of,
+    expand_files,
+    file_format,
+    parquet_schema,
+    read_rows,
+    read_text,
+    split_files,
+)
 from olivine.data.registry import DataContainerSpec, Registry
 
-__all__ = ["DataContainerSpec", "Registry", "ResolvedData", "file_format", "model_info",
-           "read_rows", "read_text", "resolve", "validate"]
+__all__ = ["LOADERS", "Batches", "DataContainerSpec", "Registry", "ResolvedData", "Rows",
+           "columns_of", "expand_files", "file_format", "hub_dataset", "model_info",
+           "parquet_schema", "read_rows", "read_text", "resolve", "section_options", "split_files",
+           "validate"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ from olivine.models import ModelHandle, handle_from_dict
 from olivine.search.rank import Objective, best_of, judge, objectives, pareto_front
 from olivine.search.samplers import SAMPLERS, Choice
 from olivine.search.space import Dimension
+from olivine.systems.base import CandidateRequest, System
 
 if TYPE_CHECKING:
     from olivine.engine import Engine
@@ -32,9 +35,32 @@ def entries_for(passes: list[PassEntry], choice: Choice) -> list[PassEntry]:
     return out
 
 
-def run_candidate(engine: Engine, cache: Cache, run_dir: Path, model: ModelHandle, model_id: str,
-                  choice: Choice) -> dict[str, Any]:
-    """Run one candidate's chain and measure it; a failure is recorded, not raised."""
+def run_candidate(request: CandidateRequest | dict[str, Any],
+                  system: System | None = None) -> dict[str, Any]:
+    """Run one search candidate (its pass chain, then its metrics) and return its record.
+
+    This is what a :class:`~olivine.System` calls where the candidate runs (another
+    process, a Ray worker): it validates the workflow again with the plugins installed
+    there. ``system`` runs the candidate's steps (default: the workflow's host system).
+    A failure is recorded (``status: failed``), not raised.
+    """
+    from olivine.config.workflow import validate_workflow
+    from olivine.engine import Engine
+    from olivine.plugins import get_plugin_host
+
+    if not isinstance(request, CandidateRequest):
+        request = CandidateRequest(**request)
+    host = get_plugin_host()
+    wf = validate_workflow(request.workflow, host, source=request.source,
+                           base_dir=Path(request.base_dir))
+    engine = Engine(wf, host, system)
+    return run_choice(engine, Cache(request.cache_dir), Path(request.run_dir),
+                      handle_from_dict(request.model), request.model_id, request.choice)
+
+
+def run_choice(engine: Engine, cache: Cache, run_dir: Path, model: ModelHandle, model_id: str,
+               choice: Choice) -> dict[str, Any]:
+    """Run one candidate's chain with ``engine`` and measure it; a failure is recorded, not raised."""
     steps: list[dict[str, Any]] = []
     record: dict[str, Any] = {"choice": {k: v for k, v in choice.items() if not k.startswith("__")},
                               "steps": steps}
@@ -52,6 +78,36 @@ def run_candidate(engine: Engine, cache: Cache, run_dir: Path, model: ModelHandl
         record["error"] = str(exc)
     record["duration_s"] = round(time.perf_counter() - t0, 3)
     return record
+
+
+def _run_candidates(engine: Engine, cache: Cache, run_dir: Path, model: ModelHandle, model_id: str,
+                    choices: list[Choice]) -> list[dict[str, Any]]:
+    """Hand the system the candidates as requests; it runs them and returns their records."""
+    system = engine.system
+    if _legacy_run_candidates(system):  # API 1.0: run_candidates(engine, cache, ...)
+        warnings.warn(f"{type(system).__qualname__}.run_candidates(engine, cache, run_dir, model, "
+                      "model_id, choices) is the API 1.0 form; take (requests, run_here) instead",
+                      DeprecationWarning, stacklevel=2)
+        legacy: Any = system.run_candidates
+        return list(legacy(engine, cache, run_dir, model, model_id, choices))
+    wf = engine.wf
+    requests = [CandidateRequest(workflow=wf.raw, source=wf.source, base_dir=str(wf.base_dir),
+                                 cache_dir=str(cache.root), run_dir=str(run_dir),
+                                 model=model.to_dict(), model_id=model_id, choice=dict(c))
+                for c in choices]
+
+    def run_here(request: CandidateRequest) -> dict[str, Any]:
+        return run_choice(engine, cache, run_dir, model, model_id, request.choice)
+
+    return system.run_candidates(requests, run_here)
+
+
+def _legacy_run_candidates(system: System) -> bool:
+    try:
+        params = list(inspect.signature(system.run_candidates).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and params[0] == "engine"
 
 
 def _score(objs: list[Objective], metrics: dict[str, Any]) -> float:
@@ -92,8 +148,7 @@ def run_search(engine: Engine, cache: Cache, run_dir: Path, model: ModelHandle, 
             if not batch:
                 return
             choices = [{**fixed, **c} for c in batch]
-            results = engine.system.run_candidates(
-                engine, cache, run_dir, model, model_id, choices)
+            results = _run_candidates(engine, cache, run_dir, model, model_id, choices)
             for asked, result in zip(batch, results):
                 result["id"] = f"c{len(candidates) + 1}"
                 candidates.append(result)

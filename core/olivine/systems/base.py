@@ -1,4 +1,9 @@
-"""The System base class and the step request/outcome that cross process boundaries."""
+"""The System base class and the requests and records that cross process boundaries.
+
+A system sees only data: a :class:`StepRequest` (one pass on one model) or a
+:class:`CandidateRequest` (one candidate of a search), both JSON-ready, and returns a
+:class:`StepOutcome` or a candidate record. It never sees the engine.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any, ClassVar
 import attrs
 
 from olivine.accelerator import AcceleratorConfig
+from olivine.options import option
 
 #: Receives ``(done, total, message)`` progress reports from a running step.
 ProgressSink = Callable[[float, "float | None", str], None]
@@ -19,7 +25,7 @@ class SystemConfig:
     """Options every system has: the accelerators it offers."""
 
     accelerators: list[AcceleratorConfig] = attrs.field(
-        factory=list, metadata={"help": "devices and execution providers of this system"})
+        factory=list, metadata=option(help="devices and execution providers of this system"))
 
 
 @attrs.frozen
@@ -36,6 +42,8 @@ class StepRequest:
     data_configs: dict[str, Any] = attrs.field(factory=dict)
     log_level: int = 1
     state_dir: str | None = None
+    #: where a child process writes the step's log (the run's folder); None: beside work_dir
+    log_dir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The request as JSON data."""
@@ -58,6 +66,38 @@ class StepOutcome:
     error_exit_code: int | None = None
 
 
+@attrs.frozen
+class CandidateRequest:
+    """One candidate of a search, in JSON-ready form (it may go to another process or machine).
+
+    :func:`olivine.run_candidate` runs it anywhere olivine and the workflow's plugins are
+    installed and ``cache_dir`` is reachable, and returns its record.
+    """
+
+    #: the workflow config as the user wrote it (validated again where the candidate runs)
+    workflow: dict[str, Any]
+    #: the config's file (for messages), or None
+    source: str | None
+    #: the folder relative paths of the workflow are taken from
+    base_dir: str
+    cache_dir: str
+    #: the run's folder (child-process logs go there)
+    run_dir: str
+    #: the search's input model (``ModelHandle.to_dict()``) and its cache identity
+    model: dict[str, Any]
+    model_id: str
+    #: the candidate: ``{"<step>.<option>": value}``
+    choice: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request as JSON data."""
+        return attrs.asdict(self)
+
+
+#: Runs one candidate in this process and returns its record (what the engine hands a system).
+CandidateRunner = Callable[[CandidateRequest], dict[str, Any]]
+
+
 class System:
     """A place where steps run. Subclasses set ``name`` and ``Config`` and implement ``run_step``."""
 
@@ -78,16 +118,18 @@ class System:
     #: how many candidates of a search this system runs at once
     parallelism: int = 1
 
-    def run_candidates(self, engine: Any, cache: Any, run_dir: Path, model: Any, model_id: str,
-                       choices: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Run search candidates (their chains and metrics); default: one after another here.
+    def run_candidates(self, requests: list[CandidateRequest],
+                       run_here: CandidateRunner) -> list[dict[str, Any]]:
+        """Run search candidates and return their records, in the order of ``requests``.
 
-        Each result is a record for ``run.json`` with ``status`` and ``metrics`` or ``error``.
+        Each record is what ``run.json`` keeps: ``choice``, ``steps``, ``status``, and
+        ``metrics`` or ``error``. The default runs each here, one after another, with
+        ``run_here``; a system that runs elsewhere sends each request (``to_dict()``) to
+        :func:`olivine.run_candidate` there. A candidate that fails is a record with
+        ``status: failed``, never an exception.
         """
-        from olivine.search.driver import run_candidate
-
-        return [run_candidate(engine, cache, run_dir, model, model_id, c) for c in choices]
+        return [run_here(r) for r in requests]
 
     def log_dir(self) -> Path | None:
-        """Where child-process logs go (set by the engine)."""
-        return getattr(self, "_log_dir", None)
+        """Deprecated (API 1.0): where child-process logs go is ``StepRequest.log_dir``."""
+        return None

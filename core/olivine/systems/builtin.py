@@ -10,6 +10,7 @@ from typing import Any, Literal
 import attrs
 
 from olivine.hookspecs import hookimpl
+from olivine.options import option
 from olivine.safepath import inside
 from olivine.systems.base import ProgressSink, StepOutcome, StepRequest, System, SystemConfig
 from olivine.systems.child import run_in_child
@@ -21,8 +22,8 @@ class LocalSystemConfig(SystemConfig):
     """Options of ``LocalSystem``."""
 
     isolation: Literal["auto", "always", "never"] = attrs.field(
-        default="auto", metadata={"help": "run steps in a child process: auto (passes that ask "
-                                          "for it), always, or never"})
+        default="auto", metadata=option(help="run steps in a child process: auto (passes that ask "
+                                             "for it), always, or never"))
 
 
 class LocalSystem(System):
@@ -47,7 +48,8 @@ def step_log(system: System, request: StepRequest) -> Path:
 
     The step name comes from a config: the path is checked to stay inside that folder.
     """
-    folder = system.log_dir() or Path(request.work_dir).parent
+    folder = Path(request.log_dir) if request.log_dir else (system.log_dir()
+                                                            or Path(request.work_dir).parent)
     return inside(folder, f"{request.step_name}.log", what="step log")
 
 
@@ -74,7 +76,7 @@ class PythonEnvironmentConfig(SystemConfig):
 
     python_environment_path: str = attrs.field(
         kw_only=True, validator=_check_env,
-        metadata={"help": "a virtual environment (or interpreter) with olivine and the pass installed"})
+        metadata=option(help="a virtual environment (or interpreter) with olivine and the pass installed"))
     environment_variables: dict[str, str] = attrs.field(factory=dict)
     prepend_to_path: list[str] = attrs.field(factory=list)
 

@@ -15,6 +15,9 @@ from olivine_evaluators.lmeval import LMEvaluator
 from olivine_evaluators.metrics import ALL
 from olivine_evaluators.mteb import MTEBEvaluator
 
+#: the olivine plugin API versions this plugin supports
+olivine_api = ">=1.1,<2"
+
 __version__ = "0.1.0"
 
 

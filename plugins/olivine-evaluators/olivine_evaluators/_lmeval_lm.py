@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 from lm_eval.api.model import TemplateLM
 
-from olivine.errors import UsageError
-from olivine.models import HfModel, OnnxModel
+from olivine import HfModel, OnnxModel, UsageError
 
 DEFAULT_MAX_LENGTH = 2048
 

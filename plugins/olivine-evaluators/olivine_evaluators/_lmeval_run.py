@@ -11,9 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError, did_you_mean
-from olivine.evaluation import EvalContext, MetricConfig
-from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine import EvalContext, HfModel, MetricConfig, ModelHandle, OnnxModel, UsageError, did_you_mean
 from olivine_evaluators.lmeval import task_name
 
 _TASK_MANAGERS: dict[bool, Any] = {}

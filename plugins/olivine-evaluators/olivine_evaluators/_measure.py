@@ -8,9 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from olivine.errors import UsageError
-from olivine.evaluation import EvalContext, MetricConfig
-from olivine.models import ModelHandle
+from olivine import EvalContext, MetricConfig, ModelHandle, UsageError
 from olivine_evaluators.runtime import Runner, data_batches, dummy_feeds, make_runner
 
 DEFAULTS = {"warmup_num": 10, "repeat_test_num": 100, "sleep_num": 0.0, "batch_size": 1,

@@ -12,9 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from olivine.errors import UsageError, did_you_mean
-from olivine.evaluation import EvalContext, MetricConfig
-from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine import EvalContext, HfModel, MetricConfig, ModelHandle, OnnxModel, UsageError, did_you_mean
 
 
 def load_task(name: str) -> Any:

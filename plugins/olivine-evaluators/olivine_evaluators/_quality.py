@@ -9,9 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from olivine.errors import UsageError
-from olivine.evaluation import EvalContext, MetricConfig, SubMetric
-from olivine.models import ModelHandle
+from olivine import EvalContext, MetricConfig, ModelHandle, SubMetric, UsageError
 from olivine_evaluators.runtime import Runner, data_batches, dummy_feeds, make_runner
 
 PREFERRED_OUTPUTS = ("sentence_embedding", "last_hidden_state", "logits")
@@ -180,7 +178,7 @@ def accuracy_metric(model: ModelHandle, metric: MetricConfig,
 
 def load_user_function(script: str, func: str) -> Any:
     """``func`` from the Python file ``script`` (relative paths from the working directory)."""
-    from olivine.userscript import load_function
+    from olivine import load_function
 
     return load_function(script, func, "user_config.user_script", "user_config.evaluate_func")
 

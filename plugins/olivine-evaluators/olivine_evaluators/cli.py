@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def resolve_model(path: str, task: str) -> Any:
     """The handle for ``path``: ONNX (a file or a folder with .onnx files) or Hugging Face."""
-    from olivine.models import HfModel, OnnxModel
+    from olivine import HfModel, OnnxModel
 
     p = Path(path).expanduser()
     if not p.exists():

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from olivine.evaluation import EvalContext, Evaluator, MetricConfig
-from olivine.models import ModelHandle
+from olivine import EvalContext, Evaluator, MetricConfig, ModelHandle
 
 #: Latency percentiles and statistics, in milliseconds (lower is better).
 LATENCY_SUBS = ("avg", "p50", "p75", "p90", "p95", "p99", "p999", "min", "max", "std")

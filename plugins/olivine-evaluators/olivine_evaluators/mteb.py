@@ -12,9 +12,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from olivine.errors import UsageError, did_you_mean
-from olivine.evaluation import EvalContext, Evaluator, MetricConfig
-from olivine.models import ModelHandle
+from olivine import EvalContext, Evaluator, MetricConfig, ModelHandle, UsageError, did_you_mean
 
 INSTALL = "pip install 'olivine-evaluators[mteb]'"
 

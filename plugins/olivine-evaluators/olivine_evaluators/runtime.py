@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from olivine.errors import UsageError
-from olivine.models import HfModel, ModelHandle, OnnxModel
+from olivine import HfModel, ModelHandle, OnnxModel, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ class TorchRunner:
     def __init__(self, model: HfModel, output_names: list[str] | None = None) -> None:
         import torch
 
-        from olivine_transformers._export import auto_class
+        from olivine_transformers.hf import auto_class
 
         kwargs = model.load_options()
         kwargs.setdefault("attn_implementation", "eager")

@@ -16,6 +16,9 @@ from olivine_inc.options import (
     IncStaticQuantization,
 )
 
+#: the olivine plugin API versions this plugin supports
+olivine_api = ">=1.1,<2"
+
 __version__ = "0.1.0"
 __all__ = ["IncDynamicQuantization", "IncQuantization", "IncStaticQuantization"]
 

@@ -14,11 +14,8 @@ from typing import Any, Literal
 
 import attrs
 
-from olivine.accelerator import Accelerator
-from olivine.errors import did_you_mean
-from olivine.models import ModelHandle, OnnxModel
+from olivine import Accelerator, ModelHandle, OnnxModel, Pass, PassContext, did_you_mean, option
 from olivine.onnxsave import ExternalDataOptions
-from olivine.passes import Pass, PassContext
 
 #: Olive's ``backend`` names and the ONNX Runtime execution provider each one stands for.
 BACKENDS = {"default": "CPUExecutionProvider", "onnxrt_cuda_ep": "CUDAExecutionProvider",
@@ -128,51 +125,51 @@ class IncDynamicConfig(ExternalDataOptions):
     """Options of ``IncDynamicQuantization`` (Olive's names and defaults)."""
 
     approach: Literal["static", "dynamic", "weight_only"] = attrs.field(
-        default="dynamic", metadata={"help": "dynamic (this pass's mode); static needs "
-                                             "IncStaticQuantization's data_config"})
+        default="dynamic", metadata=option(help="dynamic (this pass's mode); static needs "
+                                                "IncStaticQuantization's data_config"))
     device: Literal["cpu", "gpu"] = attrs.field(
-        default="cpu", metadata={"help": "INC's device; gpu goes with backend onnxrt_cuda_ep or "
-                                         "onnxrt_trt_ep (which also imply it)"})
+        default="cpu", metadata=option(help="INC's device; gpu goes with backend onnxrt_cuda_ep or "
+                                            "onnxrt_trt_ep (which also imply it)"))
     backend: Literal["default", "onnxrt_trt_ep", "onnxrt_cuda_ep", "onnxrt_dnnl_ep",
                      "onnxrt_dml_ep"] = attrs.field(
-        default="default", metadata={"help": "execution provider the quantized model is made "
-                                             "for: default (CPU), onnxrt_cuda_ep, onnxrt_trt_ep "
-                                             "(QDQ), onnxrt_dnnl_ep, onnxrt_dml_ep; it must be "
-                                             "in this onnxruntime"})
+        default="default", metadata=option(help="execution provider the quantized model is made "
+                                                "for: default (CPU), onnxrt_cuda_ep, onnxrt_trt_ep "
+                                                "(QDQ), onnxrt_dnnl_ep, onnxrt_dml_ep; it must be "
+                                                "in this onnxruntime"))
     domain: Literal["auto", "cv", "object_detection", "nlp", "recommendation_system"] = attrs.field(
-        default="auto", metadata={"help": "model domain: nlp optimizes the graph at "
-                                          "ENABLE_EXTENDED before quantizing, others at "
-                                          "ENABLE_BASIC; auto detects NLP models"})
+        default="auto", metadata=option(help="model domain: nlp optimizes the graph at "
+                                             "ENABLE_EXTENDED before quantizing, others at "
+                                             "ENABLE_BASIC; auto detects NLP models"))
     workspace: str | None = attrs.field(
-        default=None, metadata={"help": "folder kept with the intermediate files (the optimized "
-                                        "model, inc_quantization.json); default: none kept"})
+        default=None, metadata=option(help="folder kept with the intermediate files (the optimized "
+                                           "model, inc_quantization.json); default: none kept"))
     recipes: dict[str, Any] = attrs.field(
-        factory=dict, metadata={"help": "INC recipes: " + "; ".join(
-            f"{k} ({why})" for k, (_, why) in RECIPES.items())})
+        factory=dict, metadata=option(help="INC recipes: " + "; ".join(
+               f"{k} ({why})" for k, (_, why) in RECIPES.items())))
     reduce_range: bool = attrs.field(
-        default=False, metadata={"help": "7-bit weights (for CPUs without VNNI)"})
+        default=False, metadata=option(help="7-bit weights (for CPUs without VNNI)"))
     quant_level: str | int = attrs.field(
         default="auto", validator=_quant_level,
-        metadata={"help": "INC's tuning level: auto or 1 (one quantization, no tuning here); "
-                          "0 (conservative tuning) is not available"})
+        metadata=option(help="INC's tuning level: auto or 1 (one quantization, no tuning here); "
+                             "0 (conservative tuning) is not available"))
     excluded_precisions: list[str] = attrs.field(
-        factory=list, metadata={"help": "precisions kept out: bf16/fp16 (never produced on the "
-                                        "CPU backend)"})
+        factory=list, metadata=option(help="precisions kept out: bf16/fp16 (never produced on the "
+                                           "CPU backend)"))
     tuning_criterion: dict[str, Any] = attrs.field(
         factory=lambda: dict(TUNING_DEFAULTS), validator=_dict_of(TUNING_DEFAULTS),
-        metadata={"help": "INC tuning: strategy, strategy_kwargs, timeout, max_trials, "
-                          "objective; used by accuracy-aware tuning only"})
+        metadata=option(help="INC tuning: strategy, strategy_kwargs, timeout, max_trials, "
+                             "objective; used by accuracy-aware tuning only"))
     metric: dict[str, Any] | None = attrs.field(
         default=None, validator=_metric,
-        metadata={"help": "Olive metric for accuracy-aware tuning; without a goal in its "
-                          "first sub-type the model is quantized once (as Olive)"})
+        metadata=option(help="Olive metric for accuracy-aware tuning; without a goal in its "
+                             "first sub-type the model is quantized once (as Olive)"))
     weight_only_config: dict[str, Any] = attrs.field(
         factory=dict, validator=_dict_of(WOQ_DEFAULTS),
-        metadata={"help": "approach weight_only: bits (4/8), group_size (default 32), scheme "
-                          "(asym/sym), algorithm (RTN, GPTQ, AWQ)"})
+        metadata=option(help="approach weight_only: bits (4/8), group_size (default 32), scheme "
+                             "(asym/sym), algorithm (RTN, GPTQ, AWQ)"))
     op_type_dict: dict[str, Any] = attrs.field(
-        factory=dict, metadata={"help": "approach weight_only: INC's {\".*\": {\"weight\": "
-                                        "{bits, group_size, scheme, algorithm}}} form"})
+        factory=dict, metadata=option(help="approach weight_only: INC's {\".*\": {\"weight\": "
+                                           "{bits, group_size, scheme, algorithm}}} form"))
 
     def problems(self, static_pass: bool) -> list[str]:
         """Everything wrong with this config (check() and run() report the same)."""
@@ -184,17 +181,17 @@ class IncStaticConfig(IncDynamicConfig):
     """Options of ``IncStaticQuantization``: the dynamic ones plus calibration and format."""
 
     approach: Literal["static", "dynamic", "weight_only"] = attrs.field(
-        default="static", metadata={"help": "static (calibrated), dynamic or weight_only "
-                                            "(4/8-bit MatMulNBits)"})
+        default="static", metadata=option(help="static (calibrated), dynamic or weight_only "
+                                               "(4/8-bit MatMulNBits)"))
     data_config: str | None = attrs.field(
-        default=None, metadata={"data_config": True,
-                                "help": "calibration data (approach static, or weight_only "
-                                        "with GPTQ/AWQ): a name in data_configs"})
+        default=None, metadata=option(data_config=True,
+                                help="calibration data (approach static, or weight_only "
+                                     "with GPTQ/AWQ): a name in data_configs"))
     quant_format: Literal["QOperator", "QDQ"] = attrs.field(
-        default="QOperator", metadata={"help": "QOperator (QLinear* ops) or QDQ"})
+        default="QOperator", metadata=option(help="QOperator (QLinear* ops) or QDQ"))
     calibration_sampling_size: int | list[int] = attrs.field(
         default=attrs.Factory(lambda: [100]),
-        metadata={"help": "calibration samples (one number, or a list of one)"})
+        metadata=option(help="calibration samples (one number, or a list of one)"))
 
 
 @attrs.frozen

@@ -16,10 +16,8 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import OlivineError, UsageError
-from olivine.models import ModelHandle, OnnxModel
+from olivine import ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import save_onnx
-from olivine.passes import PassContext
 from olivine_inc.options import BACKENDS, IncDynamicConfig, IncStaticConfig, _woq, metric_goal
 
 log = logging.getLogger("olivine.pass.inc")

@@ -13,6 +13,9 @@ from typing import Any
 
 import olivine
 
+#: the olivine plugin API versions this plugin supports
+olivine_api = ">=1.1,<2"
+
 
 @olivine.hookimpl
 def register_passes(register: Any) -> None:

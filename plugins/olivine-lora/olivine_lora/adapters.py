@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import UsageError, did_you_mean
+from olivine import UsageError, did_you_mean
 
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")

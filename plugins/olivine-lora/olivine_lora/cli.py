@@ -14,14 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 METHODS = {"lora": "LoRA", "qlora": "QLoRA"}
 
 
 def _common(p: argparse.ArgumentParser, output: str) -> None:
-    from olivine.cli import add_log_level
-    from olivine.cli.generated import add_cache_dir, add_dry_run, add_save_config
+    from olivine.commands import add_cache_dir, add_dry_run, add_log_level, add_save_config
 
     p.add_argument("-o", "--output_path", "--output-path", dest="output_path", default=output,
                    help=f"output folder (default: {output})")
@@ -101,7 +100,7 @@ def _flag_bool(text: str) -> bool:
 
 def cache_dir_of(args: argparse.Namespace) -> str:
     """The cache folder the flags name."""
-    from olivine.cli.generated import cache_dir
+    from olivine.commands import cache_dir
 
     return cache_dir(args.cache_dir)
 
@@ -113,7 +112,7 @@ def _model_path(value: str) -> tuple[str, bool]:
             raise UsageError(f"model folder {value!r} has no config.json; give a Hugging Face model "
                              "folder (save_pretrained's output) or a hub id")
         return str(p.resolve()), True
-    from olivine.config.workflow import HUB_ID
+    from olivine.config import HUB_ID
 
     # a hub id has dots often enough (Llama-3.2-1B, Qwen2.5-0.5B): only its shape tells
     if value.startswith((".", "/", "~")) or value.count("/") > 1 or not HUB_ID.match(value):
@@ -209,7 +208,7 @@ def config_from_flags(step: dict[str, Any]) -> Any:
 
 def _preflight_data(workflow: dict[str, Any], config: Any) -> None:
     """Read the local data and render it now, so bad files and columns fail in a second."""
-    from olivine.config.sections import DataConfig
+    from olivine.config import DataConfig
     from olivine_lora.data import load_rows, render_texts, text_options
 
     dc = DataConfig(**workflow["data_configs"][0])
@@ -249,7 +248,7 @@ def meta_layers(model_path: str, trust_remote_code: bool = False) -> dict[str, t
 
 
 def _preflight_targets(args: argparse.Namespace, model_path: str, config: Any) -> None:
-    from olivine.models import HfModel
+    from olivine import HfModel
     from olivine_lora.train import resolve_targets
 
     if args.method == "qlora":  # every layer bitsandbytes quantizes, known once it has
@@ -261,14 +260,14 @@ def _preflight_targets(args: argparse.Namespace, model_path: str, config: Any) -
 
 def run_workflow(args: argparse.Namespace, workflow: dict[str, Any]) -> Any:
     """Run (or with ``--dry_run`` only show) ``workflow``; honour ``--save_config``."""
-    from olivine.cli.generated import run_generated
+    from olivine.commands import run_generated
 
     return run_generated(workflow, dry_run=args.dry_run, save_config=args.save_config)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """``olivine finetune``: train a LoRA/QLoRA adapter; the output folder holds ``adapter/``."""
-    from olivine.output import check_output_dir
+    from olivine import check_output_dir
 
     if not args.data_name and not args.data_files:
         raise UsageError("give the data: --data_files FILE (jsonl, json, csv, parquet, txt) or "
@@ -316,7 +315,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 # -- convert-adapters ------------------------------------------------------------------------
 def configure_convert(p: argparse.ArgumentParser) -> None:
     """Flags of ``olivine convert-adapters``."""
-    from olivine.cli import add_log_level
+    from olivine.commands import add_log_level
 
     p.add_argument("-a", "--adapter_path", "--adapter-path", dest="adapter_path", required=True,
                    help="a peft LoRA adapter folder (or the output folder of olivine finetune)")
@@ -381,7 +380,7 @@ def configure_generate_adapter(p: argparse.ArgumentParser) -> None:
 def generate_adapter_workflow(args: argparse.Namespace, model_path: str, adapter: Path
                               ) -> dict[str, Any]:
     """ModelBuilder on the base model with the adapter, then ExtractAdapters."""
-    from olivine.accelerator import DEFAULT_PROVIDER
+    from olivine import DEFAULT_PROVIDER
 
     provider = args.provider or DEFAULT_PROVIDER[args.device]
     input_model: dict[str, Any] = {"type": "HfModel", "model_path": model_path,
@@ -405,8 +404,7 @@ def generate_adapter_workflow(args: argparse.Namespace, model_path: str, adapter
 
 def cmd_generate_adapter(args: argparse.Namespace) -> int:
     """``olivine generate-adapter``: an onnxruntime-genai model with LoRA inputs + adapter file."""
-    from olivine.output import check_output_dir
-    from olivine.plugins import get_plugin_host
+    from olivine import check_output_dir, get_plugin_host
     from olivine_lora.adapters import check_adapter_fits, read_adapter
 
     if get_plugin_host().passes.get("ModelBuilder") is None:

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import attrs
 
+from olivine import component_problem, option
 from olivine.onnxsave import ExternalDataOptions
-from olivine.safepath import component_problem
 
 TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -132,93 +132,92 @@ def _training_args(instance: Any, attribute: Any, value: dict[str, Any]) -> None
 class LoRAConfig:
     """Options of ``LoRA`` (Olive's names; ``olivine passes LoRA`` lists them)."""
 
-    train_data_config: str = attrs.field(metadata={
-        "data_config": True,
-        "help": "the data config to train on (local jsonl/json/csv/parquet/txt files through "
-                "load_dataset_config.data_files, or a hub dataset through data_name)"})
-    eval_data_config: str | None = attrs.field(default=None, metadata={
-        "data_config": True, "help": "a data config to evaluate on (eval loss and perplexity)"})
-    eval_dataset_size: float | None = attrs.field(default=None, validator=_eval_size, metadata={
-        "aliases": ("eval_split",),
-        "help": "hold out this fraction (0.1) or number of rows (20) of the training data for "
-                "evaluation when eval_data_config is not given"})
-    lora_r: int = attrs.field(default=64, validator=_at_least_one, metadata={
-        "aliases": ("r",), "help": "rank of the LoRA matrices"})
-    lora_alpha: float = attrs.field(default=16.0, validator=_positive, metadata={
-        "aliases": ("alpha",), "help": "LoRA scaling numerator: updates are scaled by alpha / r"})
-    lora_dropout: float = attrs.field(default=0.05, validator=_dropout, metadata={
-        "aliases": ("dropout",), "help": "dropout on the LoRA path's input while training "
-                                         "(default 0.05, as Olive)"})
-    target_modules: list[str] | str | None = attrs.field(default=None, validator=_targets, metadata={
-        "help": "linear layers to adapt: names (q_proj), a regex string, or \"all-linear\"; "
-                "null (Olive's default): peft's default for the architecture (Llama, Qwen2, "
-                "Mistral: q_proj and v_proj), else Olive's (Phi-3: o_proj, qkv_proj), else an "
-                "error asking for target_modules"})
-    modules_to_save: list[str] | None = attrs.field(default=None, metadata={
-        "help": "modules trained in full and saved with the adapter (an adapter with them can "
-                "be merged, but not converted to an onnxruntime-genai adapter file)"})
-    bias: Literal["none", "all", "lora_only"] = attrs.field(default="none", metadata={
-        "help": "which biases to train (peft's bias option)"})
-    torch_dtype: TorchDtype = attrs.field(default="bfloat16", metadata={
-        "help": "base weights while training: bfloat16 (Olive's default; also on CPU), float32, "
-                "float16 (fp32 weights, fp16 mixed precision; needs a CUDA GPU) or auto "
-                "(float32 on cpu, bfloat16 on gpus that have it)"})
-    max_steps: int | None = attrs.field(default=None, validator=_at_least_one, metadata={
-        "help": "optimizer steps to train (wins over num_train_epochs; default: "
-                "num_train_epochs)"})
-    num_train_epochs: float | None = attrs.field(default=None, validator=_positive, metadata={
-        "aliases": ("epochs",), "help": "passes over the training data (default 3)"})
-    learning_rate: float | None = attrs.field(default=None, validator=_positive, metadata={
-        "help": "peak learning rate of AdamW (default 2e-4)"})
-    lr_scheduler_type: str | None = attrs.field(default=None, metadata={
-        "help": "transformers schedule: constant (Olive's default), linear, cosine, "
-                "constant_with_warmup, ..."})
-    warmup_ratio: float | None = attrs.field(default=None, metadata={
-        "help": "fraction of the steps spent warming the learning rate up (default 0.03; the "
-                "constant schedule has no warmup)"})
+    train_data_config: str = attrs.field(metadata=option(data_config=True,
+        help="the data config to train on (local jsonl/json/csv/parquet/txt files through "
+             "load_dataset_config.data_files, or a hub dataset through data_name)"))
+    eval_data_config: str | None = attrs.field(default=None, metadata=option(
+        data_config=True, help="a data config to evaluate on (eval loss and perplexity)"))
+    eval_dataset_size: float | None = attrs.field(default=None, validator=_eval_size, metadata=option(
+        aliases=("eval_split",),
+        help="hold out this fraction (0.1) or number of rows (20) of the training data for "
+             "evaluation when eval_data_config is not given"))
+    lora_r: int = attrs.field(default=64, validator=_at_least_one, metadata=option(
+        aliases=("r",), help="rank of the LoRA matrices"))
+    lora_alpha: float = attrs.field(default=16.0, validator=_positive, metadata=option(
+        aliases=("alpha",), help="LoRA scaling numerator: updates are scaled by alpha / r"))
+    lora_dropout: float = attrs.field(default=0.05, validator=_dropout, metadata=option(
+        aliases=("dropout",), help="dropout on the LoRA path's input while training "
+                                   "(default 0.05, as Olive)"))
+    target_modules: list[str] | str | None = attrs.field(default=None, validator=_targets, metadata=option(
+        help="linear layers to adapt: names (q_proj), a regex string, or \"all-linear\"; "
+             "null (Olive's default): peft's default for the architecture (Llama, Qwen2, "
+             "Mistral: q_proj and v_proj), else Olive's (Phi-3: o_proj, qkv_proj), else an "
+             "error asking for target_modules"))
+    modules_to_save: list[str] | None = attrs.field(default=None, metadata=option(
+        help="modules trained in full and saved with the adapter (an adapter with them can "
+             "be merged, but not converted to an onnxruntime-genai adapter file)"))
+    bias: Literal["none", "all", "lora_only"] = attrs.field(default="none", metadata=option(
+        help="which biases to train (peft's bias option)"))
+    torch_dtype: TorchDtype = attrs.field(default="bfloat16", metadata=option(
+        help="base weights while training: bfloat16 (Olive's default; also on CPU), float32, "
+             "float16 (fp32 weights, fp16 mixed precision; needs a CUDA GPU) or auto "
+             "(float32 on cpu, bfloat16 on gpus that have it)"))
+    max_steps: int | None = attrs.field(default=None, validator=_at_least_one, metadata=option(
+        help="optimizer steps to train (wins over num_train_epochs; default: "
+             "num_train_epochs)"))
+    num_train_epochs: float | None = attrs.field(default=None, validator=_positive, metadata=option(
+        aliases=("epochs",), help="passes over the training data (default 3)"))
+    learning_rate: float | None = attrs.field(default=None, validator=_positive, metadata=option(
+        help="peak learning rate of AdamW (default 2e-4)"))
+    lr_scheduler_type: str | None = attrs.field(default=None, metadata=option(
+        help="transformers schedule: constant (Olive's default), linear, cosine, "
+             "constant_with_warmup, ..."))
+    warmup_ratio: float | None = attrs.field(default=None, metadata=option(
+        help="fraction of the steps spent warming the learning rate up (default 0.03; the "
+             "constant schedule has no warmup)"))
     per_device_train_batch_size: int | None = attrs.field(default=None, validator=_at_least_one,
-                                                          metadata={
-        "aliases": ("batch_size",), "help": "sequences per step (default 8)"})
+                                                          metadata=option(
+        aliases=("batch_size",), help="sequences per step (default 8)"))
     gradient_accumulation_steps: int | None = attrs.field(default=None, validator=_at_least_one,
-                                                          metadata={
-        "help": "batches whose gradients add up to one optimizer step (default 1)"})
-    max_seq_len: int | None = attrs.field(default=None, validator=_seq_len, metadata={
-        "help": "tokens per sequence; longer rows are cut (default: the data config's "
-                "pre_process_data_config.max_seq_len, else 1024)"})
-    seed: int | None = attrs.field(default=None, metadata={
-        "help": "seed of the LoRA initialization, data order and dropout (default 42)"})
-    text_field: str | None = attrs.field(default=None, metadata={
-        "aliases": ("text_cols",),
-        "help": "the column holding each row's whole text (default: text, when no template)"})
-    text_template: str | None = attrs.field(default=None, validator=_template, metadata={
-        "help": "build each row's text from its columns, e.g. "
-                "\"### Question: {instruction}\\n### Answer: {response}\""})
-    use_chat_template: bool = attrs.field(default=False, metadata={
-        "help": "render rows with the tokenizer's chat template: a messages column "
-                "([{role, content}]) or instruction/prompt + response/answer columns"})
-    save_steps: int | None = attrs.field(default=None, validator=_at_least_one, metadata={
-        "help": "write a checkpoint every this many steps (default 500); an interrupted run "
-                "resumes from the last one"})
-    logging_steps: int | None = attrs.field(default=None, validator=_at_least_one, metadata={
-        "help": "log the loss every this many steps (default 500)"})
-    resume: bool = attrs.field(default=True, metadata={
-        "help": "resume an interrupted run of the same step from its last checkpoint"})
-    device_map: Literal["auto", "current_device"] | None = attrs.field(default="auto", metadata={
-        "help": "where the base model is loaded: auto (accelerate places it: the GPUs when torch "
-                "sees any, else the CPU), current_device (the current CUDA device; an error on a "
-                "machine without one), or null (loaded on the CPU, then moved by the Trainer)"})
-    allow_tf32: bool = attrs.field(default=True, metadata={
-        "help": "let CUDA matmuls use TF32 while training (Ampere and later GPUs; CPUs have no "
-                "TF32, so there it changes nothing)"})
-    ephemeral_gpu_offload: bool = attrs.field(default=False, metadata={
-        "help": "peft's ephemeral GPU offload (LoRA and DoRA: DoRA's initialization of layers "
-                "kept on the CPU runs on the GPU); needs a CUDA device, an error without one"})
-    gradient_checkpointing: bool | None = attrs.field(default=None, metadata={
-        "help": "recompute activations in the backward pass: less memory, slower steps "
-                "(default true, as Olive)"})
-    training_args: dict[str, Any] = attrs.field(factory=dict, validator=_training_args, metadata={
-        "help": "other transformers TrainingArguments (Olive's training_args); the options "
-                "above may also be given here"})
+                                                          metadata=option(
+        help="batches whose gradients add up to one optimizer step (default 1)"))
+    max_seq_len: int | None = attrs.field(default=None, validator=_seq_len, metadata=option(
+        help="tokens per sequence; longer rows are cut (default: the data config's "
+             "pre_process_data_config.max_seq_len, else 1024)"))
+    seed: int | None = attrs.field(default=None, metadata=option(
+        help="seed of the LoRA initialization, data order and dropout (default 42)"))
+    text_field: str | None = attrs.field(default=None, metadata=option(
+        aliases=("text_cols",),
+        help="the column holding each row's whole text (default: text, when no template)"))
+    text_template: str | None = attrs.field(default=None, validator=_template, metadata=option(
+        help="build each row's text from its columns, e.g. "
+             "\"### Question: {instruction}\\n### Answer: {response}\""))
+    use_chat_template: bool = attrs.field(default=False, metadata=option(
+        help="render rows with the tokenizer's chat template: a messages column "
+             "([{role, content}]) or instruction/prompt + response/answer columns"))
+    save_steps: int | None = attrs.field(default=None, validator=_at_least_one, metadata=option(
+        help="write a checkpoint every this many steps (default 500); an interrupted run "
+             "resumes from the last one"))
+    logging_steps: int | None = attrs.field(default=None, validator=_at_least_one, metadata=option(
+        help="log the loss every this many steps (default 500)"))
+    resume: bool = attrs.field(default=True, metadata=option(
+        help="resume an interrupted run of the same step from its last checkpoint"))
+    device_map: Literal["auto", "current_device"] | None = attrs.field(default="auto", metadata=option(
+        help="where the base model is loaded: auto (accelerate places it: the GPUs when torch "
+             "sees any, else the CPU), current_device (the current CUDA device; an error on a "
+             "machine without one), or null (loaded on the CPU, then moved by the Trainer)"))
+    allow_tf32: bool = attrs.field(default=True, metadata=option(
+        help="let CUDA matmuls use TF32 while training (Ampere and later GPUs; CPUs have no "
+             "TF32, so there it changes nothing)"))
+    ephemeral_gpu_offload: bool = attrs.field(default=False, metadata=option(
+        help="peft's ephemeral GPU offload (LoRA and DoRA: DoRA's initialization of layers "
+             "kept on the CPU runs on the GPU); needs a CUDA device, an error without one"))
+    gradient_checkpointing: bool | None = attrs.field(default=None, metadata=option(
+        help="recompute activations in the backward pass: less memory, slower steps "
+             "(default true, as Olive)"))
+    training_args: dict[str, Any] = attrs.field(factory=dict, validator=_training_args, metadata=option(
+        help="other transformers TrainingArguments (Olive's training_args); the options "
+             "above may also be given here"))
 
     def __attrs_post_init__(self) -> None:
         chosen = [n for n in ("text_field", "text_template") if getattr(self, n) is not None]
@@ -276,27 +275,27 @@ class QLoRAConfig(LoRAConfig):
     """Options of ``QLoRA``: those of ``LoRA`` plus the 4-bit quantization of the base model."""
 
     target_modules: list[str] | str | None = attrs.field(default=None, validator=_qlora_targets,
-                                                         metadata={
-        "help": "null only: QLoRA adapts every 4-bit linear layer (all but the output head), as "
-                "Olive does"})
+                                                         metadata=option(
+        help="null only: QLoRA adapts every 4-bit linear layer (all but the output head), as "
+             "Olive does"))
 
-    compute_dtype: TorchDtype | None = attrs.field(default=None, metadata={
-        "help": "dtype of the 4-bit layers' matmuls (default: torch_dtype)"})
-    quant_type: Literal["nf4", "fp4"] = attrs.field(default="nf4", metadata={
-        "help": "4-bit data type of the frozen base weights"})
-    double_quant: bool = attrs.field(default=False, metadata={
-        "help": "quantize the quantization constants too (saves about 0.4 bit per weight)"})
-    save_quant_config: bool = attrs.field(default=False, validator=_save_quant_config, metadata={
-        "help": "false: the output adapter is for the full-precision base model (the only "
-                "supported value; Olive's default true is refused)"})
+    compute_dtype: TorchDtype | None = attrs.field(default=None, metadata=option(
+        help="dtype of the 4-bit layers' matmuls (default: torch_dtype)"))
+    quant_type: Literal["nf4", "fp4"] = attrs.field(default="nf4", metadata=option(
+        help="4-bit data type of the frozen base weights"))
+    double_quant: bool = attrs.field(default=False, metadata=option(
+        help="quantize the quantization constants too (saves about 0.4 bit per weight)"))
+    save_quant_config: bool = attrs.field(default=False, validator=_save_quant_config, metadata=option(
+        help="false: the output adapter is for the full-precision base model (the only "
+             "supported value; Olive's default true is refused)"))
 
 
 @attrs.frozen
 class MergeConfig:
     """Options of ``MergeAdapterWeights``."""
 
-    torch_dtype: TorchDtype = attrs.field(default="auto", metadata={
-        "help": "dtype of the merged weights: auto keeps the base model's"})
+    torch_dtype: TorchDtype = attrs.field(default="auto", metadata=option(
+        help="dtype of the merged weights: auto keeps the base model's"))
 
 
 def _adapter_file(instance: Any, attribute: Any, value: str) -> None:
@@ -318,24 +317,23 @@ def _make_inputs(instance: Any, attribute: Any, value: bool) -> None:
 class ExtractAdaptersConfig(ExternalDataOptions):
     """Options of ``ExtractAdapters`` (and Olive's external-data options for the model file)."""
 
-    adapter_type: Literal["lora", "dora", "loha"] = attrs.field(default="lora", metadata={
-        "help": "the adapter whose weights become inputs: lora (the LoRA MatMuls ModelBuilder "
-                "writes); dora and loha weights cannot become inputs here: a model without them "
-                "(merged before the conversion) passes through unchanged, as in Olive, and one "
-                "with them is an error"})
-    make_inputs: bool = attrs.field(default=True, validator=_make_inputs, metadata={
-        "help": "turn the LoRA weights into model inputs (the only supported form)"})
-    dynamic_lora_r: bool = attrs.field(default=True, metadata={
-        "help": "leave the rank dimension of the LoRA inputs free, so adapters of any rank load"})
-    optional_inputs: bool = attrs.field(default=True, metadata={
-        "help": "give each LoRA input an empty default (rank 0), so the model runs as the base "
-                "model when no adapter is set; false: every LoRA input must be fed"})
-    save_format: Literal["onnx_adapter"] = attrs.field(default="onnx_adapter", metadata={
-        "help": "adapter file format: onnx_adapter (what onnxruntime-genai's Adapters load)"})
+    adapter_type: Literal["lora", "dora", "loha"] = attrs.field(default="lora", metadata=option(
+        help="the adapter whose weights become inputs: lora (the LoRA MatMuls ModelBuilder "
+             "writes); dora and loha weights cannot become inputs here: a model without them "
+             "(merged before the conversion) passes through unchanged, as in Olive, and one "
+             "with them is an error"))
+    make_inputs: bool = attrs.field(default=True, validator=_make_inputs, metadata=option(
+        help="turn the LoRA weights into model inputs (the only supported form)"))
+    dynamic_lora_r: bool = attrs.field(default=True, metadata=option(
+        help="leave the rank dimension of the LoRA inputs free, so adapters of any rank load"))
+    optional_inputs: bool = attrs.field(default=True, metadata=option(
+        help="give each LoRA input an empty default (rank 0), so the model runs as the base "
+             "model when no adapter is set; false: every LoRA input must be fed"))
+    save_format: Literal["onnx_adapter"] = attrs.field(default="onnx_adapter", metadata=option(
+        help="adapter file format: onnx_adapter (what onnxruntime-genai's Adapters load)"))
     adapter_file_name: str = attrs.field(default="adapter.onnx_adapter", validator=_adapter_file,
-                                         metadata={"help": "name of the adapter file written "
-                                                           "beside the model"})
-    adapter_path: str | None = attrs.field(default=None, metadata={
-        "input_path": True,
-        "help": "write the adapter file from this peft adapter folder (exact float weights) "
-                "instead of the weights found in the model (dequantized when int4/int8)"})
+                                         metadata=option(help="name of the adapter file written "
+                                                              "beside the model"))
+    adapter_path: str | None = attrs.field(default=None, metadata=option(input_path=True,
+        help="write the adapter file from this peft adapter folder (exact float weights) "
+             "instead of the weights found in the model (dequantized when int4/int8)"))

@@ -18,8 +18,7 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import UsageError
-from olivine.userscript import resolve_data_file
+from olivine import UsageError, resolve_data_file
 from olivine_lora.config import template_fields
 
 USER_COLUMNS = ("instruction", "prompt", "question", "input", "query")
@@ -114,8 +113,7 @@ def load_rows(data_config: Any) -> Rows:
     a ``load_dataset_config.type`` other than Olive's defaults (a user script's dataset,
     for example) is run as Olive would and must give rows (dicts of columns).
     """
-    from olivine.data.builtin import hub_dataset
-    from olivine.data.readers import LOADERS, expand_files, file_format, read_rows, split_files
+    from olivine.data import LOADERS, expand_files, file_format, hub_dataset, read_rows, split_files
 
     name = getattr(data_config, "name", "?")
     load = dict(getattr(data_config, "load_dataset_config", None) or {})
@@ -173,14 +171,14 @@ def _component_rows(data_config: Any) -> Rows:
 # -- text ------------------------------------------------------------------------------------
 def columns_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Column names in first-seen order over all rows."""
-    from olivine.data.readers import columns_of as columns
+    from olivine.data import columns_of as columns
 
     return columns(rows)
 
 
 def _missing_column(what: str, column: str, data: Rows) -> UsageError:
     cols = columns_of(data.rows)
-    from olivine.errors import did_you_mean
+    from olivine import did_you_mean
 
     return UsageError(f"{what} names column {column!r}, which {data.source} does not have"
                       f"{did_you_mean(column, cols)}; its columns: {', '.join(cols) or '(none)'}")

@@ -10,8 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError
-from olivine.models import AdapterModel, HfModel, ModelHandle
+from olivine import AdapterModel, HfModel, ModelHandle, UsageError
 from olivine_lora.adapters import check_adapter_fits, find_adapter_dir, read_adapter
 
 #: Files besides the weights that make a model folder usable (copied when present).

@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import UsageError
+from olivine import UsageError
 from olivine_lora.adapters import PeftAdapter
 
 _LORA_NODE = re.compile(r"/lora_([AB])/")

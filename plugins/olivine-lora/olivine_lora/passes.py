@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from olivine.errors import UsageError
-from olivine.models import HfModel, ModelHandle, OnnxModel
-from olivine.passes import Pass, PassContext
+from olivine import HfModel, ModelHandle, OnnxModel, Pass, PassContext, UsageError
 from olivine_lora.config import ExtractAdaptersConfig, LoRAConfig, MergeConfig, QLoRAConfig
 from olivine_lora.variants import DoRAConfig, LoHaConfig, LoKrConfig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 INSTALL = "pip install 'olivine-lora[qlora]' (bitsandbytes>=0.46, which also has a CPU backend)"
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import UsageError
-from olivine.models import AdapterModel, HfModel
+from olivine import AdapterModel, HfModel, UsageError
 from olivine_lora.adapters import check_targets
 from olivine_lora.checkpoints import last_complete_checkpoint, state_dir_for
 from olivine_lora.config import (
@@ -382,7 +381,7 @@ def training_arguments(config: LoRAConfig, checkpoints: Path, device: str, dtype
     if extra:
         unknown = sorted(set(extra) - known)
         if unknown:
-            from olivine.errors import did_you_mean
+            from olivine import did_you_mean
 
             raise UsageError(f"training_args.{unknown[0]}: not a transformers TrainingArguments "
                              f"option{did_you_mean(unknown[0], known)}")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import attrs
 
+from olivine import option
 from olivine_lora.config import LoRAConfig, QLoRAConfig, _targets
 
 
@@ -72,38 +73,38 @@ class DoRAConfig(LoRAConfig):
 class LoHaConfig(LoRAConfig):
     """Options of ``LoHa``: the LoRA options that apply, plus peft's LoHa options."""
 
-    lora_dropout: float = attrs.field(default=0.0, validator=_no_lora_dropout, metadata={
-        "aliases": ("dropout",),
-        "help": "0 only: LoHa and LoKr have no LoRA path (Olive accepts and ignores it); use "
-                "rank_dropout and module_dropout"})
-    ephemeral_gpu_offload: bool = attrs.field(default=False, validator=_no_offload, metadata={
-        "help": "LoRA and DoRA only: false here (Olive accepts and ignores it)"})
+    lora_dropout: float = attrs.field(default=0.0, validator=_no_lora_dropout, metadata=option(
+        aliases=("dropout",),
+        help="0 only: LoHa and LoKr have no LoRA path (Olive accepts and ignores it); use "
+             "rank_dropout and module_dropout"))
+    ephemeral_gpu_offload: bool = attrs.field(default=False, validator=_no_offload, metadata=option(
+        help="LoRA and DoRA only: false here (Olive accepts and ignores it)"))
     bias: Literal["none", "all", "lora_only"] = attrs.field(default="none", validator=_no_bias,
-                                                          metadata={
-        "help": "none: LoHa and LoKr train no biases"})
-    rank_dropout: float = attrs.field(default=0.0, validator=_probability, metadata={
-        "help": "dropout on the rank dimension while training"})
-    module_dropout: float = attrs.field(default=0.0, validator=_probability, metadata={
-        "help": "probability of switching an adapted layer off for a training step"})
-    use_effective_conv2d: bool = attrs.field(default=True, metadata={
-        "help": "parameter-efficient decomposition of Conv2d layers with kernels over 1x1 "
-                "(applies to Conv2d targets only)"})
-    exclude_modules: list[str] | str | None = attrs.field(default=None, metadata={
-        "help": "modules not to adapt: names or a regular expression"})
-    init_weights: bool = attrs.field(default=True, metadata={
-        "help": "true: the adapter starts as a no-op (peft's initialization); false: random "
-                "(for tests)"})
-    target_modules: list[str] | str | None = attrs.field(default=None, validator=_targets, metadata={
-        "help": "layers to adapt: names (q_proj), a regex string, or \"all-linear\" (the "
-                "default, as in Olive: every linear layer but the output head)"})
-    layers_to_transform: list[int] | None = attrs.field(default=None, validator=_layers, metadata={
-        "help": "adapt only these layer indices"})
-    layers_pattern: list[str] | None = attrs.field(default=None, metadata={
-        "help": "the name of the layer list (layers, h) when layers_to_transform is given"})
-    rank_pattern: dict[str, int] = attrs.field(factory=dict, validator=_patterns, metadata={
-        "help": "{layer name or regex: rank} for layers whose rank differs from r"})
-    alpha_pattern: dict[str, float] = attrs.field(factory=dict, validator=_patterns, metadata={
-        "help": "{layer name or regex: alpha} for layers whose alpha differs from alpha"})
+                                                          metadata=option(
+        help="none: LoHa and LoKr train no biases"))
+    rank_dropout: float = attrs.field(default=0.0, validator=_probability, metadata=option(
+        help="dropout on the rank dimension while training"))
+    module_dropout: float = attrs.field(default=0.0, validator=_probability, metadata=option(
+        help="probability of switching an adapted layer off for a training step"))
+    use_effective_conv2d: bool = attrs.field(default=True, metadata=option(
+        help="parameter-efficient decomposition of Conv2d layers with kernels over 1x1 "
+             "(applies to Conv2d targets only)"))
+    exclude_modules: list[str] | str | None = attrs.field(default=None, metadata=option(
+        help="modules not to adapt: names or a regular expression"))
+    init_weights: bool = attrs.field(default=True, metadata=option(
+        help="true: the adapter starts as a no-op (peft's initialization); false: random "
+             "(for tests)"))
+    target_modules: list[str] | str | None = attrs.field(default=None, validator=_targets, metadata=option(
+        help="layers to adapt: names (q_proj), a regex string, or \"all-linear\" (the "
+             "default, as in Olive: every linear layer but the output head)"))
+    layers_to_transform: list[int] | None = attrs.field(default=None, validator=_layers, metadata=option(
+        help="adapt only these layer indices"))
+    layers_pattern: list[str] | None = attrs.field(default=None, metadata=option(
+        help="the name of the layer list (layers, h) when layers_to_transform is given"))
+    rank_pattern: dict[str, int] = attrs.field(factory=dict, validator=_patterns, metadata=option(
+        help="{layer name or regex: rank} for layers whose rank differs from r"))
+    alpha_pattern: dict[str, float] = attrs.field(factory=dict, validator=_patterns, metadata=option(
+        help="{layer name or regex: alpha} for layers whose alpha differs from alpha"))
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -116,12 +117,12 @@ class LoHaConfig(LoRAConfig):
 class LoKrConfig(LoHaConfig):
     """Options of ``LoKr``: those of ``LoHa`` plus the Kronecker factorization's."""
 
-    decompose_both: bool = attrs.field(default=False, metadata={
-        "help": "also decompose the left Kronecker factor into a low-rank pair"})
-    decompose_factor: int = attrs.field(default=-1, validator=_decompose_factor, metadata={
-        "help": "the Kronecker factorization's factor (-1: the most balanced one)"})
-    rank_dropout_scale: bool = attrs.field(default=False, metadata={
-        "help": "rescale by the kept fraction when rank_dropout drops ranks"})
+    decompose_both: bool = attrs.field(default=False, metadata=option(
+        help="also decompose the left Kronecker factor into a low-rank pair"))
+    decompose_factor: int = attrs.field(default=-1, validator=_decompose_factor, metadata=option(
+        help="the Kronecker factorization's factor (-1: the most balanced one)"))
+    rank_dropout_scale: bool = attrs.field(default=False, metadata=option(
+        help="rescale by the kept fraction when rank_dropout drops ranks"))
 
 
 #: The method name recorded for each config class (``olivine_training.json``, the handle).

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import OlivineError, UsageError
+from olivine import OlivineError, UsageError
 
 from .lowmem import low_memory_quantization
 

@@ -14,15 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from olivine.accelerator import DEFAULT_PROVIDER, EXECUTION_PROVIDERS, PROVIDER_SHORT_NAMES
+from olivine import DEFAULT_PROVIDER, EXECUTION_PROVIDERS, PROVIDER_SHORT_NAMES
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], output: str) -> None:
-    from olivine.cli import add_log_level
-    from olivine.cli.generated import add_cache_dir, add_dry_run, add_save_config
+    from olivine.commands import add_cache_dir, add_dry_run, add_log_level, add_save_config
 
     p.add_argument("-m", "--model_name_or_path", "--model-name-or-path", dest="model",
                    required=True, help="a Hugging Face model folder or hub id (org/name)")
@@ -107,7 +106,7 @@ def provider_of(args: argparse.Namespace) -> str:
 
 def cache_dir_of(args: argparse.Namespace) -> str:
     """The cache folder the flags name."""
-    from olivine.cli.generated import cache_dir
+    from olivine.commands import cache_dir
 
     return cache_dir(args.cache_dir)
 
@@ -140,8 +139,7 @@ def build_workflow(args: argparse.Namespace, model_path: str,
 def check_precision(device: str, provider: str, precision: str,
                     block_size: int | None = None) -> Any:
     """Refuse a precision the provider cannot run; return the model-builder config to check with."""
-    from olivine.accelerator import Accelerator
-    from olivine.errors import UsageError
+    from olivine import Accelerator, UsageError
     from olivine_modelbuilder.config import ModelBuilderConfig, check_config
 
     options: dict[str, Any] = {"precision": precision}
@@ -196,7 +194,7 @@ def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bo
 
     ``summary`` prints the run's summary and the output folder on stdout.
     """
-    from olivine.cli.generated import print_summary, run_generated
+    from olivine.commands import print_summary, run_generated
 
     result = run_generated(workflow, dry_run=args.dry_run, save_config=args.save_config)
     if result is not None and getattr(args, "test", None) not in (None, False):
@@ -240,7 +238,7 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """``olivine generate``: stream a reply and print prefill latency and decode speed."""
-    from olivine.errors import UsageError
+    from olivine import UsageError
     from olivine_modelbuilder.generate import check_model_folder, run_generate
 
     if args.max_length < 2:
@@ -261,8 +259,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def configure_demo(p: argparse.ArgumentParser) -> None:
     """Flags of ``olivine demo``."""
-    from olivine.cli import add_log_level
-    from olivine.cli.generated import add_cache_dir
+    from olivine.commands import add_cache_dir, add_log_level
 
     p.add_argument("-o", "--output_path", "--output-path", dest="output_path",
                    default="olivine-demo", help="output folder (default: olivine-demo)")
@@ -280,8 +277,7 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``olivine demo``: train a tiny model, auto-opt it to int4, chat with it."""
-    from olivine.errors import UsageError
-    from olivine.output import check_output_dir
+    from olivine import UsageError, check_output_dir
     from olivine_modelbuilder.generate import run_generate
     from olivine_modelbuilder.tinymodel import TinySpec, cached_model
 
@@ -299,7 +295,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # the trained model is kept inside the step cache: make the folder an olivine cache
     # first, or the cache would (rightly) refuse a folder that holds files it did not make
-    from olivine.cache import Cache
+    from olivine import Cache
 
     Cache(cache).ensure()
     spec = TinySpec(seconds=args.train_seconds)

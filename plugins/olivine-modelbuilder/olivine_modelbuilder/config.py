@@ -6,9 +6,7 @@ from typing import Any, Literal
 
 import attrs
 
-from olivine.accelerator import Accelerator
-from olivine.errors import did_you_mean
-from olivine.safepath import component_problem
+from olivine import Accelerator, component_problem, did_you_mean, option
 from olivine_modelbuilder import builder_info
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
@@ -122,68 +120,67 @@ def _check_search(instance: Any, attribute: Any, value: dict[str, Any]) -> None:
 class ModelBuilderConfig:
     """Options of ``ModelBuilder`` (Olive's names; ``olivine passes ModelBuilder`` lists them)."""
 
-    precision: Precision = attrs.field(metadata={
-        "help": "weights and activations: fp32, fp16, bf16, int8 or int4 (int8/int4 quantize "
-                "the MatMul weights to MatMulNBits; activations stay fp32 on CPU)",
-        "search": ("fp32", "int8", "int4")})
-    int4_block_size: int = attrs.field(default=32, validator=_check_block_size, metadata={
-        "help": "weights per quantization block (16, 32, 64, 128, 256); int4 and int8",
-        "aliases": ("block_size",), "search": (32, 64, 128)})
-    int4_accuracy_level: int | None = attrs.field(default=None, validator=_check_accuracy, metadata={
-        "help": "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the builder's "
-                "default, 4 on cpu and webgpu, 0 elsewhere)",
-        "aliases": ("accuracy_level",), "search": (None, 4)})
-    int4_is_symmetric: bool = attrs.field(default=True, metadata={
-        "help": "symmetric quantization (no zero points); false stores a zero point per block",
-        "aliases": ("is_symmetric",), "search": (True, False)})
-    int4_algo: Algorithm = attrs.field(default="default", metadata={
-        "help": "weight quantization method: default (ORT's blockwise quantizer), rtn, k_quant "
-                "(always stores zero points), or the builder's compound aliases (rtn_last, "
-                "k_quant_last, k_quant_mixed, k_quant_linear: the last MatMul, and more, in int8)",
-        "aliases": ("int4_algo_config", "algo_config"), "search": ("default", "rtn", "k_quant")})
-    execution_provider: Provider | None = attrs.field(default=None, metadata={
-        "help": "build for this provider (cpu, cuda, dml, webgpu, NvTensorRtRtx); null: the "
-                "workflow's target accelerator"})
-    exclude_embeds: bool = attrs.field(default=False, metadata={
-        "help": "leave the embedding out: the model takes inputs_embeds instead of input_ids"})
-    exclude_lm_head: bool = attrs.field(default=False, metadata={
-        "help": "leave the LM head out: the model returns hidden_states instead of logits"})
+    precision: Precision = attrs.field(metadata=option(
+        help="weights and activations: fp32, fp16, bf16, int8 or int4 (int8/int4 quantize "
+             "the MatMul weights to MatMulNBits; activations stay fp32 on CPU)",
+        search=("fp32", "int8", "int4")))
+    int4_block_size: int = attrs.field(default=32, validator=_check_block_size, metadata=option(
+        help="weights per quantization block (16, 32, 64, 128, 256); int4 and int8",
+        aliases=("block_size",), search=(32, 64, 128)))
+    int4_accuracy_level: int | None = attrs.field(default=None, validator=_check_accuracy, metadata=option(
+        help="MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the builder's "
+             "default, 4 on cpu and webgpu, 0 elsewhere)",
+        aliases=("accuracy_level",), search=(None, 4)))
+    int4_is_symmetric: bool = attrs.field(default=True, metadata=option(
+        help="symmetric quantization (no zero points); false stores a zero point per block",
+        aliases=("is_symmetric",), search=(True, False)))
+    int4_algo: Algorithm = attrs.field(default="default", metadata=option(
+        help="weight quantization method: default (ORT's blockwise quantizer), rtn, k_quant "
+             "(always stores zero points), or the builder's compound aliases (rtn_last, "
+             "k_quant_last, k_quant_mixed, k_quant_linear: the last MatMul, and more, in int8)",
+        aliases=("int4_algo_config", "algo_config"), search=("default", "rtn", "k_quant")))
+    execution_provider: Provider | None = attrs.field(default=None, metadata=option(
+        help="build for this provider (cpu, cuda, dml, webgpu, NvTensorRtRtx); null: the "
+             "workflow's target accelerator"))
+    exclude_embeds: bool = attrs.field(default=False, metadata=option(
+        help="leave the embedding out: the model takes inputs_embeds instead of input_ids"))
+    exclude_lm_head: bool = attrs.field(default=False, metadata=option(
+        help="leave the LM head out: the model returns hidden_states instead of logits"))
     extra_options: dict[str, Any] = attrs.field(factory=dict, validator=_check_extra_options,
-                                                metadata={
-        "input_path": INPUT_OPTIONS,
-        "help": "other model-builder options, passed through (names are checked against the "
-                "installed builder, which ignores names it does not know)"})
-    search: dict[str, Any] = attrs.field(factory=dict, validator=_check_search, metadata={
-        "help": "generation defaults written into genai_config.json's search section "
-                "(max_length, do_sample, top_k, temperature, ...)"})
-    int4_op_types_to_quantize: list[str] | None = attrs.field(default=None, metadata={
-        "help": "op types quantized to n bits (null: the builder's default, MatMul; e.g. "
-                "[\"MatMul\", \"Gemm\"])"})
-    int4_nodes_to_exclude: list[str] | None = attrs.field(default=None, metadata={
-        "help": "node names left in float by the builder's quantizer"})
-    use_qdq: bool | None = attrs.field(default=None, metadata={
-        "help": "QuantizeLinear/DequantizeLinear around MatMul instead of MatMulNBits"})
-    use_8bits_moe: bool | None = attrs.field(default=None, metadata={
-        "help": "8-bit weights in QMoE ops (mixture-of-experts models)"})
-    use_webgpu_fp32: bool | None = attrs.field(default=None, metadata={
-        "help": "fp32 for GPUs without fp16 on WebGPU (a WebGPU setting; warned elsewhere)"})
-    use_cuda_bf16: bool | None = attrs.field(default=None, metadata={
-        "help": "bf16 I/O for quantized models on CUDA (a CUDA setting; warned elsewhere)"})
-    include_hidden_states: bool | None = attrs.field(default=None, metadata={
-        "help": "also output the hidden states"})
-    enable_cuda_graph: bool | None = attrs.field(default=None, metadata={
-        "help": "write CUDA graph capture into genai_config.json's CUDA provider options (a CUDA "
-                "setting: built for another provider it has no effect, and the run warns)"})
-    metadata_only: bool = attrs.field(default=False, metadata={
-        "help": "take an ONNX model (OnnxConversion with save_metadata_for_token_generation) "
-                "and write only genai_config.json and the tokenizer files beside it; the ONNX "
-                "graph is kept as it is"})
-    use_ort_genai: bool = attrs.field(default=True, metadata={
-        "help": "accepted for Olive configs; the output always has genai_config.json and the "
-                "tokenizer, so onnxruntime-genai can load it"})
-    use_dynamo_exporter: bool = attrs.field(default=False, metadata={
-        "help": "accepted for Olive configs; ignored: the model builder writes the ONNX graph "
-                "itself and uses no torch exporter"})
+                                                metadata=option(input_path=INPUT_OPTIONS,
+        help="other model-builder options, passed through (names are checked against the "
+             "installed builder, which ignores names it does not know)"))
+    search: dict[str, Any] = attrs.field(factory=dict, validator=_check_search, metadata=option(
+        help="generation defaults written into genai_config.json's search section "
+             "(max_length, do_sample, top_k, temperature, ...)"))
+    int4_op_types_to_quantize: list[str] | None = attrs.field(default=None, metadata=option(
+        help="op types quantized to n bits (null: the builder's default, MatMul; e.g. "
+             "[\"MatMul\", \"Gemm\"])"))
+    int4_nodes_to_exclude: list[str] | None = attrs.field(default=None, metadata=option(
+        help="node names left in float by the builder's quantizer"))
+    use_qdq: bool | None = attrs.field(default=None, metadata=option(
+        help="QuantizeLinear/DequantizeLinear around MatMul instead of MatMulNBits"))
+    use_8bits_moe: bool | None = attrs.field(default=None, metadata=option(
+        help="8-bit weights in QMoE ops (mixture-of-experts models)"))
+    use_webgpu_fp32: bool | None = attrs.field(default=None, metadata=option(
+        help="fp32 for GPUs without fp16 on WebGPU (a WebGPU setting; warned elsewhere)"))
+    use_cuda_bf16: bool | None = attrs.field(default=None, metadata=option(
+        help="bf16 I/O for quantized models on CUDA (a CUDA setting; warned elsewhere)"))
+    include_hidden_states: bool | None = attrs.field(default=None, metadata=option(
+        help="also output the hidden states"))
+    enable_cuda_graph: bool | None = attrs.field(default=None, metadata=option(
+        help="write CUDA graph capture into genai_config.json's CUDA provider options (a CUDA "
+             "setting: built for another provider it has no effect, and the run warns)"))
+    metadata_only: bool = attrs.field(default=False, metadata=option(
+        help="take an ONNX model (OnnxConversion with save_metadata_for_token_generation) "
+             "and write only genai_config.json and the tokenizer files beside it; the ONNX "
+             "graph is kept as it is"))
+    use_ort_genai: bool = attrs.field(default=True, metadata=option(
+        help="accepted for Olive configs; the output always has genai_config.json and the "
+             "tokenizer, so onnxruntime-genai can load it"))
+    use_dynamo_exporter: bool = attrs.field(default=False, metadata=option(
+        help="accepted for Olive configs; ignored: the model builder writes the ONNX graph "
+             "itself and uses no torch exporter"))
 
 
     def __attrs_post_init__(self) -> None:

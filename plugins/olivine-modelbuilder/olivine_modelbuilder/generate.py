@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 
 @attrs.frozen

@@ -18,9 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError
-from olivine.models import OnnxModel
-from olivine.passes import PassContext
+from olivine import OnnxModel, PassContext, UsageError
 from olivine_modelbuilder.build import build_model
 from olivine_modelbuilder.config import ModelBuilderConfig, builder_options
 
@@ -52,7 +50,7 @@ def write_metadata(model: OnnxModel, config: ModelBuilderConfig, provider: str,
                          "from there. Convert with OnnxConversion's "
                          "save_metadata_for_token_generation: true")
     check_decoder_io(model_file)
-    from olivine.onnxfile import external_data_locations
+    from olivine import external_data_locations
 
     weights = {model_file.resolve(),
                *((folder / n).resolve() for n in external_data_locations(model_file))}

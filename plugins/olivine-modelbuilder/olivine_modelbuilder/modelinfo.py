@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import UsageError
+from olivine import UsageError
 from olivine_modelbuilder import builder_info
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -7,10 +7,17 @@ from typing import Any, ClassVar
 
 import attrs
 
-from olivine.accelerator import Accelerator
-from olivine.errors import UsageError
-from olivine.models import AdapterModel, CompositeModel, HfModel, ModelHandle, OnnxModel
-from olivine.passes import Pass, PassContext
+from olivine import (
+    Accelerator,
+    AdapterModel,
+    CompositeModel,
+    HfModel,
+    ModelHandle,
+    OnnxModel,
+    Pass,
+    PassContext,
+    UsageError,
+)
 from olivine_modelbuilder.config import (
     ModelBuilderConfig,
     builder_options,

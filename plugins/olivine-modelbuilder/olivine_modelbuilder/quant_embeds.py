@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import OlivineError
+from olivine import OlivineError
 
 MS_DOMAIN = "com.microsoft"
 

@@ -16,6 +16,9 @@ from typing import Any
 import olivine
 from olivine_onnx.passes import ALL_PASSES
 
+#: the olivine plugin API versions this plugin supports
+olivine_api = ">=1.1,<2"
+
 __version__ = "0.1.0"
 
 

@@ -13,9 +13,7 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import UsageError
-from olivine.models import HfModel, ModelHandle
-from olivine.passes import PassContext
+from olivine import HfModel, ModelHandle, PassContext, UsageError
 
 log = logging.getLogger("olivine.pass.capture_split_info")
 

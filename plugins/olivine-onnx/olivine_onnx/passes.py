@@ -10,10 +10,9 @@ from typing import Any, ClassVar
 
 import attrs
 
-from olivine.config.typed import FieldProblems
-from olivine.models import ModelHandle, OnnxModel
+from olivine import ModelHandle, OnnxModel, Pass, PassContext, option
+from olivine.config import FieldProblems
 from olivine.onnxsave import ExternalDataOptions
-from olivine.passes import Pass, PassContext
 
 
 def _surgeries(instance: Any, attribute: attrs.Attribute, value: list[dict[str, Any]]) -> None:
@@ -30,10 +29,10 @@ class GraphSurgeriesConfig(ExternalDataOptions):
 
     surgeries: list[dict[str, Any]] = attrs.field(
         validator=_surgeries,
-        metadata={"help": "the surgeries, in order: each {\"surgeon\": NAME, ...its options}"})
+        metadata=option(help="the surgeries, in order: each {\"surgeon\": NAME, ...its options}"))
     remove_duplicate_initializers: bool = attrs.field(
-        default=True, metadata={"help": "afterwards, merge initializers with equal type, shape "
-                                        "and values into one"})
+        default=True, metadata=option(help="afterwards, merge initializers with equal type, shape "
+                                           "and values into one"))
 
 
 class _OnnxPass(Pass):
@@ -63,18 +62,18 @@ class PeepholeConfig(ExternalDataOptions):
     """Options of ``OnnxPeepholeOptimizer``."""
 
     onnxscript_optimize: bool = attrs.field(
-        default=True, metadata={"help": "onnxscript's optimizer (constant folding, dead code); "
-                                        "without onnxscript installed, olivine's own subset"})
+        default=True, metadata=option(help="onnxscript's optimizer (constant folding, dead code); "
+                                           "without onnxscript installed, olivine's own subset"))
     onnxoptimizer_optimize: bool = attrs.field(
-        default=True, metadata={"help": "onnxoptimizer's default passes (when installed; else "
-                                        "olivine's own identity and dead-code elimination)"})
+        default=True, metadata=option(help="onnxoptimizer's default passes (when installed; else "
+                                           "olivine's own identity and dead-code elimination)"))
     fuse_reshape_operations: bool = attrs.field(
-        default=True, metadata={"help": "a Reshape to [-1] right after another Reshape skips it"})
+        default=True, metadata=option(help="a Reshape to [-1] right after another Reshape skips it"))
     fix_com_microsoft_opset: bool = attrs.field(
-        default=False, metadata={"help": "declare the com.microsoft opset (v1) on the model and "
-                                         "its functions"})
+        default=False, metadata=option(help="declare the com.microsoft opset (v1) on the model and "
+                                            "its functions"))
     cast_chain_elimination: bool = attrs.field(
-        default=False, metadata={"help": "Cast(Cast(x, to=B), to=A) with x of type A -> x"})
+        default=False, metadata=option(help="Cast(Cast(x, to=B), to=A) with x of type A -> x"))
 
 
 class OnnxPeepholeOptimizer(_OnnxPass):
@@ -121,13 +120,13 @@ class FixedShapeConfig(ExternalDataOptions):
     """Options of ``DynamicToFixedShape``: dim_param/dim_value or input_name/input_shape."""
 
     dim_param: list[str] | None = attrs.field(
-        default=None, metadata={"help": "symbolic dimension names to fix"})
+        default=None, metadata=option(help="symbolic dimension names to fix"))
     dim_value: list[int] | None = attrs.field(
-        default=None, metadata={"help": "their values, in the same order"})
+        default=None, metadata=option(help="their values, in the same order"))
     input_name: list[str] | None = attrs.field(
-        default=None, metadata={"help": "inputs whose whole shape to fix"})
+        default=None, metadata=option(help="inputs whose whole shape to fix"))
     input_shape: list[list[int]] | None = attrs.field(
-        default=None, metadata={"help": "their shapes, in the same order (all > 0)"})
+        default=None, metadata=option(help="their shapes, in the same order (all > 0)"))
 
     def __attrs_post_init__(self) -> None:
         problems = _fixed_shape_problems(self)
@@ -164,12 +163,12 @@ class IODataTypeConfig(ExternalDataOptions):
     """Options of ``OnnxIODataTypeConverter``."""
 
     name_pattern: str = attrs.field(
-        default="logits", metadata={"help": "only inputs/outputs whose name matches this regular "
-                                            "expression (searched, not anchored)"})
+        default="logits", metadata=option(help="only inputs/outputs whose name matches this regular "
+                                               "expression (searched, not anchored)"))
     source_dtype: int = attrs.field(default=10, validator=_elem_type,
-                                    metadata={"help": "ONNX type number to convert from (10: float16)"})
+                                    metadata=option(help="ONNX type number to convert from (10: float16)"))
     target_dtype: int = attrs.field(default=1, validator=_elem_type,
-                                    metadata={"help": "ONNX type number to convert to (1: float)"})
+                                    metadata=option(help="ONNX type number to convert to (1: float)"))
 
     def __attrs_post_init__(self) -> None:
         import re
@@ -205,8 +204,8 @@ class OpVersionConfig(ExternalDataOptions):
 
     target_opset: int | None = attrs.field(
         default=None, validator=_opset,
-        metadata={"help": "ai.onnx opset to convert to (default: the newest the installed onnx "
-                          "knows)"})
+        metadata=option(help="ai.onnx opset to convert to (default: the newest the installed onnx "
+                             "knows)"))
 
 
 class OnnxOpVersionConversion(_OnnxPass):
@@ -228,11 +227,11 @@ class QuantPreprocessConfig(ExternalDataOptions):
     """Options of ``OnnxQuantizationPreprocess``."""
 
     skip_optimization: bool = attrs.field(
-        default=False, metadata={"help": "skip ONNX Runtime's graph optimization step"})
+        default=False, metadata=option(help="skip ONNX Runtime's graph optimization step"))
     skip_onnx_shape: bool = attrs.field(default=False,
-                                        metadata={"help": "skip ONNX shape inference"})
+                                        metadata=option(help="skip ONNX shape inference"))
     skip_symbolic_shape: bool = attrs.field(
-        default=False, metadata={"help": "skip ONNX Runtime's symbolic shape inference"})
+        default=False, metadata=option(help="skip ONNX Runtime's symbolic shape inference"))
 
 
 class OnnxQuantizationPreprocess(_OnnxPass):
@@ -255,13 +254,13 @@ class OnnxQuantizationPreprocess(_OnnxPass):
 class MetadataConfig(ExternalDataOptions):
     """Options of ``AddOliveMetadata``."""
 
-    graph_name: str = attrs.field(metadata={"help": "the ONNX graph's new name (required)"})
+    graph_name: str = attrs.field(metadata=option(help="the ONNX graph's new name (required)"))
     custom_metadata: dict[str, Any] = attrs.field(
-        factory=dict, metadata={"help": "key-value pairs added to the model's metadata_props "
-                                        "(values written as text)"})
+        factory=dict, metadata=option(help="key-value pairs added to the model's metadata_props "
+                                           "(values written as text)"))
     add_optimization_info: bool = attrs.field(
-        default=True, metadata={"help": "also record what is known of the optimizations "
-                                        "(from the model's attributes)"})
+        default=True, metadata=option(help="also record what is known of the optimizations "
+                                           "(from the model's attributes)"))
 
 
 class AddOliveMetadata(_OnnxPass):

@@ -7,10 +7,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from olivine.accelerator import Accelerator
-from olivine.models import CompositeModel, HfModel, ModelHandle, OnnxModel
+from olivine import Accelerator, CompositeModel, HfModel, ModelHandle, OnnxModel, Pass, PassContext, option
 from olivine.onnxsave import ExternalDataOptions
-from olivine.passes import Pass, PassContext
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -24,19 +22,19 @@ class CaptureSplitInfoConfig:
 
     num_splits: int | None = attrs.field(
         default=None, validator=_positive,
-        metadata={"help": "divide the children of block_to_split into this many splits"})
+        metadata=option(help="divide the children of block_to_split into this many splits"))
     block_to_split: str | list[str] | None = attrs.field(
-        default=None, metadata={"help": "module(s) whose children are split (default: the "
-                                        "transformer layers; \"\" is the model itself)"})
+        default=None, metadata=option(help="module(s) whose children are split (default: the "
+                                           "transformer layers; \"\" is the model itself)"))
     cost_model: str | None = attrs.field(
-        default=None, metadata={"input_path": True, "help": "CSV of module,num_params,num_bytes,"
-                                "num_flops per leaf module; splits so each fits in memory"})
+        default=None, metadata=option(input_path=True, help="CSV of module,num_params,num_bytes,"
+                                "num_flops per leaf module; splits so each fits in memory"))
     unique_embeds_lm_head_splits: bool = attrs.field(
-        default=False, metadata={"help": "the embeddings and the LM head get splits of their own"})
+        default=False, metadata=option(help="the embeddings and the LM head get splits of their own"))
     memory: int | None = attrs.field(
         default=None, validator=_positive,
-        metadata={"help": "olivine: the accelerator's memory in bytes, for cost_model (Olive "
-                          "reads it from the system's accelerators)"})
+        metadata=option(help="olivine: the accelerator's memory in bytes, for cost_model (Olive "
+                             "reads it from the system's accelerators)"))
 
     def __attrs_post_init__(self) -> None:
         if self.num_splits is None and self.cost_model is None:
@@ -70,12 +68,12 @@ class SplitModelConfig(ExternalDataOptions):
     """Options of ``SplitModel``."""
 
     split_assignments: dict[str, int] | str | None = attrs.field(
-        default=None, metadata={"help": "module name -> split, as a mapping or \"name1=0;name2=1\" "
-                                        "(default: the model's split_assignments metadata)"})
+        default=None, metadata=option(help="module name -> split, as a mapping or \"name1=0;name2=1\" "
+                                           "(default: the model's split_assignments metadata)"))
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.split_assignments, str):
-            from olivine.errors import UsageError
+            from olivine import UsageError
             from olivine_onnx.split import parse_assignments
 
             try:
@@ -133,14 +131,14 @@ class StaticLLMConfig:
     """Options of ``StaticLLM``."""
 
     batch_size: int = attrs.field(default=1, validator=_positive,
-                                  metadata={"help": "the fixed batch size"})
+                                  metadata=option(help="the fixed batch size"))
     context_length: int = attrs.field(
         default=64, validator=_positive,
-        metadata={"help": "the fixed input length of the context (prompt) model, and the "
-                          "sliding window of onnxruntime-genai"})
+        metadata=option(help="the fixed input length of the context (prompt) model, and the "
+                             "sliding window of onnxruntime-genai"))
     group_session_options: dict[str, Any] | None = attrs.field(
-        default=None, metadata={"help": "session options of the context and iterator models "
-                                        "in genai_config.json (composite input only)"})
+        default=None, metadata=option(help="session options of the context and iterator models "
+                                           "in genai_config.json (composite input only)"))
 
 
 class StaticLLM(Pass):

@@ -12,9 +12,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from olivine.accelerator import EXECUTION_PROVIDERS, Accelerator
-from olivine.models import ModelHandle, OnnxModel
-from olivine.passes import Pass, PassContext
+from olivine import EXECUTION_PROVIDERS, Accelerator, ModelHandle, OnnxModel, Pass, PassContext, option
 
 #: ONNX Runtime's ExecutionMode values
 EXECUTION_MODES = {0: "ORT_SEQUENTIAL", 1: "ORT_PARALLEL"}
@@ -47,7 +45,7 @@ def _ints_in(allowed: dict[int, str] | None, minimum: int = 1) -> Any:
 
 
 def _providers(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    from olivine.errors import did_you_mean
+    from olivine import did_you_mean
 
     for v in as_list(value):
         if v is not None and v not in EXECUTION_PROVIDERS:
@@ -70,60 +68,60 @@ class SessionParamsTuningConfig:
     list of values to try)."""
 
     data_config: str | None = attrs.field(
-        default=None, metadata={"data_config": True, "help": "data config whose first batch is "
-                                "timed (default: generated inputs, symbolic dimensions 1)"})
+        default=None, metadata=option(data_config=True, help="data config whose first batch is "
+                                "timed (default: generated inputs, symbolic dimensions 1)"))
     user_script: str | None = attrs.field(
-        default=None, metadata={"input_path": True,
-                                "help": "Olive's pass-level script for an inline data config; "
-                                        "olivine reads it from the data config entry"})
-    script_dir: str | None = attrs.field(default=None, metadata={"input_path": True,
-                                                                 "help": "goes with user_script"})
+        default=None, metadata=option(input_path=True,
+                                help="Olive's pass-level script for an inline data config; "
+                                     "olivine reads it from the data config entry"))
+    script_dir: str | None = attrs.field(default=None, metadata=option(input_path=True,
+                                                                 help="goes with user_script"))
     device: str | None = attrs.field(
-        default=None, metadata={"help": "the device tuned for (default: the target's; must be it)"})
+        default=None, metadata=option(help="the device tuned for (default: the target's; must be it)"))
     cpu_cores: int | None = attrs.field(
         default=None, validator=_ints_in(None),
-        metadata={"help": "thread count tried when a thread list is not given (default: the "
-                          "machine's physical cores)"})
+        metadata=option(help="thread count tried when a thread list is not given (default: the "
+                             "machine's physical cores)"))
     io_bind: bool = attrs.field(
-        default=False, metadata={"help": "time with I/O binding (GPU providers only)"})
+        default=False, metadata=option(help="time with I/O binding (GPU providers only)"))
     enable_cuda_graph: bool = attrs.field(
-        default=False, metadata={"help": "CUDA graphs (CUDAExecutionProvider with io_bind only)"})
+        default=False, metadata=option(help="CUDA graphs (CUDAExecutionProvider with io_bind only)"))
     providers_list: str | list[str] | None = attrs.field(
         default=None, validator=_providers,
-        metadata={"help": "execution providers to try (default: the target's)"})
+        metadata=option(help="execution providers to try (default: the target's)"))
     provider_options_list: dict[str, Any] | list[dict[str, Any]] = attrs.field(
-        factory=dict, metadata={"help": "provider options to try (one dict or a list of them)"})
+        factory=dict, metadata=option(help="provider options to try (one dict or a list of them)"))
     execution_mode_list: int | list[int] | None = attrs.field(
         default=None, validator=_ints_in(EXECUTION_MODES),
-        metadata={"help": "execution modes to try: 0 sequential, 1 parallel (default: ORT's)"})
+        metadata=option(help="execution modes to try: 0 sequential, 1 parallel (default: ORT's)"))
     opt_level_list: int | list[int] | None = attrs.field(
         default=None, validator=_ints_in(OPT_LEVELS),
-        metadata={"help": "graph optimization levels to try: 0, 1, 2, 3 or 99 (default: ORT's)"})
+        metadata=option(help="graph optimization levels to try: 0, 1, 2, 3 or 99 (default: ORT's)"))
     trt_fp16_enable: bool = attrs.field(
-        default=False, metadata={"help": "FP16 for TensorrtExecutionProvider (only with it)"})
+        default=False, metadata=option(help="FP16 for TensorrtExecutionProvider (only with it)"))
     intra_thread_num_list: int | list[int] | None = attrs.field(
         default=None, validator=_ints_in(None),
-        metadata={"help": "intra-op thread counts to try (default: cpu_cores)"})
+        metadata=option(help="intra-op thread counts to try (default: cpu_cores)"))
     inter_thread_num_list: int | list[int] | None = attrs.field(
         default=None, validator=_ints_in(None),
-        metadata={"help": "inter-op thread counts to try (default: cpu_cores in parallel mode, "
-                          "ORT's otherwise)"})
+        metadata=option(help="inter-op thread counts to try (default: cpu_cores in parallel mode, "
+                             "ORT's otherwise)"))
     extra_session_config: dict[str, Any] | None = attrs.field(
         default=None, validator=_extra,
-        metadata={"help": "session config entries set on every session tried "
-                          "(session.intra_op_thread_affinities fixes the intra-op count)"})
+        metadata=option(help="session config entries set on every session tried "
+                             "(session.intra_op_thread_affinities fixes the intra-op count)"))
     force_evaluate_other_eps: bool = attrs.field(
-        default=False, metadata={"help": "allow providers_list entries other than the target's "
-                                         "provider"})
+        default=False, metadata=option(help="allow providers_list entries other than the target's "
+                                            "provider"))
     enable_profiling: bool = attrs.field(
-        default=False, metadata={"help": "ONNX Runtime profiling of every session tried (files "
-                                         "in the step's profiles/ folder)"})
+        default=False, metadata=option(help="ONNX Runtime profiling of every session tried (files "
+                                            "in the step's profiles/ folder)"))
     warmup_num: int = attrs.field(
         default=10, validator=_ints_in(None, 0),
-        metadata={"help": "olivine: untimed runs before timing (Olive's latency default)"})
+        metadata=option(help="olivine: untimed runs before timing (Olive's latency default)"))
     repeat_test_num: int = attrs.field(
         default=20, validator=_ints_in(None),
-        metadata={"help": "olivine: timed runs per setting (Olive's latency default)"})
+        metadata=option(help="olivine: timed runs per setting (Olive's latency default)"))
 
     def providers(self, accelerator: Accelerator) -> list[str]:
         """The providers tried (the target's when none is given)."""

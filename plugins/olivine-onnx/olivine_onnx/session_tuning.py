@@ -28,9 +28,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from olivine.errors import OlivineError, UsageError
-from olivine.models import ModelHandle, OnnxModel
-from olivine.passes import PassContext
+from olivine import ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine_onnx.session_pass import EXECUTION_MODES, OPT_LEVELS, SessionParamsTuningConfig, as_list
 
 log = logging.getLogger("olivine.pass.session_tuning")

@@ -21,10 +21,8 @@ import attrs
 import onnx
 from onnx import helper
 
-from olivine.errors import OlivineError, UsageError
-from olivine.models import CompositeModel, ModelHandle, OnnxModel
+from olivine import CompositeModel, ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import save_onnx
-from olivine.passes import PassContext
 
 log = logging.getLogger("olivine.pass.split")
 

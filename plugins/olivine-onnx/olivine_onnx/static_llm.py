@@ -11,10 +11,8 @@ from typing import Any
 
 import onnx
 
-from olivine.errors import UsageError
-from olivine.models import ModelHandle, OnnxModel
+from olivine import ModelHandle, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import ExternalDataOptions, save_onnx
-from olivine.passes import PassContext
 
 log = logging.getLogger("olivine.pass.static_llm")
 

@@ -11,10 +11,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from olivine.errors import OlivineError, UsageError
-from olivine.models import ModelHandle, OnnxModel
+from olivine import ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import save_onnx
-from olivine.passes import PassContext
 from olivine_onnx.surgeons.graph import Graph, SurgeryError
 
 log = logging.getLogger("olivine.pass.onnx")

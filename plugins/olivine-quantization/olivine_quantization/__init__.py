@@ -16,6 +16,9 @@ from olivine_quantization.int8 import (
     OnnxStaticQuantization,
 )
 
+#: the olivine plugin API versions this plugin supports
+olivine_api = ">=1.1,<2"
+
 __version__ = "0.1.0"
 __all__ = ["OnnxDynamicQuantization", "OnnxQuantization", "OnnxStaticQuantization"]
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from olivine.errors import UsageError
-from olivine.models import ModelHandle, OnnxModel
-from olivine.passes import PassContext
+from olivine import ModelHandle, OnnxModel, PassContext, UsageError
 
 
 class FeedsReader:

@@ -15,11 +15,8 @@ from typing import Any, Literal
 
 import attrs
 
-from olivine.accelerator import Accelerator
-from olivine.errors import did_you_mean
-from olivine.models import ModelHandle, OnnxModel
+from olivine import Accelerator, ModelHandle, OnnxModel, Pass, PassContext, did_you_mean, option
 from olivine.onnxsave import ExternalDataOptions
-from olivine.passes import Pass, PassContext
 
 #: Olive's precision names and the ONNX Runtime QuantType each stands for.
 PRECISIONS = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": "QUInt16",
@@ -72,44 +69,44 @@ class DynamicQuantConfig(ExternalDataOptions):
     """Options of ``OnnxDynamicQuantization`` (Olive's names and defaults)."""
 
     quant_mode: Literal["dynamic"] = attrs.field(
-        default="dynamic", metadata={"help": "Olive's mode option; this pass is dynamic only "
-                                             "(OnnxQuantization takes static or dynamic)"})
+        default="dynamic", metadata=option(help="Olive's mode option; this pass is dynamic only "
+                                                "(OnnxQuantization takes static or dynamic)"))
     precision: str = attrs.field(
         default="int8", validator=_precision,
-        metadata={"help": "type of quantized weights: int8 or uint8 (static QDQ also int16, "
-                          "uint16, int4, uint4)"})
+        metadata=option(help="type of quantized weights: int8 or uint8 (static QDQ also int16, "
+                             "uint16, int4, uint4)"))
     weight_type: str | None = attrs.field(
         default=None, validator=_precision,
-        metadata={"help": "older spelling of precision (QInt8, QUInt8, ...); when given, it "
-                          "is the weights' type"})
+        metadata=option(help="older spelling of precision (QInt8, QUInt8, ...); when given, it "
+                             "is the weights' type"))
     op_types_to_quantize: list[str] | None = attrs.field(
-        default=None, metadata={"help": "op types to quantize (default: all quantizable)"})
+        default=None, metadata=option(help="op types to quantize (default: all quantizable)"))
     op_types_to_exclude: list[str] | None = attrs.field(
-        default=None, metadata={"help": "op types left in float: their nodes join "
-                                        "nodes_to_exclude"})
+        default=None, metadata=option(help="op types left in float: their nodes join "
+                                           "nodes_to_exclude"))
     nodes_to_quantize: list[str] | None = attrs.field(
-        default=None, metadata={"help": "only these node names (glob patterns allowed: * ? [])"})
+        default=None, metadata=option(help="only these node names (glob patterns allowed: * ? [])"))
     nodes_to_exclude: list[str] | None = attrs.field(
-        default=None, metadata={"help": "node names left in float (glob patterns allowed; * "
-                                        "also matches /)"})
+        default=None, metadata=option(help="node names left in float (glob patterns allowed; * "
+                                           "also matches /)"))
     per_channel: bool = attrs.field(
-        default=False, metadata={"help": "one scale per output channel of each weight"})
+        default=False, metadata=option(help="one scale per output channel of each weight"))
     reduce_range: bool = attrs.field(
-        default=False, metadata={"help": "7-bit weights (for CPUs without VNNI)"})
+        default=False, metadata=option(help="7-bit weights (for CPUs without VNNI)"))
     quant_preprocess: bool = attrs.field(
-        default=True, metadata={"help": "ONNX Runtime's quantization pre-processing first "
-                                        "(symbolic shape inference and graph optimization); "
-                                        "on failure the model is used as it is, with a warning"})
+        default=True, metadata=option(help="ONNX Runtime's quantization pre-processing first "
+                                           "(symbolic shape inference and graph optimization); "
+                                           "on failure the model is used as it is, with a warning"))
     activation_symmetric: bool = attrs.field(
-        default=False, metadata={"help": "symmetric activation ranges (ActivationSymmetric)"})
+        default=False, metadata=option(help="symmetric activation ranges (ActivationSymmetric)"))
     weight_symmetric: bool | None = attrs.field(
-        default=None, metadata={"help": "symmetric weight ranges (WeightSymmetric); default: "
-                                        "true for signed precisions"})
+        default=None, metadata=option(help="symmetric weight ranges (WeightSymmetric); default: "
+                                           "true for signed precisions"))
     extra_options: dict[str, Any] | None = attrs.field(
-        default=None, metadata={"help": "ONNX Runtime quantizer extra_options (MatMulConstBOnly, "
-                                        "...); DefaultTensorType defaults to FLOAT, which fused "
-                                        "models need; the keys of exposed options "
-                                        "(ActivationSymmetric, ...) are overwritten by them"})
+        default=None, metadata=option(help="ONNX Runtime quantizer extra_options (MatMulConstBOnly, "
+                                           "...); DefaultTensorType defaults to FLOAT, which fused "
+                                           "models need; the keys of exposed options "
+                                           "(ActivationSymmetric, ...) are overwritten by them"))
 
     def weight_quant_type(self) -> str:
         """ONNX Runtime's QuantType name of the weights."""
@@ -121,52 +118,52 @@ class StaticQuantConfig(DynamicQuantConfig):
     """Options of ``OnnxStaticQuantization``: the dynamic ones plus format and calibration."""
 
     quant_mode: Literal["static"] = attrs.field(  # type: ignore[assignment]
-        default="static", metadata={"help": "Olive's mode option; this pass is static only "
-                                            "(OnnxQuantization takes static or dynamic)"})
+        default="static", metadata=option(help="Olive's mode option; this pass is static only "
+                                               "(OnnxQuantization takes static or dynamic)"))
 
     quant_format: Literal["QDQ", "QOperator"] = attrs.field(
-        default="QDQ", metadata={"help": "QDQ (QuantizeLinear/DequantizeLinear pairs) or "
-                                         "QOperator (QLinear* ops; 8-bit only)"})
+        default="QDQ", metadata=option(help="QDQ (QuantizeLinear/DequantizeLinear pairs) or "
+                                            "QOperator (QLinear* ops; 8-bit only)"))
     activation_type: str = attrs.field(
         default="int8", validator=_precision,
-        metadata={"help": "type of quantized activations: int8, uint8, int16, uint16 (QDQ); "
-                          "QInt8/QUInt8 are the older spelling"})
+        metadata=option(help="type of quantized activations: int8, uint8, int16, uint16 (QDQ); "
+                             "QInt8/QUInt8 are the older spelling"))
     calibrate_method: Literal["MinMax", "Entropy", "Percentile", "Distribution"] = attrs.field(
-        default="MinMax", metadata={"help": "how activation ranges are chosen"})
+        default="MinMax", metadata=option(help="how activation ranges are chosen"))
     calibration_providers: list[str] | None = attrs.field(
         default=None, validator=_providers,
-        metadata={"help": "execution providers of the calibration session (default: "
-                          "CPUExecutionProvider)"})
+        metadata=option(help="execution providers of the calibration session (default: "
+                             "CPUExecutionProvider)"))
     min_real_range: float | None = attrs.field(
-        default=None, metadata={"help": "smallest range between rmin and rmax "
-                                        "(MinimumRealRange)"})
+        default=None, metadata=option(help="smallest range between rmin and rmax "
+                                           "(MinimumRealRange)"))
     tensor_quant_overrides: dict[str, Any] | None = attrs.field(
-        default=None, metadata={"help": "per-tensor overrides (TensorQuantOverrides): "
-                                        "{tensor: [{\"quant_type\": \"QUInt16\", ...}]}"})
+        default=None, metadata=option(help="per-tensor overrides (TensorQuantOverrides): "
+                                           "{tensor: [{\"quant_type\": \"QUInt16\", ...}]}"))
     prepare_qdq_config: bool = attrs.field(
-        default=True, metadata={"help": "with QDQ: ONNX Runtime's get_qdq_config, which "
-                                        "quantizes every op type of the model (a full integer "
-                                        "QDQ model); false: the quantizer's default op set"})
+        default=True, metadata=option(help="with QDQ: ONNX Runtime's get_qdq_config, which "
+                                           "quantizes every op type of the model (a full integer "
+                                           "QDQ model); false: the quantizer's default op set"))
     data_config: str | None = attrs.field(
-        default=None, metadata={"data_config": True,
-                                "help": "calibration data: a name in data_configs"})
+        default=None, metadata=option(data_config=True,
+                                help="calibration data: a name in data_configs"))
     calibration_file: str | None = attrs.field(
-        default=None, metadata={"input_path": True,
-                                "help": "calibration data: a local .txt (one text per line), "
-                                        ".jsonl or .csv file, tokenized with the model's tokenizer"})
+        default=None, metadata=option(input_path=True,
+                                help="calibration data: a local .txt (one text per line), "
+                                     ".jsonl or .csv file, tokenized with the model's tokenizer"))
     calibration_samples: int = attrs.field(
         default=64, validator=_at_least(1),
-        metadata={"help": "at most this many calibration samples"})
+        metadata=option(help="at most this many calibration samples"))
     calibration_seq_len: int = attrs.field(
         default=128, validator=_at_least(1),
-        metadata={"help": "with calibration_file: tokens per sample (padded)"})
+        metadata=option(help="with calibration_file: tokens per sample (padded)"))
     tokenizer: str | None = attrs.field(
-        default=None, metadata={"input_path": True,
-                                "help": "with calibration_file: tokenizer folder or id (default: "
-                                        "the model's folder)"})
+        default=None, metadata=option(input_path=True,
+                                help="with calibration_file: tokenizer folder or id (default: "
+                                     "the model's folder)"))
     percentile: float = attrs.field(
         default=99.999, validator=_percentile,
-        metadata={"help": "with calibrate_method Percentile: the percentile kept"})
+        metadata=option(help="with calibrate_method Percentile: the percentile kept"))
 
     def activation_quant_type(self) -> str:
         """ONNX Runtime's QuantType name of the activations."""
@@ -178,8 +175,8 @@ class QuantConfig(StaticQuantConfig):
     """Options of ``OnnxQuantization``: ``quant_mode`` picks static or dynamic."""
 
     quant_mode: Literal["static", "dynamic"] = attrs.field(  # type: ignore[assignment]
-        default="static", metadata={"help": "static (calibrated activations) or dynamic; "
-                                            "the static-only options do not apply to dynamic"})
+        default="static", metadata=option(help="static (calibrated activations) or dynamic; "
+                                               "the static-only options do not apply to dynamic"))
 
 
 #: Options of static quantization that dynamic quantization does not use.

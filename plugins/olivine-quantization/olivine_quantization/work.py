@@ -10,10 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import OlivineError, UsageError
-from olivine.models import ModelHandle, OnnxModel
+from olivine import ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import save_onnx
-from olivine.passes import PassContext
 from olivine_quantization.int8 import (
     STATIC_ONLY,
     DynamicQuantConfig,

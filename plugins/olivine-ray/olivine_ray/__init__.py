@@ -6,13 +6,26 @@ Ray is imported only when a RaySystem is used, never when olivine starts.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import attrs
 
 import olivine
-from olivine.systems.base import ProgressSink, StepOutcome, StepRequest, System, SystemConfig
+from olivine import (
+    CandidateRequest,
+    CandidateRunner,
+    LocalSystem,
+    LocalSystemConfig,
+    ProgressSink,
+    StepOutcome,
+    StepRequest,
+    System,
+    SystemConfig,
+    UsageError,
+    option,
+)
+
+olivine_api = ">=1.1,<2"
 
 _QUIET_WORKERS = {"OLIVINE_DISABLE_PLUGINS": "olivine-progress"}
 
@@ -27,56 +40,37 @@ class RaySystemConfig(SystemConfig):
     """Options of ``RaySystem``."""
 
     address: str | None = attrs.field(
-        default=None, metadata={"help": "null: start a local Ray instance; 'auto' or an address: "
-                                        "join that cluster"})
+        default=None, metadata=option(help="null: start a local Ray instance; 'auto' or an address: "
+                                           "join that cluster"))
     num_workers: int = attrs.field(default=2, validator=_positive,
-                                   metadata={"help": "candidates that run at once"})
+                                   metadata=option(help="candidates that run at once"))
     num_cpus: float = attrs.field(default=1.0, validator=_positive,
-                                  metadata={"help": "CPUs each task asks for"})
-    num_gpus: float = attrs.field(default=0.0, metadata={"help": "GPUs each task asks for"})
-    memory_mb: float | None = attrs.field(default=None, metadata={"help": "memory each task asks for"})
+                                  metadata=option(help="CPUs each task asks for"))
+    num_gpus: float = attrs.field(default=0.0, metadata=option(help="GPUs each task asks for"))
+    memory_mb: float | None = attrs.field(default=None, metadata=option(help="memory each task asks for"))
     max_retries: int = attrs.field(default=1, validator=attrs.validators.ge(0),
-                                   metadata={"help": "retries of a task whose worker died"})
+                                   metadata=option(help="retries of a task whose worker died"))
     step_isolation: str = attrs.field(
         default="auto", validator=attrs.validators.in_(["auto", "always", "never"]),
-        metadata={"help": "how steps run inside a worker (as LocalSystem's isolation)"})
-    runtime_env: dict[str, Any] = attrs.field(factory=dict, metadata={"help": "Ray runtime_env"})
+        metadata=option(help="how steps run inside a worker (as LocalSystem's isolation)"))
+    runtime_env: dict[str, Any] = attrs.field(factory=dict, metadata=option(help="Ray runtime_env"))
 
 
 def _ray() -> Any:
     try:
         import ray
     except ImportError:
-        from olivine.errors import UsageError
-
         raise UsageError("RaySystem needs Ray: pip install olivine-ray (or pip install ray)") from None
     return ray
 
 
 def _worker_system(isolation: str) -> System:
-    from olivine.systems.builtin import LocalSystem, LocalSystemConfig
-
     return LocalSystem(LocalSystemConfig(isolation=isolation))  # type: ignore[arg-type]
 
 
-def candidate_task(payload: dict[str, Any]) -> dict[str, Any]:
+def candidate_task(request: dict[str, Any], isolation: str) -> dict[str, Any]:
     """Run one search candidate inside a Ray worker (module level: Ray pickles it by name)."""
-    from olivine.cache import Cache
-    from olivine.config.workflow import validate_workflow
-    from olivine.engine import Engine
-    from olivine.models import handle_from_dict
-    from olivine.plugins import get_plugin_host
-    from olivine.search.driver import run_candidate
-
-    host = get_plugin_host()
-    wf = validate_workflow(payload["raw"], host, source=payload["source"],
-                           base_dir=Path(payload["base_dir"]))
-    engine = Engine(wf, host)
-    engine.system = _worker_system(payload["isolation"])
-    engine.system._log_dir = Path(payload["run_dir"])  # type: ignore[attr-defined]
-    result = run_candidate(engine, Cache(payload["cache_dir"]), Path(payload["run_dir"]),
-                           handle_from_dict(payload["model"]), payload["model_id"],
-                           payload["choice"])
+    result = olivine.run_candidate(request, system=_worker_system(isolation))
     result["worker_pid"] = os.getpid()
     return result
 
@@ -136,21 +130,14 @@ class RaySystem(System):
             return StepOutcome(model=None, error=_describe(exc), error_type="RayTaskError")
         return StepOutcome(**data)
 
-    def run_candidates(self, engine: Any, cache: Any, run_dir: Path, model: Any, model_id: str,
-                       choices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def run_candidates(self, requests: list[CandidateRequest],
+                       run_here: CandidateRunner) -> list[dict[str, Any]]:
         """Submit every candidate as a task; a task that still dies after retries fails alone."""
         ray = self._start()
         task = ray.remote(candidate_task).options(**self._options())
-        wf = engine.wf
-        refs = []
-        for choice in choices:
-            payload = {"raw": wf.raw, "source": wf.source, "base_dir": wf.base_dir,
-                       "cache_dir": str(cache.root), "run_dir": str(run_dir),
-                       "model": model.to_dict(), "model_id": model_id, "choice": choice,
-                       "isolation": self.config.step_isolation}
-            refs.append(task.remote(payload))
+        refs = [task.remote(r.to_dict(), self.config.step_isolation) for r in requests]
         results = []
-        for choice, ref in zip(choices, refs):
+        for choice, ref in zip((r.choice for r in requests), refs):
             try:
                 results.append(ray.get(ref))
             except Exception as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 #: model_type values with a Llama-shaped decoder (RMSNorm with a plain ``weight``)
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "phi3", "granite")

@@ -14,9 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError
-from olivine.models import HfModel
-from olivine.passes import PassContext
+from olivine import HfModel, PassContext, UsageError
 
 KNOWN = {"text_cols", "input_cols", "strategy", "joiner", "max_seq_len", "max_samples",
          "add_special_tokens", "trust_remote_code", "model_name", "task", "pad_to_max_len",
@@ -38,8 +36,7 @@ def samples(dc: Any, tokenizer: Any) -> list[Any]:
     """The tokenized samples (1-D ``input_ids`` tensors) of data config ``dc``."""
     import torch
 
-    from olivine.data import resolve
-    from olivine.data.pipeline import section_options
+    from olivine.data import resolve, section_options
 
     what = f"data config {dc.name!r}"
     _, pre = section_options(dc, "pre_process_data")

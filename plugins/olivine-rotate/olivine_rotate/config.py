@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import attrs
 
+from olivine import option
+
 
 def _positive(instance: Any, attribute: Any, value: int) -> None:
     if value < 1:
@@ -22,29 +24,29 @@ def _sparsity(instance: Any, attribute: Any, value: float) -> None:
 class QuaRotConfig:
     """Options of ``QuaRot``."""
 
-    seed: int = attrs.field(default=0, metadata={"help": "seed of the random rotations"})
-    rotate_mode: Literal["hadamard", "random"] = attrs.field(default="hadamard", metadata={
-        "help": "hadamard: random Hadamard matrices (random signs); random: Haar-random "
-                "orthogonal matrices"})
+    seed: int = attrs.field(default=0, metadata=option(help="seed of the random rotations"))
+    rotate_mode: Literal["hadamard", "random"] = attrs.field(default="hadamard", metadata=option(
+        help="hadamard: random Hadamard matrices (random signs); random: Haar-random "
+             "orthogonal matrices"))
 
 
 @attrs.frozen
 class SliceGPTConfig:
     """Options of ``SliceGPT``."""
 
-    calibration_data_config: str = attrs.field(metadata={
-        "data_config": True, "aliases": ("data_config",),
-        "help": "name of a workflow data_configs entry: the text whose activations the PCA "
-                "rotations are computed from"})
-    calibration_nsamples: int = attrs.field(default=128, validator=_positive, metadata={
-        "help": "samples of the calibration data drawn at random (seeded)"})
-    calibration_batch_size: int = attrs.field(default=16, validator=_positive, metadata={
-        "help": "samples per forward pass while collecting activations"})
-    seed: int = attrs.field(default=42, metadata={"help": "seed of the calibration sample draw"})
-    sparsity: float = attrs.field(default=0.0, validator=_sparsity, metadata={
-        "help": "fraction of the hidden size sliced away, in [0, 1)"})
-    round_interval: int = attrs.field(default=8, validator=_positive, metadata={
-        "help": "the new hidden size is rounded down to a multiple of this"})
-    final_orientation: Literal["random", "pca"] = attrs.field(default="random", metadata={
-        "help": "pca: keep the principal directions as the new basis; random: turn the kept "
-                "subspace by a random rotation (seeded) afterwards"})
+    calibration_data_config: str = attrs.field(metadata=option(
+        data_config=True, aliases=("data_config",),
+        help="name of a workflow data_configs entry: the text whose activations the PCA "
+             "rotations are computed from"))
+    calibration_nsamples: int = attrs.field(default=128, validator=_positive, metadata=option(
+        help="samples of the calibration data drawn at random (seeded)"))
+    calibration_batch_size: int = attrs.field(default=16, validator=_positive, metadata=option(
+        help="samples per forward pass while collecting activations"))
+    seed: int = attrs.field(default=42, metadata=option(help="seed of the calibration sample draw"))
+    sparsity: float = attrs.field(default=0.0, validator=_sparsity, metadata=option(
+        help="fraction of the hidden size sliced away, in [0, 1)"))
+    round_interval: int = attrs.field(default=8, validator=_positive, metadata=option(
+        help="the new hidden size is rounded down to a multiple of this"))
+    final_orientation: Literal["random", "pca"] = attrs.field(default="random", metadata=option(
+        help="pca: keep the principal directions as the new basis; random: turn the kept "
+             "subspace by a random rotation (seeded) afterwards"))

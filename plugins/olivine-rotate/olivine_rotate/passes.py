@@ -6,9 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
-from olivine.errors import UsageError
-from olivine.models import HfModel, ModelHandle
-from olivine.passes import Pass, PassContext
+from olivine import HfModel, ModelHandle, Pass, PassContext, UsageError
 from olivine_rotate.config import QuaRotConfig, SliceGPTConfig
 
 #: files of a model folder that the passes write themselves

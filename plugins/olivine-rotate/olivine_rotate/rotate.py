@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from olivine.errors import UsageError
+from olivine import UsageError
 from olivine_rotate import arch
 from olivine_rotate.hadamard import hadamard_order_problem, orthogonal_matrix
 

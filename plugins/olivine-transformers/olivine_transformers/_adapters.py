@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from olivine.errors import UsageError
-from olivine.models import AdapterModel, HfModel
+from olivine import AdapterModel, HfModel, UsageError
 
 
 def adapter_as_hf(model: AdapterModel) -> HfModel:

@@ -21,9 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from olivine.errors import OlivineError, UsageError
-from olivine.models import HfModel, OnnxModel
-from olivine.passes import PassContext
+from olivine import HfModel, OlivineError, OnnxModel, PassContext, UsageError
 from olivine_transformers.conversion import KV_NAME_KEYS, ConversionConfig
 
 log = logging.getLogger("olivine.pass.OnnxConversion")

@@ -25,10 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from olivine.errors import OlivineError, UsageError
-from olivine.models import AdapterModel, HfModel, ModelHandle, OnnxModel, PyTorchModel
+from olivine import (
+    AdapterModel,
+    HfModel,
+    ModelHandle,
+    OlivineError,
+    OnnxModel,
+    PassContext,
+    PyTorchModel,
+    UsageError,
+)
 from olivine.onnxsave import plain_data
-from olivine.passes import PassContext
 from olivine_transformers._adapters import adapter_as_hf, exportable_kron, with_adapter
 from olivine_transformers.conversion import ConversionConfig
 
@@ -138,7 +145,7 @@ def load_hf_model(handle: HfModel, config: ConversionConfig) -> torch.nn.Module:
 
 def load_script_model(path: str, config: ConversionConfig) -> torch.nn.Module:
     """Call ``model_loader(path)`` from ``model_script``."""
-    from olivine.userscript import load_function
+    from olivine import load_function
 
     loader = load_function(str(config.model_script), str(config.model_loader), "model_script",
                            "model_loader")
@@ -255,7 +262,7 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 def prepare(config: ConversionConfig) -> None:
     """Import ``user_script`` (with ``script_dir`` on sys.path), as Olive does before a pass."""
     if config.user_script:
-        from olivine.userscript import load_module
+        from olivine import load_module
 
         load_module(config.user_script, config.script_dir, "user_script")
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from olivine.errors import OlivineError, UsageError
-from olivine.models import ModelHandle, OnnxModel
+from olivine import ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import save_onnx
-from olivine.passes import PassContext
 from olivine_transformers.onnx_io import load_proto, model_facts, model_file
 from olivine_transformers.optimization import (
     BERT_LIKE,

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from olivine.errors import UsageError
-from olivine.models import HfModel
+from olivine import HfModel, UsageError
 from olivine_transformers.conversion import ConversionConfig
 from olivine_transformers.onnx_io import copy_hf_sidecar_files
 

@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from olivine.errors import OlivineError, UsageError
-from olivine.models import OnnxModel, PyTorchModel
+from olivine import OlivineError, OnnxModel, PassContext, PyTorchModel, UsageError
 from olivine.onnxsave import plain_data
-from olivine.passes import PassContext
 from olivine_transformers.conversion import ConversionConfig
 
 
@@ -54,7 +52,7 @@ def flatten(out: Any) -> list[torch.Tensor]:
 
 
 def _module(model: PyTorchModel) -> Any:
-    from olivine.userscript import load_module
+    from olivine import load_module
 
     if model.model_script is None:
         raise UsageError("input_model.model_script: required for model_loader, "
@@ -63,7 +61,7 @@ def _module(model: PyTorchModel) -> Any:
 
 
 def _call(model: PyTorchModel, name: str, key: str, *args: Any) -> Any:
-    from olivine.userscript import call_object
+    from olivine import call_object
 
     fn = call_object(_module(model), name, f"input_model.{key}")
     try:
@@ -96,7 +94,7 @@ def resolved_io_config(model: PyTorchModel, config: ConversionConfig) -> dict[st
         if not isinstance(io, Mapping):
             raise UsageError(f"input_model.io_config: {model.io_config}() returned "
                              f"{type(io).__name__}, not a mapping")
-        from olivine.config.sections import IO_CONFIG_KEYS
+        from olivine.config import IO_CONFIG_KEYS
 
         unknown = sorted(set(io) - set(IO_CONFIG_KEYS))
         if unknown:

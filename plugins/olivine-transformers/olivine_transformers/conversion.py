@@ -11,10 +11,8 @@ from typing import Any
 
 import attrs
 
-from olivine.accelerator import Accelerator
-from olivine.models import ModelHandle, OnnxModel
+from olivine import Accelerator, ModelHandle, OnnxModel, Pass, PassContext, option
 from olivine.onnxsave import ExternalDataOptions
-from olivine.passes import Pass, PassContext
 
 #: Tasks whose export and validation are implemented (others export like feature-extraction).
 TASKS = ("feature-extraction", "text-classification", "sequence-classification",
@@ -64,7 +62,7 @@ def _kv_cache(value: Any, io: dict[str, Any]) -> None:
 
 
 def _io_config(instance: Any, attribute: attrs.Attribute, value: dict[str, Any] | None) -> None:
-    from olivine.config.sections import IO_CONFIG_KEYS
+    from olivine.config import IO_CONFIG_KEYS
 
     allowed = set(IO_CONFIG_KEYS)
     for key in value or {}:
@@ -109,78 +107,78 @@ class ConversionConfig(ExternalDataOptions):
     olivine's own (validation, attention implementation, model_script)."""
 
     target_opset: int = attrs.field(default=20, validator=_opset,
-                                    metadata={"help": "ONNX opset of the exported model"})
+                                    metadata=option(help="ONNX opset of the exported model"))
     use_dynamo_exporter: bool = attrs.field(
-        default=False, metadata={"help": "torch.onnx dynamo exporter (needs onnxscript); the "
-                                         "default TorchScript exporter gives graphs that ONNX "
-                                         "Runtime's transformer fusions recognize"})
+        default=False, metadata=option(help="torch.onnx dynamo exporter (needs onnxscript); the "
+                                            "default TorchScript exporter gives graphs that ONNX "
+                                            "Runtime's transformer fusions recognize"))
     past_key_value_name: str = attrs.field(
         default="past_key_values", validator=_name,
-        metadata={"help": "the forward argument that takes the past key values (exports with "
-                          "io_config.kv_cache or a -with-past task)"})
+        metadata=option(help="the forward argument that takes the past key values (exports with "
+                             "io_config.kv_cache or a -with-past task)"))
     device: str | None = attrs.field(
         default=None, validator=_device,
-        metadata={"help": "torch device the export runs on (default cpu); a device torch cannot "
-                          "see on this machine is an error when the pass runs"})
+        metadata=option(help="torch device the export runs on (default cpu); a device torch cannot "
+                             "see on this machine is an error when the pass runs"))
     torch_dtype: str | None = attrs.field(
         default=None, validator=_dtype,
-        metadata={"help": "cast the model (and float sample inputs) to this dtype before export "
-                          "(float32, float16, bfloat16); default: as loaded"})
+        metadata=option(help="cast the model (and float sample inputs) to this dtype before export "
+                             "(float32, float16, bfloat16); default: as loaded"))
     parallel_jobs: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0)),
-        metadata={"help": "Olive's parallel export of a DistributedHfModel's ranks; olivine has "
-                          "no distributed models, so setting it is refused"})
+        metadata=option(help="Olive's parallel export of a DistributedHfModel's ranks; olivine has "
+                             "no distributed models, so setting it is refused"))
     merge_adapter_weights: bool = attrs.field(
-        default=False, metadata={"help": "with an adapter (an HfModel's adapter_path, or the "
-                                         "output of LoRA, DoRA, LoHa, LoKr, QLoRA): merge it "
-                                         "into the base weights (true) or export the adapter's "
-                                         "ops beside them (false, needs peft either way)"})
+        default=False, metadata=option(help="with an adapter (an HfModel's adapter_path, or the "
+                                            "output of LoRA, DoRA, LoHa, LoKr, QLoRA): merge it "
+                                            "into the base weights (true) or export the adapter's "
+                                            "ops beside them (false, needs peft either way)"))
     save_metadata_for_token_generation: bool = attrs.field(
-        default=False, metadata={"help": "write config.json, generation_config.json and the "
-                                         "tokenizer files beside the model (HfModel inputs); "
-                                         "listed in the model's additional_files"})
+        default=False, metadata=option(help="write config.json, generation_config.json and the "
+                                            "tokenizer files beside the model (HfModel inputs); "
+                                            "listed in the model's additional_files"))
     optimize: bool = attrs.field(
-        default=True, metadata={"help": "constant folding and redundancy elimination: the dynamo "
-                                        "exporter's onnxscript optimizer, the TorchScript "
-                                        "exporter's constant folding"})
+        default=True, metadata=option(help="constant folding and redundancy elimination: the dynamo "
+                                           "exporter's onnxscript optimizer, the TorchScript "
+                                           "exporter's constant folding"))
     dynamic: bool = attrs.field(
-        default=True, metadata={"help": "export with dynamic axes (io_config's, else batch and "
-                                        "sequence); false: every axis fixed at the sample's size"})
+        default=True, metadata=option(help="export with dynamic axes (io_config's, else batch and "
+                                           "sequence); false: every axis fixed at the sample's size"))
     user_script: str | None = attrs.field(
-        default=None, metadata={"input_path": True,
-                                "help": "a Python file imported before the export (Olive's "
-                                        "user_script; it may register data components)"})
+        default=None, metadata=option(input_path=True,
+                                help="a Python file imported before the export (Olive's "
+                                     "user_script; it may register data components)"))
     script_dir: str | None = attrs.field(
-        default=None, metadata={"input_path": True,
-                                "help": "a folder put on sys.path before user_script is imported"})
+        default=None, metadata=option(input_path=True,
+                                help="a folder put on sys.path before user_script is imported"))
     io_config: dict[str, Any] | None = attrs.field(
         default=None, validator=_io_config,
-        metadata={"help": "input_names, output_names, dynamic_axes ({name: {axis: label}}), "
-                          "input_shapes and input_types (for models loaded by model_loader); "
-                          "kv_cache: true (or Olive's ort_*_name templates) exports a causal "
-                          "LM with past_key_values.<i>.key/value inputs and present.<i>.key/"
-                          "value outputs; default: derived from the model's forward"})
+        metadata=option(help="input_names, output_names, dynamic_axes ({name: {axis: label}}), "
+                             "input_shapes and input_types (for models loaded by model_loader); "
+                             "kv_cache: true (or Olive's ort_*_name templates) exports a causal "
+                             "LM with past_key_values.<i>.key/value inputs and present.<i>.key/"
+                             "value outputs; default: derived from the model's forward"))
     attn_implementation: str | None = attrs.field(
-        default="eager", metadata={"help": "transformers attention implementation used for the "
-                                           "export; eager lets the fuser find attention"})
+        default="eager", metadata=option(help="transformers attention implementation used for the "
+                                              "export; eager lets the fuser find attention"))
     validate: bool = attrs.field(
-        default=True, metadata={"help": "compare ONNX Runtime outputs with torch outputs on sample "
-                                        "inputs of a shape other than the export's; fail on mismatch"})
+        default=True, metadata=option(help="compare ONNX Runtime outputs with torch outputs on sample "
+                                           "inputs of a shape other than the export's; fail on mismatch"))
     atol: float | None = attrs.field(
         default=None, validator=_optional_positive,
-        metadata={"help": "absolute tolerance of the validation (default 1e-4; 1e-2 with "
-                          "torch_dtype float16/bfloat16)"})
+        metadata=option(help="absolute tolerance of the validation (default 1e-4; 1e-2 with "
+                             "torch_dtype float16/bfloat16)"))
     rtol: float | None = attrs.field(
         default=None, validator=_optional_positive,
-        metadata={"help": "relative tolerance of the validation (default 1e-3; 1e-2 with "
-                          "torch_dtype float16/bfloat16)"})
+        metadata=option(help="relative tolerance of the validation (default 1e-3; 1e-2 with "
+                             "torch_dtype float16/bfloat16)"))
     model_script: str | None = attrs.field(
-        default=None, metadata={"input_path": True,
-                                "help": "a Python file defining model_loader (for torch models "
-                                        "that are not transformers checkpoints)"})
+        default=None, metadata=option(input_path=True,
+                                help="a Python file defining model_loader (for torch models "
+                                     "that are not transformers checkpoints)"))
     model_loader: str | None = attrs.field(
-        default=None, metadata={"help": "function in model_script: loader(model_path) -> "
-                                        "torch.nn.Module; io_config names its inputs"})
+        default=None, metadata=option(help="function in model_script: loader(model_path) -> "
+                                           "torch.nn.Module; io_config names its inputs"))
 
     def half(self) -> bool:
         """Whether the export runs in a 16-bit float dtype."""

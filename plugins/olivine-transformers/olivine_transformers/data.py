@@ -21,9 +21,7 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import UsageError
-from olivine.models import ModelHandle
-from olivine.userscript import resolve_data_file
+from olivine import ModelHandle, UsageError, resolve_data_file
 
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 #: key prefix of inputs a dataset gives by position (an array or a tuple of arrays)
@@ -133,8 +131,7 @@ def load_text_data(data_config: Any, model: ModelHandle | None = None,
     ``max_samples`` caps the number of samples (it lowers the config's, never raises it).
     Raises UsageError naming the config when it yields no samples.
     """
-    from olivine.data import resolve
-    from olivine.data.builtin import Rows
+    from olivine.data import Rows, resolve
 
     name = getattr(data_config, "name", "?")
     what = f"data config {name!r}"

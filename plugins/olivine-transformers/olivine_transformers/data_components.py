@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from olivine import UsageError
 from olivine.data import DataContainerSpec
-from olivine.errors import UsageError
 from olivine_transformers.data_media import (
     audio_classification_pre_process,
     speech_transcription_pre_process,

@@ -17,7 +17,7 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 
 def select_rows(rows: list[Any], limit: float | None, max_samples: int | None,
@@ -338,7 +338,7 @@ def vision_vqa_pre_process(dataset: Any, image_col: str = "image", question_col:
 
 def vision_vqa_dataloader(dataset: Any, batch_size: int = 1, **kwargs: Any) -> Any:
     """Batches collated with the dataset's ``collate_fn`` (torch's DataLoader when installed)."""
-    from olivine.data.builtin import Batches
+    from olivine.data import Batches
 
     collate = getattr(dataset, "collate_fn", None)
     try:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from random import Random
 from typing import Any
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 IGNORE_INDEX = -100
 STRATEGIES = ("line-by-line", "line-by-line-random", "join", "join-random", "join-sliding-window")
@@ -80,7 +80,7 @@ def _formatter(text_formatting_func: str | Callable[..., Any] | None, user_scrip
     if not user_script:
         raise UsageError(f"{WHERE}: text_formatting_func {text_formatting_func!r} names a function "
                          "of the data config's user_script, and there is none")
-    from olivine.userscript import load_module
+    from olivine import load_module
 
     module = load_module(str(user_script), script_dir, "data_configs.user_script")
     func = getattr(module, str(text_formatting_func), None)

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from olivine.models import ModelHandle, OnnxModel
+from olivine import ModelHandle, OnnxModel
 from olivine.onnxsave import plain_data
 
 #: Models whose serialized size is above this are saved with external data.

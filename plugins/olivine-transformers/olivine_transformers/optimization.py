@@ -9,12 +9,8 @@ from typing import Any
 
 import attrs
 
-from olivine.accelerator import Accelerator
-from olivine.config.typed import ALIASES
-from olivine.errors import did_you_mean
-from olivine.models import ModelHandle, OnnxModel
+from olivine import Accelerator, ModelHandle, OnnxModel, Pass, PassContext, did_you_mean, option
 from olivine.onnxsave import ExternalDataOptions
-from olivine.passes import Pass, PassContext
 
 #: onnxruntime.transformers.optimizer.MODEL_TYPES of ORT 1.17 .. 1.32; checked again at run time.
 FUSION_MODEL_TYPES = ("bart", "bert", "bert_tf", "bert_keras", "clip", "conformer", "gpt2",
@@ -63,45 +59,45 @@ class FusionConfig(ExternalDataOptions):
 
     model_type: str | None = attrs.field(
         default=None, validator=_check_model_type,
-        metadata={"help": "fuser to use (bert, gpt2, t5, vit, ...); empty or absent: from the "
-                          "model's transformers model_type (recorded by the conversion or in a "
-                          "config.json beside the model); the pass is skipped with a warning "
-                          "when the model records none ONNX Runtime knows (as Olive)"})
-    num_heads: int = attrs.field(default=0, metadata={"help": "attention heads; 0: detect"})
+        metadata=option(help="fuser to use (bert, gpt2, t5, vit, ...); empty or absent: from the "
+                             "model's transformers model_type (recorded by the conversion or in a "
+                             "config.json beside the model); the pass is skipped with a warning "
+                             "when the model records none ONNX Runtime knows (as Olive)"))
+    num_heads: int = attrs.field(default=0, metadata=option(help="attention heads; 0: detect"))
     num_key_value_heads: int = attrs.field(
-        default=0, metadata={"help": "key/value heads (for use_gqa); 0: from the model"})
-    hidden_size: int = attrs.field(default=0, metadata={"help": "hidden size; 0: detect"})
+        default=0, metadata=option(help="key/value heads (for use_gqa); 0: from the model"))
+    hidden_size: int = attrs.field(default=0, metadata=option(help="hidden size; 0: detect"))
     opt_level: int | str | None = attrs.field(
         default=None, validator=_check_opt_level,
-        metadata={ALIASES: ("optimization_level",),
-                  "help": "ONNX Runtime graph optimizations before fusion: 0/disable, 1/basic, "
-                          "2/extended, 99/all; default: the fuser's choice for the model type"})
+        metadata=option(aliases=("optimization_level",),
+                  help="ONNX Runtime graph optimizations before fusion: 0/disable, 1/basic, "
+                       "2/extended, 99/all; default: the fuser's choice for the model type"))
     only_onnxruntime: bool = attrs.field(
-        default=False, metadata={"help": "only ONNX Runtime's optimizer, no Python fusions"})
+        default=False, metadata=option(help="only ONNX Runtime's optimizer, no Python fusions"))
     use_gpu: bool | None = attrs.field(
-        default=None, metadata={"help": "optimize for a GPU provider; default: true when the "
-                                        "target's provider is not the CPU's (as Olive)"})
+        default=None, metadata=option(help="optimize for a GPU provider; default: true when the "
+                                           "target's provider is not the CPU's (as Olive)"))
     optimization_options: dict[str, Any] | None = attrs.field(
-        default=None, metadata={"help": "FusionOptions switches, e.g. {\"enable_gelu\": false}"})
-    float16: bool = attrs.field(default=False, metadata={"help": "convert to float16 after fusion"})
+        default=None, metadata=option(help="FusionOptions switches, e.g. {\"enable_gelu\": false}"))
+    float16: bool = attrs.field(default=False, metadata=option(help="convert to float16 after fusion"))
     keep_io_types: bool = attrs.field(
-        default=True, metadata={"help": "with float16: keep float32 inputs and outputs"})
+        default=True, metadata=option(help="with float16: keep float32 inputs and outputs"))
     force_fp32_ops: list[str] | None = attrs.field(
-        default=None, metadata={"help": "with float16: op types kept in float32"})
+        default=None, metadata=option(help="with float16: op types kept in float32"))
     force_fp32_nodes: list[str] | None = attrs.field(
-        default=None, metadata={"help": "with float16: node names kept in float32"})
+        default=None, metadata=option(help="with float16: node names kept in float32"))
     force_fp16_inputs: dict[str, list[int]] | None = attrs.field(
         default=None, validator=_force_fp16_inputs,
-        metadata={"help": "with float16: {op type: [input indices]} converted to float16 even "
-                          "where the converter would keep float32"})
+        metadata=option(help="with float16: {op type: [input indices]} converted to float16 even "
+                             "where the converter would keep float32"))
     use_gqa: bool = attrs.field(
-        default=False, metadata={"help": "replace MultiHeadAttention with GroupQueryAttention "
-                                         "(with float16); not implemented in olivine: an error"})
+        default=False, metadata=option(help="replace MultiHeadAttention with GroupQueryAttention "
+                                            "(with float16); not implemented in olivine: an error"))
     input_int32: bool = attrs.field(
-        default=False, metadata={"help": "int64 graph inputs become int32"})
+        default=False, metadata=option(help="int64 graph inputs become int32"))
     require_fused: list[str] = attrs.field(
-        factory=list, metadata={"help": "fail unless each of these op types was fused at least "
-                                        "once (e.g. [\"Attention\"])"})
+        factory=list, metadata=option(help="fail unless each of these op types was fused at least "
+                                           "once (e.g. [\"Attention\"])"))
 
     def level(self) -> int | None:
         """``opt_level`` as ONNX Runtime's integer."""
@@ -156,26 +152,26 @@ class Float16Config(ExternalDataOptions):
     """Options of ``OnnxFloatToFloat16`` (Olive's names)."""
 
     keep_io_types: bool = attrs.field(
-        default=False, metadata={"help": "keep float32 model inputs and outputs"})
+        default=False, metadata=option(help="keep float32 model inputs and outputs"))
     op_block_list: list[str] | None = attrs.field(
-        default=None, metadata={"help": "op types left in float32 (default: ONNX Runtime's list)"})
+        default=None, metadata=option(help="op types left in float32 (default: ONNX Runtime's list)"))
     node_block_list: list[str] | None = attrs.field(
-        default=None, metadata={"help": "node names left in float32"})
+        default=None, metadata=option(help="node names left in float32"))
     min_positive_val: float = attrs.field(default=1e-7, validator=_positive,
-                                          metadata={"help": "smaller magnitudes clamp to this"})
+                                          metadata=option(help="smaller magnitudes clamp to this"))
     max_finite_val: float = attrs.field(default=1e4, validator=_positive,
-                                        metadata={"help": "larger magnitudes clamp to this"})
+                                        metadata=option(help="larger magnitudes clamp to this"))
     force_fp16_initializers: bool = attrs.field(
-        default=False, metadata={"help": "convert float initializers feeding blocked ops too"})
+        default=False, metadata=option(help="convert float initializers feeding blocked ops too"))
     use_symbolic_shape_infer: bool = attrs.field(
-        default=True, metadata={"help": "ONNX Runtime's symbolic shape inference (else ONNX's) "
-                                        "to type the graph before converting"})
+        default=True, metadata=option(help="ONNX Runtime's symbolic shape inference (else ONNX's) "
+                                           "to type the graph before converting"))
     op_include_list: list[str] | None = attrs.field(
-        default=None, metadata={"help": "only these op types in float16 (the others are "
-                                        "blocked); excludes op_block_list"})
+        default=None, metadata=option(help="only these op types in float16 (the others are "
+                                           "blocked); excludes op_block_list"))
     node_include_list: list[str] | None = attrs.field(
-        default=None, metadata={"help": "only these node names in float16; excludes "
-                                        "node_block_list"})
+        default=None, metadata=option(help="only these node names in float16; excludes "
+                                           "node_block_list"))
 
 
 class OnnxFloatToFloat16(Pass):

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from olivine.errors import UsageError
+from olivine import UsageError
 from olivine_weightquant import core
 
 MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")

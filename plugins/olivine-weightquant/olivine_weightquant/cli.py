@@ -24,8 +24,7 @@ PASSES = {("hf", "rtn"): "Rtn", ("hf", "gptq"): "Gptq", ("hf", "awq"): "Awq",
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The flags (Olive's names where Olive has them)."""
-    from olivine.cli import add_log_level
-    from olivine.cli.generated import add_cache_dir, add_dry_run
+    from olivine.commands import add_cache_dir, add_dry_run, add_log_level
 
     p.add_argument("-m", "--model_name_or_path", "--model-name-or-path", dest="model", required=True,
                    help="a Hugging Face model folder or hub id, an .onnx file, or a folder holding one")
@@ -71,7 +70,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def model_kind(model: str) -> tuple[str, dict[str, Any]]:
     """``("hf" | "onnx", input_model dict)`` for ``-m``."""
-    from olivine.errors import UsageError
+    from olivine import UsageError
 
     path = Path(model).expanduser()
     if path.is_file():
@@ -93,7 +92,7 @@ def model_kind(model: str) -> tuple[str, dict[str, Any]]:
 
 def pass_config(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     """The pass entry for the flags; raises UsageError for flags the pass cannot take."""
-    from olivine.errors import UsageError
+    from olivine import UsageError
 
     algo = args.algorithm
     ptype = PASSES.get((kind, algo))
@@ -183,7 +182,7 @@ def _data_flags(args: argparse.Namespace, cfg: dict[str, Any]) -> None:
 
 def build_workflow(args: argparse.Namespace) -> dict[str, Any]:
     """The workflow dict for the flags."""
-    from olivine.cli.generated import cache_dir
+    from olivine.commands import cache_dir
 
     kind, input_model = model_kind(args.model)
     if args.trust_remote_code and kind == "hf":
@@ -201,8 +200,8 @@ def build_workflow(args: argparse.Namespace) -> dict[str, Any]:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``olivine quantize``."""
-    from olivine.cli.generated import print_summary, run_generated
-    from olivine.output import check_output_dir
+    from olivine import check_output_dir
+    from olivine.commands import print_summary, run_generated
 
     workflow = build_workflow(args)
     result = run_generated(workflow, dry_run=args.dry_run,

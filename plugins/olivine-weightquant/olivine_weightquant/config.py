@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 
+from olivine import option
+
 OP_TYPES = ("MatMul", "Gather")
 
 
@@ -108,52 +110,51 @@ def _overrides(instance: Any, attribute: Any, value: dict[str, Any] | None) -> N
 class OnnxRtnConfig:
     """Options of ``OnnxBlockWiseRtnQuantization``."""
 
-    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    block_size: int = attrs.field(default=128, validator=_block, metadata={
-        "help": "weights per block along K (16, 32, 64, 128, 256); K need not be a multiple"})
-    is_symmetric: bool = attrs.field(default=True, metadata={
-        "help": "symmetric blocks (no zero points); false stores a zero point per block",
-        "aliases": ("symmetric", "sym")})
-    accuracy_level: int | None = attrs.field(default=None, validator=_accuracy, metadata={
-        "help": "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the kernel's default)"})
-    axis: int = attrs.field(default=0, validator=_axis, metadata={"help": "accepted for Olive; only 0"})
+    bits: int = attrs.field(default=4, validator=_bits, metadata=option(help="weight bits: 4 or 8"))
+    block_size: int = attrs.field(default=128, validator=_block, metadata=option(
+        help="weights per block along K (16, 32, 64, 128, 256); K need not be a multiple"))
+    is_symmetric: bool = attrs.field(default=True, metadata=option(
+        help="symmetric blocks (no zero points); false stores a zero point per block",
+        aliases=("symmetric", "sym")))
+    accuracy_level: int | None = attrs.field(default=None, validator=_accuracy, metadata=option(
+        help="MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the kernel's default)"))
+    axis: int = attrs.field(default=0, validator=_axis, metadata=option(help="accepted for Olive; only 0"))
     op_types_to_quantize: list[str] = attrs.field(factory=lambda: ["MatMul"], validator=_op_types,
-                                                  metadata={
-        "help": "MatMul (-> MatMulNBits) and/or Gather (embedding tables -> GatherBlockQuantized)"})
-    nodes_to_include: list[str] = attrs.field(factory=list, metadata={
-        "help": "only these node names (empty: every eligible node)"})
-    nodes_to_exclude: list[str] = attrs.field(factory=list, metadata={
-        "help": "node names to leave in float (for example /lm_head/MatMul)"})
-    save_as_external_data: bool = attrs.field(default=True, metadata={
-        "help": "accepted for Olive; weights are always written to one external data file"})
-    all_tensors_to_one_file: bool = attrs.field(default=True, metadata={"help": "accepted for Olive"})
-    external_data_name: str | None = attrs.field(default=None, metadata={"help": "accepted for Olive"})
-    size_threshold: int = attrs.field(default=1024, metadata={"help": "accepted for Olive"})
-    convert_attribute: bool = attrs.field(default=False, metadata={"help": "accepted for Olive"})
+                                                  metadata=option(
+        help="MatMul (-> MatMulNBits) and/or Gather (embedding tables -> GatherBlockQuantized)"))
+    nodes_to_include: list[str] = attrs.field(factory=list, metadata=option(
+        help="only these node names (empty: every eligible node)"))
+    nodes_to_exclude: list[str] = attrs.field(factory=list, metadata=option(
+        help="node names to leave in float (for example /lm_head/MatMul)"))
+    save_as_external_data: bool = attrs.field(default=True, metadata=option(
+        help="accepted for Olive; weights are always written to one external data file"))
+    all_tensors_to_one_file: bool = attrs.field(default=True, metadata=option(help="accepted for Olive"))
+    external_data_name: str | None = attrs.field(default=None, metadata=option(help="accepted for Olive"))
+    size_threshold: int = attrs.field(default=1024, metadata=option(help="accepted for Olive"))
+    convert_attribute: bool = attrs.field(default=False, metadata=option(help="accepted for Olive"))
 
 
 @attrs.frozen
 class OnnxHqqConfig:
     """Options of ``OnnxHqqQuantization``."""
 
-    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    block_size: int = attrs.field(default=32, validator=_block, metadata={
-        "help": "weights per block along K (16, 32, 64, 128, 256); 32 by default, where HQQ "
-                "measured better than RTN (at 128 it did not; Olive's default is 128)"})
-    accuracy_level: int | None = attrs.field(default=None, validator=_accuracy, metadata={
-        "help": "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the kernel's default)"})
-    axis: int = attrs.field(default=0, validator=_axis, metadata={"help": "accepted for Olive; only 0"})
-    iterations: int = attrs.field(default=20, validator=_positive, metadata={
-        "help": "proximal-solver iterations per block (stops early when the error stops falling)"})
-    nodes_to_include: list[str] = attrs.field(factory=list, metadata={
-        "help": "only these node names (empty: every MatMul with a constant weight)"})
-    nodes_to_exclude: list[str] = attrs.field(factory=list, metadata={
-        "help": "node names to leave in float"})
-    save_as_external_data: bool = attrs.field(default=True, metadata={"help": "accepted for Olive"})
-    all_tensors_to_one_file: bool = attrs.field(default=True, metadata={"help": "accepted for Olive"})
-    external_data_name: str | None = attrs.field(default=None, metadata={"help": "accepted for Olive"})
-    size_threshold: int = attrs.field(default=1024, metadata={"help": "accepted for Olive"})
-    convert_attribute: bool = attrs.field(default=False, metadata={"help": "accepted for Olive"})
+    bits: int = attrs.field(default=4, validator=_bits, metadata=option(help="weight bits: 4 or 8"))
+    block_size: int = attrs.field(default=32, validator=_block, metadata=option(
+        help="weights per block along K (16, 32, 64, 128, 256); 32 by default, where HQQ "
+             "measured better than RTN (at 128 it did not; Olive's default is 128)"))
+    accuracy_level: int | None = attrs.field(default=None, validator=_accuracy, metadata=option(
+        help="MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the kernel's default)"))
+    axis: int = attrs.field(default=0, validator=_axis, metadata=option(help="accepted for Olive; only 0"))
+    iterations: int = attrs.field(default=20, validator=_positive, metadata=option(
+        help="proximal-solver iterations per block (stops early when the error stops falling)"))
+    nodes_to_include: list[str] = attrs.field(factory=list, metadata=option(
+        help="only these node names (empty: every MatMul with a constant weight)"))
+    nodes_to_exclude: list[str] = attrs.field(factory=list, metadata=option("node names to leave in float"))
+    save_as_external_data: bool = attrs.field(default=True, metadata=option(help="accepted for Olive"))
+    all_tensors_to_one_file: bool = attrs.field(default=True, metadata=option(help="accepted for Olive"))
+    external_data_name: str | None = attrs.field(default=None, metadata=option(help="accepted for Olive"))
+    size_threshold: int = attrs.field(default=1024, metadata=option(help="accepted for Olive"))
+    convert_attribute: bool = attrs.field(default=False, metadata=option(help="accepted for Olive"))
 
 
 # -- Hugging Face ---------------------------------------------------------------------------------
@@ -164,58 +165,58 @@ class HfWeightConfig:
     """Options shared by the passes that write GPTQ-format Hugging Face folders (Olive's
     ``get_quantizer_config``: bits, group_size, sym, lm_head, overrides)."""
 
-    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    group_size: int = attrs.field(default=128, validator=_group, metadata={
-        "help": "weights per block (16, 32, 64, 128, 256; it must divide every quantized layer's "
-                "input size), or -1: one block per row, for layers whose input size is a power of "
-                "two (MatMulNBits runs no other block sizes)", "aliases": ("block_size",)})
-    sym: bool = attrs.field(default=False, metadata={
-        "help": "symmetric blocks; false (Olive's default) fits a zero point per block",
-        "aliases": ("symmetric", "is_symmetric")})
-    lm_head: bool = attrs.field(default=False, metadata={
-        "help": "also quantize the LM head (untied from the embeddings if they were shared)"})
-    lm_head_bits: int | None = attrs.field(default=None, validator=_optional_bits, metadata={
-        "help": "bits for the LM head (null: bits, or its entry in overrides); olivine's "
-                "shorthand for overrides {\"lm_head\": {\"bits\": N}}"})
-    overrides: dict[str, Any] | None = attrs.field(default=None, validator=_overrides, metadata={
-        "help": "per module name (lm_head, model.embed_tokens, model.layers.0.mlp.down_proj, ...): "
-                "any of bits, symmetric, group_size; they take precedence over the input's "
-                "mixed-precision choice (SelectiveMixedPrecision), as in Olive"})
+    bits: int = attrs.field(default=4, validator=_bits, metadata=option(help="weight bits: 4 or 8"))
+    group_size: int = attrs.field(default=128, validator=_group, metadata=option(
+        help="weights per block (16, 32, 64, 128, 256; it must divide every quantized layer's "
+             "input size), or -1: one block per row, for layers whose input size is a power of "
+             "two (MatMulNBits runs no other block sizes)", aliases=("block_size",)))
+    sym: bool = attrs.field(default=False, metadata=option(
+        help="symmetric blocks; false (Olive's default) fits a zero point per block",
+        aliases=("symmetric", "is_symmetric")))
+    lm_head: bool = attrs.field(default=False, metadata=option(
+        help="also quantize the LM head (untied from the embeddings if they were shared)"))
+    lm_head_bits: int | None = attrs.field(default=None, validator=_optional_bits, metadata=option(
+        help="bits for the LM head (null: bits, or its entry in overrides); olivine's "
+             "shorthand for overrides {\"lm_head\": {\"bits\": N}}"))
+    overrides: dict[str, Any] | None = attrs.field(default=None, validator=_overrides, metadata=option(
+        help="per module name (lm_head, model.embed_tokens, model.layers.0.mlp.down_proj, ...): "
+             "any of bits, symmetric, group_size; they take precedence over the input's "
+             "mixed-precision choice (SelectiveMixedPrecision), as in Olive"))
 
 
 @attrs.frozen
 class RtnHfConfig(HfWeightConfig):
     """Options of ``Rtn`` (Olive's Hugging Face-side round-to-nearest)."""
 
-    embeds: bool = attrs.field(default=False, metadata={
-        "help": "also quantize the input embeddings (untied from the LM head if they were "
-                "shared); ModelBuilder turns them into GatherBlockQuantized"})
-    only_lm_head: bool = attrs.field(default=False, metadata={
-        "help": "on a GPTQ-format input only the LM head is quantized anyway (the genai builder "
-                "reads every decoder-layer linear of a quantized checkpoint as quantized, so a "
-                "float input cannot keep them in float); implies lm_head"})
+    embeds: bool = attrs.field(default=False, metadata=option(
+        help="also quantize the input embeddings (untied from the LM head if they were "
+             "shared); ModelBuilder turns them into GatherBlockQuantized"))
+    only_lm_head: bool = attrs.field(default=False, metadata=option(
+        help="on a GPTQ-format input only the LM head is quantized anyway (the genai builder "
+             "reads every decoder-layer linear of a quantized checkpoint as quantized, so a "
+             "float input cannot keep them in float); implies lm_head"))
 
 
 @attrs.frozen(slots=False)  # a mixin: slotted bases on both sides of a class cannot combine
 class CalibrationFields:
     """Where calibration text comes from and how much of it (GPTQ and AWQ, torch or ONNX)."""
 
-    data_config: str | None = attrs.field(default=None, metadata={
-        "data_config": True, "help": "name of a workflow data_configs entry with calibration text"})
-    data_files: list[str] = attrs.field(factory=list, metadata={
-        "input_path": True, "help": "local calibration files: .txt, .jsonl, .json, .csv, .tsv or .parquet"})
-    data_name: str | None = attrs.field(default=None, metadata={
-        "help": "a Hugging Face hub dataset id for calibration text (needs datasets and network)",
-        "aliases": ("dataset",)})
-    data_subset: str | None = attrs.field(default=None, metadata={"help": "the dataset's subset"})
-    data_split: str = attrs.field(default="train", metadata={"help": "the dataset's split"})
-    text_field: str = attrs.field(default="text", metadata={
-        "help": "the field (column) holding the text in jsonl, json, csv and parquet files"})
-    max_samples: int = attrs.field(default=128, validator=_positive, metadata={
-        "help": "calibration windows", "aliases": ("nsamples",)})
-    max_seq_len: int = attrs.field(default=512, validator=_seq, metadata={
-        "help": "tokens per calibration window", "aliases": ("seqlen",)})
-    seed: int = attrs.field(default=0, metadata={"help": "shuffles the records of multi-record files"})
+    data_config: str | None = attrs.field(default=None, metadata=option(
+        data_config=True, help="name of a workflow data_configs entry with calibration text"))
+    data_files: list[str] = attrs.field(factory=list, metadata=option(
+        input_path=True, help="local calibration files: .txt, .jsonl, .json, .csv, .tsv or .parquet"))
+    data_name: str | None = attrs.field(default=None, metadata=option(
+        help="a Hugging Face hub dataset id for calibration text (needs datasets and network)",
+        aliases=("dataset",)))
+    data_subset: str | None = attrs.field(default=None, metadata=option(help="the dataset's subset"))
+    data_split: str = attrs.field(default="train", metadata=option(help="the dataset's split"))
+    text_field: str = attrs.field(default="text", metadata=option(
+        help="the field (column) holding the text in jsonl, json, csv and parquet files"))
+    max_samples: int = attrs.field(default=128, validator=_positive, metadata=option(
+        help="calibration windows", aliases=("nsamples",)))
+    max_seq_len: int = attrs.field(default=512, validator=_seq, metadata=option(
+        help="tokens per calibration window", aliases=("seqlen",)))
+    seed: int = attrs.field(default=0, metadata=option(help="shuffles the records of multi-record files"))
 
 
 @attrs.frozen
@@ -227,20 +228,20 @@ class CalibratedConfig(CalibrationFields, HfWeightConfig):
 class GptqConfig(CalibratedConfig):
     """Options of ``Gptq``."""
 
-    damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata={
-        "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
-    desc_act: bool | None = attrs.field(default=None, metadata={
-        "help": "act-order: quantize columns by decreasing activation energy (each column keeps its "
-                "block's scale, so no g_idx is needed); null means true for group_size -1 and false "
-                "otherwise, as in Olive", "aliases": ("act_order",)})
+    damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata=option(
+        help="damping added to the Hessian's diagonal, as a fraction of its mean"))
+    desc_act: bool | None = attrs.field(default=None, metadata=option(
+        help="act-order: quantize columns by decreasing activation energy (each column keeps its "
+             "block's scale, so no g_idx is needed); null means true for group_size -1 and false "
+             "otherwise, as in Olive", aliases=("act_order",)))
 
 
 @attrs.frozen
 class AwqConfig(CalibratedConfig):
     """Options of ``Awq``."""
 
-    grid: int = attrs.field(default=20, validator=_positive, metadata={
-        "help": "scaling exponents tried per group of linears (0, 1/grid, ..., 1)"})
+    grid: int = attrs.field(default=20, validator=_positive, metadata=option(
+        help="scaling exponents tried per group of linears (0, 1/grid, ..., 1)"))
 
 
 def _unset(why: str) -> Any:
@@ -255,61 +256,61 @@ def _unset(why: str) -> Any:
 class GptqQuantizerConfig(CalibrationFields):
     """Options of Olive's ``GptqQuantizer`` (AutoGPTQ), run by olivine's GPTQ."""
 
-    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    group_size: int = attrs.field(default=128, validator=_group, metadata={
-        "help": "weights per block (16, 32, 64, 128, 256), or -1 (one block per row)"})
-    sym: bool = attrs.field(default=False, metadata={"help": "symmetric blocks"})
-    damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata={
-        "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
-    desc_act: bool = attrs.field(default=False, metadata={
-        "help": "act-order; olivine always keeps static groups (plain g_idx), which the genai "
-                "builder's loader needs"})
-    static_groups: bool = attrs.field(default=False, metadata={
-        "help": "accepted: olivine's act-order always uses static groups"})
-    true_sequential: bool = attrs.field(default=False, metadata={
-        "help": "quantize a layer's linears group by group (attention inputs, attention output, MLP "
-                "inputs, MLP output), each from inputs that went through the groups already "
-                "quantized; false: all from one pass of calibration inputs"})
+    bits: int = attrs.field(default=4, validator=_bits, metadata=option(help="weight bits: 4 or 8"))
+    group_size: int = attrs.field(default=128, validator=_group, metadata=option(
+        help="weights per block (16, 32, 64, 128, 256), or -1 (one block per row)"))
+    sym: bool = attrs.field(default=False, metadata=option(help="symmetric blocks"))
+    damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata=option(
+        help="damping added to the Hessian's diagonal, as a fraction of its mean"))
+    desc_act: bool = attrs.field(default=False, metadata=option(
+        help="act-order; olivine always keeps static groups (plain g_idx), which the genai "
+             "builder's loader needs"))
+    static_groups: bool = attrs.field(default=False, metadata=option(
+        help="accepted: olivine's act-order always uses static groups"))
+    true_sequential: bool = attrs.field(default=False, metadata=option(
+        help="quantize a layer's linears group by group (attention inputs, attention output, MLP "
+             "inputs, MLP output), each from inputs that went through the groups already "
+             "quantized; false: all from one pass of calibration inputs"))
     layers_block_name: str | None = attrs.field(default=None, validator=_unset(
         "olivine finds the decoder layers from the transformers model; remove this option"),
-        metadata={"help": "not supported (olivine finds the decoder layers itself)"})
+        metadata=option(help="not supported (olivine finds the decoder layers itself)"))
     outside_layer_modules: list[str] | None = attrs.field(default=None, validator=_unset(
         "olivine finds the modules outside the decoder layers itself; remove this option"),
-        metadata={"help": "not supported (olivine finds them itself)"})
+        metadata=option(help="not supported (olivine finds them itself)"))
     inside_layer_modules: list[list[str]] | None = attrs.field(default=None, validator=_unset(
         "olivine quantizes every linear inside each decoder layer; remove this option"),
-        metadata={"help": "not supported (every linear of each decoder layer is quantized)"})
+        metadata=option(help="not supported (every linear of each decoder layer is quantized)"))
 
 
 @attrs.frozen
 class GptqModelConfig(CalibrationFields):
     """Options of Olive's ``GptqModel`` (the gptqmodel package), run by olivine's GPTQ."""
 
-    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    group_size: int = attrs.field(default=-1, validator=_group, metadata={
-        "help": "weights per block (16, 32, 64, 128, 256), or -1 (GPTQModel's default: one block "
-                "per row, for layers whose input size is a power of two)"})
-    damp_percent: float = attrs.field(default=0.05, validator=_damp, metadata={
-        "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
-    damp_auto_increment: float = attrs.field(default=0.01, metadata={
-        "help": "accepted: olivine's Cholesky step raises the damping itself when it fails"})
-    static_groups: bool = attrs.field(default=False, metadata={
-        "help": "accepted: olivine's act-order always uses static groups"})
-    true_sequential: bool = attrs.field(default=True, metadata={
-        "help": "quantize a layer's linears group by group, each from inputs that went through "
-                "the groups already quantized"})
-    desc_act: bool = attrs.field(default=True, metadata={"help": "act-order (static groups)"})
-    sym: bool = attrs.field(default=True, metadata={"help": "symmetric blocks"})
-    mse: float = attrs.field(default=0.0, metadata={
-        "help": "0 only: olivine's RTN grid search is fixed (no MSE norm option)"})
-    lm_head: bool = attrs.field(default=False, metadata={"help": "also quantize the LM head"})
-    device: str = attrs.field(default="cpu", metadata={"help": "cpu only: olivine's GPTQ runs on the CPU"})
+    bits: int = attrs.field(default=4, validator=_bits, metadata=option(help="weight bits: 4 or 8"))
+    group_size: int = attrs.field(default=-1, validator=_group, metadata=option(
+        help="weights per block (16, 32, 64, 128, 256), or -1 (GPTQModel's default: one block "
+             "per row, for layers whose input size is a power of two)"))
+    damp_percent: float = attrs.field(default=0.05, validator=_damp, metadata=option(
+        help="damping added to the Hessian's diagonal, as a fraction of its mean"))
+    damp_auto_increment: float = attrs.field(default=0.01, metadata=option(
+        help="accepted: olivine's Cholesky step raises the damping itself when it fails"))
+    static_groups: bool = attrs.field(default=False, metadata=option(
+        help="accepted: olivine's act-order always uses static groups"))
+    true_sequential: bool = attrs.field(default=True, metadata=option(
+        help="quantize a layer's linears group by group, each from inputs that went through "
+             "the groups already quantized"))
+    desc_act: bool = attrs.field(default=True, metadata=option(help="act-order (static groups)"))
+    sym: bool = attrs.field(default=True, metadata=option(help="symmetric blocks"))
+    mse: float = attrs.field(default=0.0, metadata=option(
+        help="0 only: olivine's RTN grid search is fixed (no MSE norm option)"))
+    lm_head: bool = attrs.field(default=False, metadata=option(help="also quantize the LM head"))
+    device: str = attrs.field(default="cpu", metadata=option(help="cpu only: olivine's GPTQ runs on the CPU"))
     dynamic: dict[str, Any] | None = attrs.field(default=None, validator=_unset(
         "GPTQModel's regex overrides are not supported; use the Gptq pass's overrides (per module "
-        "name)"), metadata={"help": "not supported: use Gptq's overrides"})
+        "name)"), metadata=option(help="not supported: use Gptq's overrides"))
     rotation: str | None = attrs.field(default=None, validator=_unset(
         "rotation is not supported here; run a QuaRot pass before Gptq"),
-        metadata={"help": "not supported: rotate with a QuaRot pass"})
+        metadata=option(help="not supported: rotate with a QuaRot pass"))
     def __attrs_post_init__(self) -> None:
         problems = []
         if self.mse:
@@ -340,24 +341,24 @@ def calibration_problems(config: CalibrationFields, default_allowed: bool = Fals
 class _OnnxGptqWeights:
     """The weight options of ``OnnxGptqQuantization`` (listed before the calibration ones)."""
 
-    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    block_size: int = attrs.field(default=128, validator=_block, metadata={
-        "help": "weights per block along K (16, 32, 64, 128, 256)", "aliases": ("group_size",)})
-    is_symmetric: bool = attrs.field(default=False, metadata={
-        "help": "symmetric blocks; false fits a zero point per block", "aliases": ("symmetric", "sym")})
-    accuracy_level: int | None = attrs.field(default=None, validator=_accuracy, metadata={
-        "help": "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the kernel's default)"})
-    damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata={
-        "help": "damping added to the Hessian's diagonal, as a fraction of its mean"})
-    act_order: bool = attrs.field(default=False, metadata={
-        "help": "quantize columns by decreasing activation energy (static groups, no g_idx)",
-        "aliases": ("desc_act", "actorder")})
-    hessian_memory_mb: int = attrs.field(default=1024, validator=_positive, metadata={
-        "help": "memory for Hessians at once; more activations per calibration pass, fewer passes"})
-    nodes_to_include: list[str] = attrs.field(factory=list, metadata={
-        "help": "only these MatMul node names (empty: every MatMul with a constant weight)"})
-    nodes_to_exclude: list[str] = attrs.field(factory=list, metadata={
-        "help": "node names to leave in float (for example /lm_head/MatMul)"})
+    bits: int = attrs.field(default=4, validator=_bits, metadata=option(help="weight bits: 4 or 8"))
+    block_size: int = attrs.field(default=128, validator=_block, metadata=option(
+        help="weights per block along K (16, 32, 64, 128, 256)", aliases=("group_size",)))
+    is_symmetric: bool = attrs.field(default=False, metadata=option(
+        help="symmetric blocks; false fits a zero point per block", aliases=("symmetric", "sym")))
+    accuracy_level: int | None = attrs.field(default=None, validator=_accuracy, metadata=option(
+        help="MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (null: the kernel's default)"))
+    damp_percent: float = attrs.field(default=0.01, validator=_damp, metadata=option(
+        help="damping added to the Hessian's diagonal, as a fraction of its mean"))
+    act_order: bool = attrs.field(default=False, metadata=option(
+        help="quantize columns by decreasing activation energy (static groups, no g_idx)",
+        aliases=("desc_act", "actorder")))
+    hessian_memory_mb: int = attrs.field(default=1024, validator=_positive, metadata=option(
+        help="memory for Hessians at once; more activations per calibration pass, fewer passes"))
+    nodes_to_include: list[str] = attrs.field(factory=list, metadata=option(
+        help="only these MatMul node names (empty: every MatMul with a constant weight)"))
+    nodes_to_exclude: list[str] = attrs.field(factory=list, metadata=option(
+        help="node names to leave in float (for example /lm_head/MatMul)"))
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from olivine import option
 from olivine.onnxsave import ExternalDataOptions
 from olivine_weightquant.config import CalibrationFields, _accuracy, _bits, _block, _positive, _seq
 
@@ -40,33 +41,32 @@ class SelectiveMixedPrecisionConfig(CalibrationFields):
     the hub, 256 windows of 512 tokens).
     """
 
-    algorithm: str | None = attrs.field(default=None, validator=_one_of(K_QUANT + SCORED), metadata={
-        "help": "k_quant_last (LM head), k_quant_down (+ down_proj of the first and last eighth of "
-                "the layers and every third between), k_quant_mixed (+ their q/k/v too); scored: "
-                "snr, snr_relative, iqe, iqe_relative, kld_gradient (need ratio)",
-        "search": K_QUANT})
-    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "the default weight bits"})
-    group_size: int = attrs.field(default=128, validator=_block, metadata={
-        "help": "the default block size (scored algorithms; also what the next passes use)"})
-    sym: bool = attrs.field(default=False, metadata={
-        "help": "symmetric blocks by default (scored algorithms)"})
-    high_bits: int = attrs.field(default=8, validator=_bits, metadata={
-        "help": "bits of the modules chosen for high precision"})
-    high_group_size: int | None = attrs.field(default=None, validator=_optional_block, metadata={
-        "help": "block size of the high-precision modules (scored algorithms; null: group_size)"})
-    high_sym: bool | None = attrs.field(default=None, metadata={
-        "help": "symmetric high-precision modules (scored algorithms; null: sym)"})
-    ratio: float | None = attrs.field(default=None, metadata={
-        "help": "share of the scored weights that keep the default bits, in (0, 1); required by "
-                "the scored algorithms"})
-    kld_memory_mode: str = attrs.field(default="auto", validator=_one_of(KLD_MEMORY_MODES), metadata={
-        "help": "kld_gradient's memory plan (auto, full, multi_gpu, low_memory, offload); the "
-                "scores are the same in every mode, and on the CPU every mode runs as full "
-                "(multi_gpu and offload need CUDA devices: a warning says so)"})
-    max_samples: int = attrs.field(default=256, validator=_positive, metadata={
-        "help": "kld_gradient: calibration windows (Olive: 256)", "aliases": ("nsamples",)})
-    max_seq_len: int = attrs.field(default=512, validator=_seq, metadata={
-        "help": "kld_gradient: tokens per window (Olive: 512)", "aliases": ("seqlen",)})
+    algorithm: str | None = attrs.field(default=None, validator=_one_of(K_QUANT + SCORED), metadata=option(
+        help="k_quant_last (LM head), k_quant_down (+ down_proj of the first and last eighth of "
+             "the layers and every third between), k_quant_mixed (+ their q/k/v too); scored: "
+             "snr, snr_relative, iqe, iqe_relative, kld_gradient (need ratio)",
+        search=K_QUANT))
+    bits: int = attrs.field(default=4, validator=_bits, metadata=option(help="the default weight bits"))
+    group_size: int = attrs.field(default=128, validator=_block, metadata=option(
+        help="the default block size (scored algorithms; also what the next passes use)"))
+    sym: bool = attrs.field(default=False, metadata=option("symmetric blocks by default (scored algorithms)"))
+    high_bits: int = attrs.field(default=8, validator=_bits, metadata=option(
+        help="bits of the modules chosen for high precision"))
+    high_group_size: int | None = attrs.field(default=None, validator=_optional_block, metadata=option(
+        help="block size of the high-precision modules (scored algorithms; null: group_size)"))
+    high_sym: bool | None = attrs.field(default=None, metadata=option(
+        help="symmetric high-precision modules (scored algorithms; null: sym)"))
+    ratio: float | None = attrs.field(default=None, metadata=option(
+        help="share of the scored weights that keep the default bits, in (0, 1); required by "
+             "the scored algorithms"))
+    kld_memory_mode: str = attrs.field(default="auto", validator=_one_of(KLD_MEMORY_MODES), metadata=option(
+        help="kld_gradient's memory plan (auto, full, multi_gpu, low_memory, offload); the "
+             "scores are the same in every mode, and on the CPU every mode runs as full "
+             "(multi_gpu and offload need CUDA devices: a warning says so)"))
+    max_samples: int = attrs.field(default=256, validator=_positive, metadata=option(
+        help="kld_gradient: calibration windows (Olive: 256)", aliases=("nsamples",)))
+    max_seq_len: int = attrs.field(default=512, validator=_seq, metadata=option(
+        help="kld_gradient: tokens per window (Olive: 512)", aliases=("seqlen",)))
 
     def __attrs_post_init__(self) -> None:
         if self.algorithm is None:
@@ -112,29 +112,29 @@ def _weight_config(instance: Any, attribute: Any, value: dict[str, Any] | None) 
 class OnnxKQuantConfig(ExternalDataOptions):
     """Options of ``OnnxKQuantQuantization``."""
 
-    bits: int = attrs.field(default=4, validator=_bits, metadata={"help": "weight bits: 4 or 8"})
-    block_size: int = attrs.field(default=32, validator=_block, metadata={
-        "help": "weights per block along K (16, 32, 64, 128, 256); K need not be a multiple"})
-    accuracy_level: int = attrs.field(default=0, validator=_accuracy, metadata={
-        "help": "MatMulNBits compute type: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8"})
+    bits: int = attrs.field(default=4, validator=_bits, metadata=option(help="weight bits: 4 or 8"))
+    block_size: int = attrs.field(default=32, validator=_block, metadata=option(
+        help="weights per block along K (16, 32, 64, 128, 256); K need not be a multiple"))
+    accuracy_level: int = attrs.field(default=0, validator=_accuracy, metadata=option(
+        help="MatMulNBits compute type: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8"))
     customized_weight_config: dict[str, Any] | None = attrs.field(default=None, validator=_weight_config,
-                                                                  metadata={
-        "help": "per MatMul node name: bits and/or group_size (e.g. 8 bits for sensitive layers)"})
-    nodes_to_exclude: list[str] | None = attrs.field(default=None, metadata={
-        "help": "MatMul node names to leave in float"})
+                                                                  metadata=option(
+        help="per MatMul node name: bits and/or group_size (e.g. 8 bits for sensitive layers)"))
+    nodes_to_exclude: list[str] | None = attrs.field(default=None, metadata=option(
+        help="MatMul node names to leave in float"))
 
 
 @attrs.frozen
 class MatMulNBitsToQdqConfig(ExternalDataOptions):
     """Options of ``MatMulNBitsToQDQ``."""
 
-    use_transpose_op: bool = attrs.field(default=False, metadata={
-        "help": "DequantizeLinear to [N, K] then a Transpose; false transposes the stored weight"})
-    use_int4: bool = attrs.field(default=False, metadata={
-        "help": "int4 instead of uint4 for 4-bit weights (superseded by use_signed_int)"})
-    use_signed_int: bool = attrs.field(default=False, metadata={
-        "help": "signed weights (int4/int8, the MatMulNBits midpoint subtracted)"})
-    add_zero_point: bool = attrs.field(default=False, metadata={
-        "help": "keep a DequantizeLinear zero point even when it is all zeros (signed, symmetric)"})
-    nodes_to_exclude: list[str] | None = attrs.field(default=None, metadata={
-        "help": "MatMulNBits node names to leave as they are"})
+    use_transpose_op: bool = attrs.field(default=False, metadata=option(
+        help="DequantizeLinear to [N, K] then a Transpose; false transposes the stored weight"))
+    use_int4: bool = attrs.field(default=False, metadata=option(
+        help="int4 instead of uint4 for 4-bit weights (superseded by use_signed_int)"))
+    use_signed_int: bool = attrs.field(default=False, metadata=option(
+        help="signed weights (int4/int8, the MatMulNBits midpoint subtracted)"))
+    add_zero_point: bool = attrs.field(default=False, metadata=option(
+        help="keep a DequantizeLinear zero point even when it is all zeros (signed, symmetric)"))
+    nodes_to_exclude: list[str] | None = attrs.field(default=None, metadata=option(
+        help="MatMulNBits node names to leave as they are"))

@@ -27,8 +27,8 @@ from typing import Any
 
 import attrs
 
-from olivine.data.readers import LOADERS, columns_of, file_format, parquet_schema, read_rows, read_text
-from olivine.errors import UsageError
+from olivine import UsageError
+from olivine.data import LOADERS, columns_of, file_format, parquet_schema, read_rows, read_text
 
 log = logging.getLogger("olivine.pass.weightquant")
 
@@ -143,7 +143,7 @@ def read_file(path: Path, field: str) -> list[str]:
 
 
 def _read_hub(source: TextSource) -> list[str]:
-    from olivine.data.builtin import hub_dataset
+    from olivine.data import hub_dataset
 
     assert source.data_name is not None
     rows = hub_dataset(source.data_name, source.subset, None, source.split)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from olivine.errors import UsageError
+from olivine import UsageError
 from olivine_weightquant.hf_checkpoint import TensorSource, _restore_buffers, quant_config_of, read_config
 
 log = logging.getLogger("olivine.pass.weightquant")

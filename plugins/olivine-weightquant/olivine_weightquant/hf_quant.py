@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import torch
 
-from olivine.errors import UsageError
+from olivine import UsageError
 from olivine_weightquant import core
 from olivine_weightquant.hf_checkpoint import (
     CheckpointWriter,

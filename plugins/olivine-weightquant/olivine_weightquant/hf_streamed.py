@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from olivine.errors import UsageError
+from olivine import UsageError
 from olivine_weightquant import core
 from olivine_weightquant.hf_checkpoint import (
     CheckpointWriter,

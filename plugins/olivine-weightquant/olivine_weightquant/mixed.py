@@ -99,7 +99,7 @@ def _decoder_layers(model: Any) -> torch.nn.ModuleList:
         pass
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
     if not lists:
-        from olivine.errors import UsageError
+        from olivine import UsageError
 
         raise UsageError("SelectiveMixedPrecision: cannot find the decoder layers of this model")
     return max(lists, key=len)
@@ -288,7 +288,7 @@ def scored(structure: Structure, algorithm: str, *, bits: int, group_size: int, 
         k = module.in_features
         for g in (group_size, high_group_size):
             if g != -1 and k % g:
-                from olivine.errors import UsageError
+                from olivine import UsageError
 
                 raise UsageError(f"group_size: {g} does not divide the {k} inputs of {name}")
     numels = {n: m.weight.numel() for n, m in modules.items()}

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 log = logging.getLogger("olivine.pass.OnnxGptqQuantization")
 

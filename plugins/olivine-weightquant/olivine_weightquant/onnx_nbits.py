@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 log = logging.getLogger("olivine.pass.weightquant")
 

@@ -14,10 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
-from olivine.accelerator import Accelerator
-from olivine.errors import UsageError
-from olivine.models import HfModel, ModelHandle, OnnxModel
-from olivine.passes import Pass, PassContext
+from olivine import Accelerator, HfModel, ModelHandle, OnnxModel, Pass, PassContext, UsageError
 from olivine_weightquant.config import (
     AwqConfig,
     CalibrationFields,

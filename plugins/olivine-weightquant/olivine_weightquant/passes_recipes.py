@@ -14,10 +14,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from olivine.accelerator import Accelerator
-from olivine.errors import UsageError
-from olivine.models import HfModel, ModelHandle
-from olivine.passes import Pass, PassContext
+from olivine import Accelerator, HfModel, ModelHandle, Pass, PassContext, UsageError
 from olivine_weightquant.config_recipes import (
     K_QUANT,
     MatMulNBitsToQdqConfig,

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 import olivine
-from olivine import Evaluator, MetricConfig, OnnxModel, Pass, PassContext
+from olivine import Evaluator, MetricConfig, OnnxModel, Pass, PassContext, option
 
 
 def _record(pass_name: str, context: PassContext) -> None:
@@ -43,12 +43,12 @@ class ScaleConfig:
     """Options of ``Scale``."""
 
     factor: float = attrs.field(default=2.0, validator=attrs.validators.gt(0),
-                                metadata={"help": "multiply every float initializer by this"})
-    note: str = attrs.field(default="", metadata={"help": "free text (changes the cache key)"},
+                                metadata=option(help="multiply every float initializer by this"))
+    note: str = attrs.field(default="", metadata=option(help="free text (changes the cache key)"),
                             )
-    pad: int = attrs.field(default=0, metadata={"help": "write factor*pad bytes of padding",
-                                                "search": (0, 1000)})
-    fail_above: float | None = attrs.field(default=None, metadata={"help": "fail if factor is larger"})
+    pad: int = attrs.field(default=0, metadata=option(help="write factor*pad bytes of padding",
+                                                search=(0, 1000)))
+    fail_above: float | None = attrs.field(default=None, metadata=option(help="fail if factor is larger"))
 
 
 class Scale(Pass):
@@ -164,8 +164,8 @@ class TrainConfig:
     """Options of ``Train``."""
 
     steps: int = 10
-    die_at: int | None = attrs.field(default=None, metadata={"help": "SIGKILL itself at this step "
-                                                                     "on a first attempt"})
+    die_at: int | None = attrs.field(default=None, metadata=option(help="SIGKILL itself at this step "
+                                                                        "on a first attempt"))
 
 
 class Train(Pass):

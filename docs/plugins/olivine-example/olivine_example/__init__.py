@@ -13,7 +13,10 @@ from typing import Any
 import attrs
 
 import olivine
-from olivine import OnnxModel, Pass, PassContext
+from olivine import OnnxModel, Pass, PassContext, option
+
+#: the olivine plugin API versions this plugin supports
+olivine_api = ">=1.1,<2"
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
@@ -31,11 +34,11 @@ class MetadataConfig:
 
     metadata: dict[str, str] = attrs.field(
         factory=dict, validator=_check_keys,
-        metadata={"help": "key/value pairs written to metadata_props (existing keys are replaced)"})
-    doc_string: str | None = attrs.field(default=None, metadata={"help": "the model's doc_string"})
+        metadata=option(help="key/value pairs written to metadata_props (existing keys are replaced)"))
+    doc_string: str | None = attrs.field(default=None, metadata=option(help="the model's doc_string"))
     model_version: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0)),
-        metadata={"help": "the model's model_version (an integer >= 0)"})
+        metadata=option(help="the model's model_version (an integer >= 0)"))
 
 
 class OnnxMetadata(Pass):

@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 
+from olivine import option
+
 
 @attrs.frozen
 class NoOptions:
@@ -24,8 +26,8 @@ class NoOptions:
 class RenameNames:
     """``old_names[i]`` becomes ``new_names[i]``."""
 
-    old_names: list[str] = attrs.field(metadata={"help": "names to rename"})
-    new_names: list[str] = attrs.field(metadata={"help": "their new names, in the same order"})
+    old_names: list[str] = attrs.field(metadata=option(help="names to rename"))
+    new_names: list[str] = attrs.field(metadata=option(help="their new names, in the same order"))
 
     def __attrs_post_init__(self) -> None:
         if len(self.old_names) != len(self.new_names):
@@ -42,20 +44,20 @@ def _not_negative(instance: Any, attribute: attrs.Attribute, value: int | None) 
 class RenameOutputDimsOptions:
     """Options of ``RenameOutputDims``."""
 
-    output_idx: int = attrs.field(validator=_not_negative, metadata={"help": "which output"})
-    dim_idx: int = attrs.field(validator=_not_negative, metadata={"help": "which dimension"})
-    dim_name: str = attrs.field(metadata={"help": "the dimension's new symbolic name"})
+    output_idx: int = attrs.field(validator=_not_negative, metadata=option(help="which output"))
+    dim_idx: int = attrs.field(validator=_not_negative, metadata=option(help="which dimension"))
+    dim_name: str = attrs.field(metadata=option(help="the dimension's new symbolic name"))
 
 
 @attrs.frozen
 class RenameInputDimsOptions:
     """Options of ``RenameInputDims``: the input by ``input_name`` or ``input_idx``."""
 
-    dim_idx: int = attrs.field(validator=_not_negative, metadata={"help": "which dimension"})
-    dim_name: str = attrs.field(metadata={"help": "the dimension's new symbolic name"})
-    input_name: str | None = attrs.field(default=None, metadata={"help": "the input, by name"})
+    dim_idx: int = attrs.field(validator=_not_negative, metadata=option(help="which dimension"))
+    dim_name: str = attrs.field(metadata=option(help="the dimension's new symbolic name"))
+    input_name: str | None = attrs.field(default=None, metadata=option(help="the input, by name"))
     input_idx: int | None = attrs.field(default=None, validator=_not_negative,
-                                        metadata={"help": "the input, by position"})
+                                        metadata=option(help="the input, by position"))
 
     def __attrs_post_init__(self) -> None:
         if self.input_name is None and self.input_idx is None:
@@ -67,7 +69,7 @@ class ReorderInputsOptions:
     """Options of ``ReorderInputs``."""
 
     permutation: list[int] = attrs.field(
-        metadata={"help": "new order of the inputs, as indices into the current order"})
+        metadata=option(help="new order of the inputs, as indices into the current order"))
 
 
 @attrs.frozen
@@ -75,7 +77,7 @@ class RemoveRopeMultiCacheOptions:
     """Options of ``RemoveRopeMultiCache``."""
 
     use_large_cache: bool = attrs.field(
-        default=False, metadata={"help": "keep the large rotary cache (else the small one)"})
+        default=False, metadata=option(help="keep the large rotary cache (else the small one)"))
 
 
 @attrs.frozen
@@ -83,23 +85,23 @@ class ReplaceAttentionMaskValueOptions:
     """Options of ``ReplaceAttentionMaskValue``."""
 
     threshold: float = attrs.field(default=-3e30,
-                                   metadata={"help": "mask values below this are replaced"})
-    replacement: float = attrs.field(default=-1e4, metadata={"help": "the new mask value"})
+                                   metadata=option(help="mask values below this are replaced"))
+    replacement: float = attrs.field(default=-1e4, metadata=option(help="the new mask value"))
 
 
 @attrs.frozen
 class ZeroOutInputOptions:
     """Options of ``ZeroOutInput``."""
 
-    node_name: str = attrs.field(metadata={"help": "the node whose input is zeroed"})
-    input_idx: int = attrs.field(validator=_not_negative, metadata={"help": "which input"})
+    node_name: str = attrs.field(metadata=option(help="the node whose input is zeroed"))
+    input_idx: int = attrs.field(validator=_not_negative, metadata=option(help="which input"))
 
 
 @attrs.frozen
 class NamesOptions:
     """A list of names (graph inputs for ``RemoveInputs``, nodes for ``ExposeOutputs``)."""
 
-    names: list[str] = attrs.field(metadata={"help": "the names"})
+    names: list[str] = attrs.field(metadata=option(help="the names"))
 
 
 @attrs.frozen
@@ -107,7 +109,7 @@ class IntermediateTensorsOptions:
     """Options of ``AddIntermediateTensorsToOutputs``."""
 
     intermediate_tensor_to_add: list[str] | None = attrs.field(
-        default=None, metadata={"help": "tensors to expose (default: every node output)"})
+        default=None, metadata=option(help="tensors to expose (default: every node output)"))
 
 
 @attrs.frozen
@@ -115,15 +117,15 @@ class RemoveQDQOptions:
     """Options of ``RemoveQDQ``."""
 
     keep_clip_after_inputs: bool = attrs.field(
-        default=False, metadata={"help": "a pair right after a graph input becomes a Clip to "
-                                         "its range"})
+        default=False, metadata=option(help="a pair right after a graph input becomes a Clip to "
+                                            "its range"))
 
 
 @attrs.frozen
 class ExposeQuantizedOutputOptions:
     """Options of ``ExposeQuantizedOutput``."""
 
-    output_name: str = attrs.field(metadata={"help": "the graph output made by Q -> DQ"})
+    output_name: str = attrs.field(metadata=option(help="the graph output made by Q -> DQ"))
 
 
 @attrs.frozen
@@ -224,8 +226,8 @@ def known_names() -> list[str]:
 
 def surgery_problems(surgeries: list[dict[str, Any]], field: str = "surgeries") -> list[str]:
     """Every problem of a ``surgeries`` list, each as ``"surgeries[i].key: message"``."""
-    from olivine.config.typed import Problems, structure
-    from olivine.errors import did_you_mean
+    from olivine import did_you_mean
+    from olivine.config import Problems, structure
 
     problems = Problems()
     for i, entry in enumerate(surgeries):
@@ -247,7 +249,7 @@ def surgery_problems(surgeries: list[dict[str, Any]], field: str = "surgeries") 
 
 def build(entry: dict[str, Any]) -> tuple[Surgeon, Any]:
     """The surgeon and its options object for one validated ``surgeries`` entry."""
-    from olivine.config.typed import Problems, is_missing, structure
+    from olivine.config import Problems, is_missing, structure
 
     surgeon = SURGEONS[str(entry["surgeon"]).lower()]
     problems = Problems()
