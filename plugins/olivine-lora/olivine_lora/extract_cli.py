@@ -24,14 +24,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 FORMATS = ("pt", "numpy", "safetensors", "onnx_adapter")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Flags of ``olivine extract-adapters`` (Olive's)."""
-    from olivine.cli import add_log_level
+    from olivine.commands import add_log_level
 
     p.add_argument("-m", "--model_name_or_path", required=True,
                    help="a folder of peft adapters (or one adapter), or an ONNX model (file or "

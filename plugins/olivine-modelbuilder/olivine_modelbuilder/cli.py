@@ -160,7 +160,7 @@ def check_model(model: str, device: str, provider: str, config: Any) -> str:
 
     Shared by auto-opt, capture-onnx-graph and optimize.
     """
-    from olivine.accelerator import Accelerator
+    from olivine import Accelerator
     from olivine_modelbuilder.config import resolve_provider
     from olivine_modelbuilder.modelinfo import check_buildable, read_model
 
@@ -174,14 +174,14 @@ def check_model(model: str, device: str, provider: str, config: Any) -> str:
 
 def preflight(args: argparse.Namespace) -> str:
     """Check the flags, the model and the output folder; return the model path to use."""
-    from olivine.output import check_output_dir
+    from olivine import check_output_dir
 
     provider = provider_of(args)
     config = check_precision(args.device, provider, args.precision)
     check_output_dir(Path(args.output_path).expanduser().resolve())
     model = str(args.model)
     if getattr(args, "test", None) not in (None, False):
-        from olivine.cli.testmodel import build_test_model, test_model_folder
+        from olivine.commands import build_test_model, test_model_folder
 
         folder = test_model_folder(args.test, cache_dir_of(args), model)
         model = str(build_test_model(model, folder, args.task,
@@ -198,7 +198,7 @@ def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bo
 
     result = run_generated(workflow, dry_run=args.dry_run, save_config=args.save_config)
     if result is not None and getattr(args, "test", None) not in (None, False):
-        from olivine.cli.testmodel import mark_output_folder
+        from olivine.commands import mark_output_folder
 
         mark_output_folder(str(result.output_dir))
     if result is not None and summary and workflow["log_severity_level"] < 4:

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError
+from olivine import UsageError
 from olivine_modelbuilder import optimize_schedule as sched
 
 log = logging.getLogger("olivine.cli.optimize")
@@ -35,9 +35,13 @@ NO_EFFECT = {
 
 def configure_optimize(p: argparse.ArgumentParser) -> None:
     """Olive's flags of ``optimize`` (and olivine's ``--cache_dir`` and ``--data_config``)."""
-    from olivine.cli import add_log_level
-    from olivine.cli.generated import add_cache_dir, add_dry_run, add_save_config
-    from olivine.cli.inputs import add_input_model_options
+    from olivine.commands import (
+        add_cache_dir,
+        add_dry_run,
+        add_input_model_options,
+        add_log_level,
+        add_save_config,
+    )
 
     add_input_model_options(p, hf=True, adapter=True, pt=True, default_output=DEFAULT_OUTPUT)
     p.add_argument("--provider", default=sched.CPU, choices=sched.PROVIDERS, metavar="PROVIDER",
@@ -135,8 +139,7 @@ def _calibration_providers(passes: dict[str, Any]) -> None:
 
 def build_optimize_workflow(args: argparse.Namespace) -> dict[str, Any]:
     """The workflow dict ``olivine optimize`` runs for ``args``."""
-    from olivine.cli.generated import cache_dir
-    from olivine.cli.inputs import input_model_config, is_hf
+    from olivine.commands import cache_dir, input_model_config, is_hf
 
     flags = sched.check_flags(sched.Flags.of(args))
     input_model = input_model_config(args)
@@ -144,7 +147,7 @@ def build_optimize_workflow(args: argparse.Namespace) -> dict[str, Any]:
     if args.test not in (None, False):
         if not hf:
             raise UsageError("--test: only a Hugging Face model has an architecture to copy")
-        from olivine.cli.testmodel import build_test_model, test_model_folder
+        from olivine.commands import build_test_model, test_model_folder
 
         source = input_model["model_path"]
         folder = test_model_folder(args.test, cache_dir(args.cache_dir), source)
@@ -206,15 +209,15 @@ def _check_model_builder(args: argparse.Namespace, workflow: dict[str, Any]) -> 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     """``olivine optimize``: Olive's pass schedule for the flags, run on olivine's engine."""
-    from olivine.cli.generated import print_summary, run_generated
-    from olivine.output import check_output_dir
+    from olivine import check_output_dir
+    from olivine.commands import print_summary, run_generated
 
     workflow = build_optimize_workflow(args)
     _check_model_builder(args, workflow)
     result = run_generated(workflow, dry_run=args.dry_run, save_config=args.save_config,
                            before_run=lambda: check_output_dir(Path(workflow["output_dir"])))
     if args.test not in (None, False):
-        from olivine.cli.testmodel import mark_output_folder
+        from olivine.commands import mark_output_folder
 
         mark_output_folder(args.output_path)
     if result is not None and workflow["log_severity_level"] < 4:

@@ -40,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "QNNExecutionProvider",
              "VitisAIExecutionProvider", "OpenVINOExecutionProvider", "WebGpuExecutionProvider",

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 #: Bytes per weight of each precision (Olive's table).
 PRECISION_BYTES: dict[str, float] = {
@@ -31,7 +31,7 @@ _TASK_CLASSES = {"text-generation": "AutoModelForCausalLM",
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Flags of ``olivine generate-cost-model`` (Olive's)."""
-    from olivine.cli import add_log_level
+    from olivine.commands import add_log_level
 
     p.add_argument("-m", "--model_name_or_path", required=True,
                    help="a Hugging Face model: a local folder or a hub id")

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from olivine.errors import UsageError
+from olivine import UsageError
 
 DEFAULT_OUTPUT = "tuned-inference-settings"
 HELP = ("time ONNX Runtime session settings (threads, execution mode, optimization level, "
@@ -38,11 +38,15 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Olive's flags of ``tune-session-params``."""
-    from olivine.accelerator import EXECUTION_PROVIDERS
-    from olivine.cli import add_log_level
-    from olivine.cli.generated import add_cache_dir, add_dry_run, add_save_config
-    from olivine.cli.inputs import add_input_model_options
-    from olivine.cli.run_pass import memory_bytes
+    from olivine import EXECUTION_PROVIDERS
+    from olivine.commands import (
+        add_cache_dir,
+        add_dry_run,
+        add_input_model_options,
+        add_log_level,
+        add_save_config,
+        memory_bytes,
+    )
 
     add_input_model_options(p, hf=False, default_output=DEFAULT_OUTPUT)
     p.add_argument("--cpu_cores", type=int, default=None,
@@ -85,9 +89,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def build_workflow(args: argparse.Namespace) -> dict[str, Any]:
     """The workflow: the ONNX model, one OrtSessionParamsTuning step."""
-    from olivine.accelerator import DEFAULT_PROVIDER
-    from olivine.cli.generated import cache_dir
-    from olivine.cli.inputs import input_model_config
+    from olivine import DEFAULT_PROVIDER
+    from olivine.commands import cache_dir, input_model_config
 
     model = input_model_config(args)
     if str(model.get("type", "")).lower() != "onnxmodel":
@@ -125,8 +128,8 @@ def settings_file_name(device: str, provider: str) -> str:
 
 def handle(args: argparse.Namespace) -> int:
     """``olivine tune-session-params``."""
-    from olivine.cli.generated import run_generated
-    from olivine.output import check_output_dir, record_file
+    from olivine import check_output_dir
+    from olivine.commands import record_file, run_generated
     from olivine_onnx.session_tuning import TABLE_FILE
 
     workflow = build_workflow(args)
