@@ -285,7 +285,7 @@ class Engine:
             error.exit_code = outcome.error_exit_code or 1
             raise error
         output = handle_from_dict(outcome.model)
-        if output.kind != cls.produces:
+        if output.kind != cls.produces and output.kind not in cls.produces_for.values():
             cache.discard(work)
             raise PassError(entry.name, cls.name, f"returned an {output.kind} model, but declares "
                             f"that it produces {cls.produces} models")

@@ -68,6 +68,9 @@ class Pass:
     accepts: ClassVar[tuple[str, ...]] = ("onnx",)
     #: The model kind the pass returns.
     produces: ClassVar[str] = "onnx"
+    #: Input kinds for which the pass returns another kind than ``produces`` (input -> output),
+    #: for passes whose output kind follows their input's (an ONNX model in, an ONNX model out).
+    produces_for: ClassVar[dict[str, str]] = {}
     #: Distributions whose versions change the output (part of the cache key).
     libraries: ClassVar[tuple[str, ...]] = ()
     #: Run in a child process on ``LocalSystem`` (``isolation: auto``): for passes that

@@ -407,7 +407,7 @@ def _check_chain(model: InputModel | None, passes: list[PassEntry], host: Plugin
                          f"pass {entry.type} takes {' or '.join(cls.accepts)} models, but gets an "
                          f"{kind} model from {source}")
             return
-        kind, source = cls.produces, f"passes.{entry.name}"
+        kind, source = cls.produces_for.get(kind, cls.produces), f"passes.{entry.name}"
 
 
 def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | None = None,

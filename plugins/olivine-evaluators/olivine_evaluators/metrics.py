@@ -35,7 +35,7 @@ class LatencyEvaluator(Evaluator):
     name = "latency"
     metric_types = ("latency",)
     sub_types = {"latency": {s: False for s in LATENCY_SUBS}}
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
     libraries = ("onnxruntime", "torch")
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig,
@@ -52,7 +52,7 @@ class ThroughputEvaluator(Evaluator):
     name = "throughput"
     metric_types = ("throughput",)
     sub_types = {"throughput": {s: True for s in LATENCY_SUBS if s != "std"}}
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
     libraries = ("onnxruntime", "torch")
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig,
@@ -98,7 +98,7 @@ class SimilarityEvaluator(Evaluator):
     metric_types = ("similarity",)
     sub_types = {"similarity": {"cosine": True, "min_cosine": True, "top1_agreement": True,
                                 "max_abs_diff": False}}
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
     libraries = ("onnxruntime", "torch", "transformers")
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig,
@@ -139,7 +139,7 @@ class AccuracyEvaluator(Evaluator):
     metric_types = ("accuracy",)
     sub_types = {"accuracy": {s: True for s in ("accuracy_score", "f1_score", "precision",
                                                  "recall", "auroc", "accuracy", "f1")}}
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
     libraries = ("onnxruntime", "torch", "transformers")
 
     @classmethod
@@ -188,7 +188,7 @@ class CustomEvaluator(Evaluator):
     name = "custom"
     metric_types = ("custom",)
     sub_types = {}  # the user's function names its sub-metrics
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig,
                  context: EvalContext) -> dict[str, float]:
