@@ -72,7 +72,8 @@ class Engine:
         self.host = host
         target = workflow.target_system()
         accels = target.config.accelerators
-        self.accelerator: Accelerator = (accels[0] if accels else AcceleratorConfig()).resolved()
+        self.accelerator: Accelerator = (accels[0] if accels else AcceleratorConfig()).resolved(
+            needs_provider=False)  # validation refused an unclear device where it matters
         host_entry = workflow.host_system()
         system_cls = host.systems.get(host_entry.type)
         assert system_cls is not None

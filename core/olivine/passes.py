@@ -76,6 +76,9 @@ class Pass:
     #: Run in a child process on ``LocalSystem`` (``isolation: auto``): for passes that
     #: load large models, so their memory is returned when the step ends.
     isolate: ClassVar[bool] = False
+    #: False for passes that use no ONNX Runtime execution provider (Olive's non-ONNX passes):
+    #: a workflow of such passes only runs on the CPU when its accelerator names no one device.
+    needs_execution_provider: ClassVar[bool] = True
     #: Bump when the pass's output changes for the same inputs (part of the cache key).
     version: ClassVar[str] = "1"
 

@@ -41,6 +41,7 @@ class OpenVINOOptimumConversion(Pass):
     produces_for = {"hf": "openvino"}
     libraries = ("openvino", "nncf", "optimum-intel", "transformers")
     isolate = True
+    needs_execution_provider = False
 
     @classmethod
     def check(cls, config: Any, accelerator: Accelerator,

@@ -38,7 +38,7 @@ def dependency_problems(pass_name: str, modules: Iterable[str]) -> list[str]:
     gone = missing(modules)
     if not gone:
         return []
-    return [f"{pass_name} needs {', '.join(gone)}, which is not installed here: {INSTALL}"]
+    return [f"{pass_name} needs {', '.join(gone)}, not installed here: {INSTALL}"]
 
 
 def user_function(config: Any, key: str) -> Callable[..., Any] | None:

@@ -203,7 +203,7 @@ class EncapsulationConfig:
 class QuantizationConfig(UserScriptOptions):
     """Options of ``OpenVINOQuantization`` and ``OpenVINOQuantizationWithAccuracy`` (NNCF PTQ)."""
 
-    data_config: str = attrs.field(metadata={
+    data_config: str = attrs.field(kw_only=True, metadata={
         "data_config": True, "help": "calibration data (an entry of data_configs)"})
     model_type: str | None = attrs.field(default=None, converter=_upper, metadata={
         "help": "TRANSFORMER: NNCF's transformer scheme (keeps some ops float)"})

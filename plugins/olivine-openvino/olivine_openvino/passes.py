@@ -36,6 +36,7 @@ class _OpenVINOPass(Pass):
     modules: tuple[str, ...] = ("openvino",)
     libraries = ("openvino",)
     isolate = True
+    needs_execution_provider = False
 
     @classmethod
     def check(cls, config: Any, accelerator: Accelerator,
