@@ -103,10 +103,32 @@ class OpenVINOConversion(_OpenVINOPass):
         try:
             ov_model = ov.convert_model(source, **args)
         except Exception as exc:
-            raise UsageError(f"openvino.convert_model failed: {type(exc).__name__}: {exc}") from exc
+            if example is None or isinstance(model, OnnxModel):
+                raise UsageError(f"openvino.convert_model failed: {type(exc).__name__}: "
+                                 f"{exc}") from exc
+            # TorchScript tracing fails on some transformers versions' mask code; torch.export
+            # of the same module with the same example inputs is OpenVINO's other torch route
+            # (on a freshly loaded module: a failed trace can leave OpenVINO's patches on it)
+            context.logger.info("tracing failed (%s); converting through torch.export", exc)
+            ov_model = ov.convert_model(_exported(_torch_module(model), example),
+                                        **{k: v for k, v in args.items() if k != "example_input"})
         out = context.work_dir / f"{config.model_name}.xml"
         ov.save_model(ov_model, str(out), compress_to_fp16=config.compress_to_fp16)
         return OpenVINOModel(path=str(context.work_dir))
+
+
+def _exported(module: Any, example: Any) -> Any:
+    """``torch.export`` of ``module`` on ``example`` (a list/tuple of positional inputs, a dict of
+    keyword inputs, or one tensor)."""
+    import torch
+
+    def own(value: Any) -> Any:  # one tensor given for two inputs would export as one input
+        return value.clone() if isinstance(value, torch.Tensor) else value
+
+    if isinstance(example, dict):
+        return torch.export.export(module, (), kwargs={k: own(v) for k, v in example.items()})
+    args = tuple(map(own, example)) if isinstance(example, list | tuple) else (own(example),)
+    return torch.export.export(module, args)
 
 
 class _Named:
