@@ -119,10 +119,6 @@ def compress(model: ModelHandle, config: WeightCompressionConfig,
     extra = {k: v for k, v in (config.extra_args or {}).items()
              if k not in ("model_type", "preset", "advanced_compression_parameters", "tokenizer",
                           "use_onnx", "target_opset")}
-    if (config.extra_args or {}).get("use_onnx"):
-        raise ValueError("extra_args.use_onnx: the ONNX route goes through optimum[onnxruntime], "
-                         "which is not part of this plugin; convert with OnnxConversion and "
-                         "compress the ONNX model instead")
     export_hf(model, extra, None, out)
     from optimum.intel import OVModelForCausalLM
 
@@ -140,7 +136,7 @@ def compress(model: ModelHandle, config: WeightCompressionConfig,
         base = common.nncf_dataset(config, context, model, required=False)
         user = common.user_function(config, "transform_fn")
         fn = functools.partial(user, tokenizer=tokenizer) if user else None
-        dataset = nncf.Dataset(base._data_source, fn) if fn else base  # noqa: SLF001
+        dataset = nncf.Dataset(base._data_source, fn) if fn else base
         ov_model.model = nncf.compress_weights(ov_model.model, dataset=dataset,
                                                advanced_parameters=_advanced(config, None),
                                                **compress_kwargs(config))

@@ -198,7 +198,7 @@ def _quantize_exported(model: HfModel, extra: dict[str, Any], library: str, quan
     loaded = cls.from_pretrained(out, compile=False, trust_remote_code=q.get("trust_remote_code", False),
                                  cache_dir=q.get("cache_dir"), use_cache=task.endswith("with-past"),
                                  **kwargs)
-    loaded._apply_quantization(quant, compile_only=False, compile_model=False,  # noqa: SLF001
+    loaded._apply_quantization(quant, compile_only=False, compile_model=False,
                                model_name_or_path=model.path,
                                trust_remote_code=q.get("trust_remote_code", False),
                                save_directory=out, immediate_save=True)

@@ -47,7 +47,7 @@ COMPRESS_MODES = ("int8_sym", "int8_asym", "int4_sym", "int4_asym", "nf4", "cb4"
 COMPRESSION_FORMATS = ("dequantize", "fq", "fq_lora", "fq_lora_nls", "codebook")
 #: OpenVINOWeightCompression extra_args keys Olive reads, and main_export's for HF inputs
 WC_EXTRA_KEYS = ("model_type", "preset", "library", "advanced_compression_parameters",
-                 "tokenizer", "use_onnx", "target_opset") + EXPORT_KEYS
+                 "tokenizer", "use_onnx", "target_opset", *EXPORT_KEYS)
 #: openvino.convert_model keyword arguments (OpenVINOConversion.extra_configs)
 CONVERT_KEYS = ("input", "output", "example_input", "extension", "verbose", "share_weights")
 #: keys of one OpenVINOQuantization extra_configs entry
@@ -194,7 +194,8 @@ class EncapsulationConfig:
                       "genai_config.json")
         if self.ov_version is not None:
             parts = self.ov_version.split(".")
-            if not all(p.isdigit() for p in parts) or (int(parts[0]), int(parts[1] if len(parts) > 1 else 0)) < (2025, 1):
+            ok = all(p.isdigit() for p in parts)
+            if not ok or (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) < (2025, 1):
                 raise ValueError(f"ov_version: {self.ov_version!r} is not an OpenVINO version of "
                                  "2025.1 or later (like \"2025.1\")")
 
@@ -279,12 +280,16 @@ class WeightCompressionConfig(UserScriptOptions):
         _one_of("extra_args.model_type", ea.get("model_type"), ("TRANSFORMER",))
         _one_of("extra_args.preset", ea.get("preset"), ("PERFORMANCE", "MIXED"))
         _one_of("extra_args.library", ea.get("library"), LIBRARIES)
+        if ea.get("use_onnx"):
+            raise ValueError("extra_args.use_onnx: Olive's ONNX route exports through "
+                             "optimum[onnxruntime], not part of this plugin; convert with "
+                             "OnnxConversion and compress the ONNX model instead")
         if self.transform_fn and not self.user_script:
             raise ValueError("transform_fn: names a function, so user_script is required")
 
 
 @attrs.frozen
-class OptimumConversionConfig:
+class OptimumConversionConfig(UserScriptOptions):
     """Options of ``OpenVINOOptimumConversion`` (optimum-intel's export, with compression)."""
 
     components: list[str] | None = attrs.field(default=None, metadata={
@@ -298,6 +303,9 @@ class OptimumConversionConfig:
         "help": "optimum-intel weight compression / quantization: " + ", ".join(OV_QUANT_KEYS)})
 
     def __attrs_post_init__(self) -> None:
+        if self.user_script or self.script_dir:
+            raise ValueError("user_script: OpenVINOOptimumConversion calls no function of it (Olive "
+                             "declares it for every pass); remove it")
         if self.components:
             raise ValueError("components: optimum-intel's exporter writes every component; Olive "
                              "0.13 declares this option but never reads it, so it must stay unset")

@@ -7,7 +7,7 @@ error naming what to install) and imports them only when it runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from olivine import Accelerator, ModelHandle, OnnxModel, Pass, PassContext
 from olivine.errors import UsageError
@@ -34,7 +34,7 @@ class _OpenVINOPass(Pass):
     """Shared parts: the modules a pass needs and the reuse_cache note."""
 
     modules: tuple[str, ...] = ("openvino",)
-    libraries = ("openvino",)
+    libraries: ClassVar[tuple[str, ...]] = ("openvino",)
     isolate = True
     needs_execution_provider = False
 
