@@ -114,7 +114,13 @@ class OpenVINOConversion(_OpenVINOPass):
                                         **{k: v for k, v in args.items() if k != "example_input"})
         out = context.work_dir / f"{config.model_name}.xml"
         ov.save_model(ov_model, str(out), compress_to_fp16=config.compress_to_fp16)
-        return OpenVINOModel(path=str(context.work_dir))
+        from olivine.models import HfModel
+
+        # where the tokenizer lives, for data configs and metrics of the IR (as OnnxConversion)
+        attributes = dict(model.attrs_dict())
+        if isinstance(model, HfModel):
+            attributes.update(hf_model_path=model.path, task=model.task)
+        return OpenVINOModel(path=str(context.work_dir), attributes=attributes)
 
 
 def _exported(module: Any, example: Any) -> Any:

