@@ -103,7 +103,8 @@ class AcceleratorConfig:
 
     Without ``device`` the device is inferred from ``execution_providers`` as Olive does
     (``CUDAExecutionProvider`` alone means ``gpu``); where the providers do not name one
-    device, ``device`` must be given.
+    device, ``device`` must be given, unless no pass of the workflow needs an execution
+    provider (Olive then runs on ``cpu``: see :meth:`resolved`).
     """
 
     device: Device = attrs.field(default=None, metadata={
@@ -114,14 +115,19 @@ class AcceleratorConfig:
 
     def __attrs_post_init__(self) -> None:
         if self.device is None:
-            device = infer_device(self.execution_providers)
-            if device is None:
-                raise ValueError(f"device: the execution providers {self.execution_providers} do not "
-                                 "name one device; give device (cpu, gpu or npu)")
-            object.__setattr__(self, "device", device)
+            object.__setattr__(self, "device", infer_device(self.execution_providers))
 
-    def resolved(self) -> Accelerator:
-        """The target this config names: its device and first execution provider."""
+    def resolved(self, needs_provider: bool = True) -> Accelerator:
+        """The target this config names: its device and first execution provider.
+
+        Where the providers name no one device: a ValueError when ``needs_provider`` (a pass
+        or metric of the workflow runs on ONNX Runtime), else Olive's fallback, the CPU.
+        """
+        if self.device is None:
+            if needs_provider:
+                raise ValueError(f"device: the execution providers {self.execution_providers} do "
+                                 "not name one device; give device (cpu, gpu or npu)")
+            return Accelerator(device="cpu", execution_provider=DEFAULT_PROVIDER["cpu"])
         providers = self.execution_providers or [DEFAULT_PROVIDER[self.device]]
         return Accelerator(device=self.device, execution_provider=providers[0])
 

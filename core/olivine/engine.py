@@ -73,7 +73,8 @@ class Engine:
         self.host = host
         target = workflow.target_system()
         accels = target.config.accelerators
-        self.accelerator: Accelerator = (accels[0] if accels else AcceleratorConfig()).resolved()
+        self.accelerator: Accelerator = (accels[0] if accels else AcceleratorConfig()).resolved(
+            needs_provider=False)  # validation refused an unclear device where it matters
         host_entry = workflow.host_system()
         if system is None:
             system_cls = host.systems.get(host_entry.type)
@@ -297,7 +298,8 @@ class Engine:
             error.exit_code = outcome.error_exit_code or 1
             raise error
         output = handle_from_dict(outcome.model)
-        if output.kind != cls.produces and not _composite_of(output, cls.produces):
+        if output.kind != cls.produces and output.kind not in cls.produces_for.values() \
+                and not _composite_of(output, cls.produces):
             cache.discard(work)
             raise PassError(entry.name, cls.name, f"returned an {output.kind} model, but declares "
                             f"that it produces {cls.produces} models")

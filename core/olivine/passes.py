@@ -68,11 +68,17 @@ class Pass:
     accepts: ClassVar[tuple[str, ...]] = ("onnx",)
     #: The model kind the pass returns.
     produces: ClassVar[str] = "onnx"
+    #: Input kinds for which the pass returns another kind than ``produces`` (input -> output),
+    #: for passes whose output kind follows their input's (an ONNX model in, an ONNX model out).
+    produces_for: ClassVar[dict[str, str]] = {}
     #: Distributions whose versions change the output (part of the cache key).
     libraries: ClassVar[tuple[str, ...]] = ()
     #: Run in a child process on ``LocalSystem`` (``isolation: auto``): for passes that
     #: load large models, so their memory is returned when the step ends.
     isolate: ClassVar[bool] = False
+    #: False for passes that use no ONNX Runtime execution provider (Olive's non-ONNX passes):
+    #: a workflow of such passes only runs on the CPU when its accelerator names no one device.
+    needs_execution_provider: ClassVar[bool] = True
     #: Bump when the pass's output changes for the same inputs (part of the cache key).
     version: ClassVar[str] = "1"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from olivine.accelerator import AcceleratorConfig
+from olivine.accelerator import Accelerator, AcceleratorConfig
 from olivine.config import typed
 from olivine.config.evaluators import evaluators_section, metrics_section
 from olivine.config.evaluators import undefined as _undefined
@@ -403,7 +403,7 @@ def _check_chain(model: InputModel | None, passes: list[PassEntry], host: Plugin
                          f"pass {entry.type} takes {' or '.join(cls.accepts)} models, but gets an "
                          f"{kind} model from {source}")
             return
-        kind, source = cls.produces, f"passes.{entry.name}"
+        kind, source = cls.produces_for.get(kind, cls.produces), f"passes.{entry.name}"
 
 
 def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | None = None,
@@ -459,7 +459,16 @@ def validate_workflow(raw: Mapping[str, Any], host: PluginHost, source: str | No
             problems.add(f"systems.{target.name}.accelerators",
                          f"one accelerator per run is supported, got {len(accels)}; "
                          "write one workflow per device")
-        accel = (accels[0] if accels else AcceleratorConfig()).resolved()
+        needs = any(getattr(host.passes.get(e.type), "needs_execution_provider", True)
+                    for e in passes) or bool(engine.evaluator and model is not None
+                                             and model.handle.kind == "onnx"
+                                             and engine.evaluate_input_model)
+        try:
+            accel = (accels[0] if accels else AcceleratorConfig()).resolved(needs)
+        except ValueError as exc:
+            problems.add(f"systems.{target.name}.accelerators[0].device",
+                         str(exc).removeprefix("device: "))
+            accel = Accelerator()
         for i, entry in enumerate(passes):
             cls = host.passes.get(entry.type)
             if cls is None:

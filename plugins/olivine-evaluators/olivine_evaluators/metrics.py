@@ -34,7 +34,7 @@ class LatencyEvaluator(Evaluator):
     name = "latency"
     metric_types = ("latency",)
     sub_types = {"latency": {s: False for s in LATENCY_SUBS}}
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
     libraries = ("onnxruntime", "torch")
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig,
@@ -51,7 +51,7 @@ class ThroughputEvaluator(Evaluator):
     name = "throughput"
     metric_types = ("throughput",)
     sub_types = {"throughput": {s: True for s in LATENCY_SUBS if s != "std"}}
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
     libraries = ("onnxruntime", "torch")
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig,
@@ -97,7 +97,7 @@ class SimilarityEvaluator(Evaluator):
     metric_types = ("similarity",)
     sub_types = {"similarity": {"cosine": True, "min_cosine": True, "top1_agreement": True,
                                 "max_abs_diff": False}}
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
     libraries = ("onnxruntime", "torch", "transformers")
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig,
@@ -138,7 +138,7 @@ class AccuracyEvaluator(Evaluator):
     metric_types = ("accuracy",)
     sub_types = {"accuracy": {s: True for s in ("accuracy_score", "f1_score", "precision",
                                                  "recall", "auroc", "accuracy", "f1")}}
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
     libraries = ("onnxruntime", "torch", "transformers")
 
     @classmethod
@@ -187,7 +187,7 @@ class CustomEvaluator(Evaluator):
     name = "custom"
     metric_types = ("custom",)
     sub_types = {}  # the user's function names its sub-metrics
-    accepts = ("onnx", "hf")
+    accepts = ("onnx", "hf", "openvino")
 
     def evaluate(self, model: ModelHandle, metric: MetricConfig,
                  context: EvalContext) -> dict[str, float]:

@@ -212,6 +212,10 @@ def make_runner(model: ModelHandle, user_config: Mapping[str, Any] | None = None
                           overrides=metric_settings(cfg), default_provider=provider)
     if isinstance(model, HfModel):
         return TorchRunner(model)
+    factory = getattr(model, "make_runner", None)
+    if callable(factory):  # a plugin's model kind that runs itself (olivine-openvino's IR)
+        runner: Runner = factory(cfg)
+        return runner
     raise UsageError(f"cannot run a {model.kind} model; give an ONNX or Hugging Face model")
 
 
