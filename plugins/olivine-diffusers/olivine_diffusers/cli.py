@@ -170,6 +170,38 @@ def _preflight(args: argparse.Namespace, workflow: dict[str, Any]) -> None:
                          ) from None
 
 
+def _preflight_targets(model_path: str, step: dict[str, Any]) -> None:
+    """Target modules that match no layer of a local pipeline's denoiser fail now (the model is
+    built from its config on torch's meta device: no weights are read)."""
+    from olivine_diffusers.config import SDLoRAConfig
+    from olivine_diffusers.model import detect_variant
+
+    folder = Path(model_path)
+    variant = step.get("model_variant", "auto")
+    variant = detect_variant(folder) if variant == "auto" else variant
+    if not folder.is_dir() or variant not in ("sd", "sdxl", "flux"):
+        return
+    import torch
+    import diffusers
+
+    sub, cls_name = ("transformer", "FluxTransformer2DModel") if variant == "flux" else \
+        ("unet", "UNet2DConditionModel")
+    cls = getattr(diffusers, cls_name)
+    try:
+        with torch.device("meta"):
+            denoiser = cls.from_config(cls.load_config(str(folder), subfolder=sub))
+    except (OSError, ValueError, TypeError):
+        return  # the pass reports a component it cannot load
+    config = SDLoRAConfig(**{k: v for k, v in step.items() if k != "type"})
+    names = [n for n, m in denoiser.named_modules() if isinstance(m, torch.nn.Linear)]
+    for target in config.targets(variant):
+        if not any(n == target or n.endswith("." + target) for n in names):
+            short = sorted({n.rsplit(".", 1)[-1] if not n.endswith(".0") else
+                            ".".join(n.rsplit(".", 2)[-2:]) for n in names})
+            raise UsageError(f"--target_modules: {target!r} matches no linear layer of the "
+                             f"{cls_name}; its linear layers are named {', '.join(short[:24])}")
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``olivine diffusion-lora``: the output folder holds ``adapter/`` and the training record."""
     from olivine.cli.generated import run_generated
@@ -199,8 +231,10 @@ def run_command(args: argparse.Namespace) -> int:
     workflow = workflow_of(args, model_path, str(data_dir.resolve()))
     _check_flags(workflow["passes"]["sd_lora"])
     _preflight(args, workflow)
-    check_output_dir(Path(workflow["output_dir"]))
-    result = run_generated(workflow, dry_run=args.dry_run, save_config=args.save_config)
+    if args.target_modules:
+        _preflight_targets(model_path, workflow["passes"]["sd_lora"])
+    result = run_generated(workflow, dry_run=args.dry_run, save_config=args.save_config,
+                           before_run=lambda: check_output_dir(Path(workflow["output_dir"])))
     if result is None:
         return 0
     if workflow["log_severity_level"] < 4:

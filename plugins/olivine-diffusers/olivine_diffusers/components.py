@@ -22,7 +22,20 @@ class Components:
     scheduler: Any = None
 
 
-def _load(cls: Any, path: str, sub: str, **kwargs: Any) -> Any:
+#: ``load_kwargs`` of the input model that apply to every component's ``from_pretrained``
+LOAD_KWARGS = ("revision", "variant", "cache_dir", "local_files_only", "token", "use_safetensors")
+
+
+def check_load_kwargs(load_kwargs: dict[str, Any]) -> None:
+    """Refuse ``load_kwargs`` that training cannot honour (dtype and device are its own)."""
+    for key in load_kwargs:
+        if key not in LOAD_KWARGS:
+            raise UsageError(f"input_model.load_kwargs.{key}: not used for training (SDLoRA "
+                             "loads each component itself; dtypes follow "
+                             f"training_args.mixed_precision); it takes {', '.join(LOAD_KWARGS)}")
+
+
+def _load_one(cls: Any, path: str, sub: str, **kwargs: Any) -> Any:
     try:
         return cls.from_pretrained(path, subfolder=sub, **kwargs)
     except (OSError, ValueError) as exc:
@@ -31,11 +44,16 @@ def _load(cls: Any, path: str, sub: str, **kwargs: Any) -> Any:
                          "pipeline folder with that component (or a hub id, online)") from None
 
 
-def load_components(path: str, variant: str, device: Any, dtype: Any) -> Components:
+def load_components(path: str, variant: str, device: Any, dtype: Any,
+                    load_kwargs: dict[str, Any] | None = None) -> Components:
     """Load the pipeline at ``path`` (a folder or hub id) for ``variant``; everything frozen."""
+    import functools
+
     from diffusers import AutoencoderKL
     from transformers import AutoTokenizer, CLIPTextModel
 
+    check_load_kwargs(load_kwargs or {})
+    _load = functools.partial(_load_one, **(load_kwargs or {}))
     text_encoder = _load(CLIPTextModel, path, "text_encoder")
     tokenizer = _load(AutoTokenizer, path, "tokenizer")
     vae = _load(AutoencoderKL, path, "vae")

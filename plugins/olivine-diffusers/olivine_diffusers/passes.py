@@ -92,12 +92,17 @@ class SDLoRA(Pass):
         if model.adapter_path:
             raise UsageError("input_model.adapter_path: SDLoRA trains a new adapter on the base "
                              "pipeline; leave adapter_path out")
+        from olivine_diffusers.components import check_load_kwargs
+
+        load_kwargs = {k: v for k, v in model.load_kwargs}
+        check_load_kwargs(load_kwargs)
         variant = resolve_variant(model, config)
         dataset = load_images(context, config.train_data_config)
         class_images: list[str] = []
         if config.with_prior_preservation:
             class_images = class_images_for(model.path, variant, config, dataset, context)
-        record = train_lora(model.path, variant, config, dataset, class_images, context)
+        record = train_lora(model.path, variant, config, dataset, class_images, context,
+                            load_kwargs)
         attributes = {**model.attrs_dict(), "model_variant": variant,
                       "adapter_path": "adapter", "merged": config.merge_lora,
                       "steps": record["steps"]}

@@ -31,9 +31,14 @@ class DenoiseStep:
             return (latents - vae.config.shift_factor) * vae.config.scaling_factor
         return latents * vae.config.scaling_factor
 
-    def loss(self, batch: dict[str, Any], generator: Any = None) -> Any:
-        """The training loss of ``batch`` (noise and timesteps from ``generator`` when given)."""
+    def loss(self, batch: dict[str, Any], generator: Any = None, prior: bool | None = None) -> Any:
+        """The training loss of ``batch`` (noise and timesteps from ``generator`` when given).
+
+        ``prior``: the batch's second half are class images (default: with_prior_preservation).
+        """
         import torch
+
+        prior = self.config.with_prior_preservation if prior is None else prior
 
         with torch.no_grad():
             latents = self._latents(batch["pixel_values"])
@@ -42,7 +47,7 @@ class DenoiseStep:
         else:
             pred, target, timesteps = self._unet(batch, latents, generator)
         pred, target = pred.float(), target.float()
-        if self.config.with_prior_preservation:
+        if prior:
             pred, pred_prior = torch.chunk(pred, 2, dim=0)
             target, target_prior = torch.chunk(target, 2, dim=0)
             if self.variant != "flux":
@@ -51,9 +56,9 @@ class DenoiseStep:
             loss = self._snr_weighted(pred, target, timesteps)
         else:
             loss = torch.nn.functional.mse_loss(pred, target, reduction="mean")
-        if self.config.with_prior_preservation:
-            prior = torch.nn.functional.mse_loss(pred_prior, target_prior, reduction="mean")
-            loss = loss + self.config.prior_loss_weight * prior
+        if prior:
+            prior_loss = torch.nn.functional.mse_loss(pred_prior, target_prior, reduction="mean")
+            loss = loss + self.config.prior_loss_weight * prior_loss
         return loss
 
     def _snr_weighted(self, pred: Any, target: Any, timesteps: Any) -> Any:
@@ -144,7 +149,7 @@ class DenoiseStep:
                 for i, batch in enumerate(batches):
                     torch.manual_seed(PROBE_SEED + i)
                     gen = torch.Generator().manual_seed(PROBE_SEED + i)
-                    total += float(self.loss(batch, gen))
+                    total += float(self.loss(batch, gen, prior=False))
         finally:
             torch.set_rng_state(state)
             self.parts.denoiser.train(training)

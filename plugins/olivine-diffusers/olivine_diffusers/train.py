@@ -144,7 +144,8 @@ def add_lora(parts: Components, config: SDLoRAConfig, variant: str) -> list[Any]
 
 
 def train_lora(model_path: str, variant: str, config: SDLoRAConfig, dataset: ImageFolder,
-               class_images: list[str], context: PassContext) -> dict[str, Any]:
+               class_images: list[str], context: PassContext,
+               load_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train; write ``adapter/`` (or the merged denoiser) and ``olivine_training.json`` into
     ``context.work_dir``; return the training record."""
     import torch
@@ -156,7 +157,7 @@ def train_lora(model_path: str, variant: str, config: SDLoRAConfig, dataset: Ima
     dtype = weight_dtype(args.mixed_precision, variant, device)
     seed_all(args.seed)
     context.progress(0, args.max_train_steps, f"loading the {variant} pipeline")
-    parts = load_components(model_path, variant, device, dtype)
+    parts = load_components(model_path, variant, device, dtype, load_kwargs)
     params = add_lora(parts, config, variant)
     total = sum(p.numel() for p in parts.denoiser.parameters())
     trainable = sum(p.numel() for p in params)

@@ -27,7 +27,7 @@ def clip_tokenizer(folder: Path) -> Any:
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                        pad_token="<|endoftext|>")
+                        pad_token="<|endoftext|>", model_max_length=77)
     return tok
 
 
@@ -42,7 +42,7 @@ def t5_tokenizer() -> Any:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                                   unk_token="<unk>")
+                                   unk_token="<unk>", model_max_length=512)
 
 
 def _clip(vocab: int, hidden: int, with_projection: bool = False) -> Any:
@@ -73,7 +73,7 @@ def sd15_pipeline(folder: Path, seed: int = 0) -> Path:
     from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
-    tok = clip_tokenizer(folder / "_tok")
+    tok = clip_tokenizer(folder.parent / "_tok")
     unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(8, 16),
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -93,8 +93,8 @@ def sdxl_pipeline(folder: Path, seed: int = 0) -> Path:
     from diffusers import DDPMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
-    tok = clip_tokenizer(folder / "_tok")
-    tok2 = clip_tokenizer(folder / "_tok2")
+    tok = clip_tokenizer(folder.parent / "_tok")
+    tok2 = clip_tokenizer(folder.parent / "_tok2")
     unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(8, 16),
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -117,7 +117,7 @@ def flux_pipeline(folder: Path, seed: int = 0) -> Path:
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    tok = clip_tokenizer(folder / "_tok")
+    tok = clip_tokenizer(folder.parent / "_tok")
     tok2 = t5_tokenizer()
     t5 = T5EncoderModel(T5Config(vocab_size=len(tok2), d_model=16, d_kv=8, d_ff=32, num_layers=1,
                                  num_heads=2))
