@@ -181,8 +181,8 @@ def _preflight_targets(model_path: str, step: dict[str, Any]) -> None:
     variant = detect_variant(folder) if variant == "auto" else variant
     if not folder.is_dir() or variant not in ("sd", "sdxl", "flux"):
         return
-    import torch
     import diffusers
+    import torch
 
     sub, cls_name = ("transformer", "FluxTransformer2DModel") if variant == "flux" else \
         ("unet", "UNet2DConditionModel")

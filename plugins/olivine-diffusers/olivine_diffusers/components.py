@@ -53,7 +53,7 @@ def load_components(path: str, variant: str, device: Any, dtype: Any,
     from transformers import AutoTokenizer, CLIPTextModel
 
     check_load_kwargs(load_kwargs or {})
-    _load = functools.partial(_load_one, **(load_kwargs or {}))
+    _load: Any = functools.partial(_load_one, **(load_kwargs or {}))
     text_encoder = _load(CLIPTextModel, path, "text_encoder")
     tokenizer = _load(AutoTokenizer, path, "tokenizer")
     vae = _load(AutoencoderKL, path, "vae")

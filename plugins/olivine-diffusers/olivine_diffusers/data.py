@@ -219,7 +219,7 @@ def _blur_score(gray: Any) -> float:
 
 def generate_buckets(base_resolution: int, max_aspect_ratio: float = 2.5) -> list[tuple[int, int]]:
     """Buckets of about ``base_resolution``² pixels for sizes other than 512 and 1024 (Olive's
-    rule: sides 256..2×base in steps of 64; below 512 the sides start at base/2 in steps of 8)."""
+    rule: sides 256..2*base in steps of 64; below 512 the sides start at base/2 in steps of 8)."""
     divisor = 64 if base_resolution >= 512 else 8
     min_dim = 256 if base_resolution >= 512 else max(divisor, base_resolution // 2)
     target = base_resolution * base_resolution
@@ -244,7 +244,7 @@ def _best_bucket(w: int, h: int, buckets: list[tuple[int, int]]) -> tuple[int, i
 
 
 def cover_size(w: int, h: int, tw: int, th: int) -> tuple[int, int]:
-    """The size that covers ``tw``×``th`` keeping the aspect ratio (before cropping)."""
+    """The size that covers ``tw`` x ``th`` keeping the aspect ratio (before cropping)."""
     if w / h > tw / th:
         return int(th * w / h), th
     return tw, int(tw * h / w)
@@ -272,7 +272,7 @@ def resize_to(img: Any, bucket: tuple[int, int], how: dict[str, Any]) -> Any:
     resample = getattr(Image.Resampling, str(how.get("resample_mode", "lanczos")).upper())
     tw, th = bucket
     if how.get("resize_mode", "cover") == "cover":
-        size = cover_size(*img.size, tw, th)
+        size = cover_size(img.size[0], img.size[1], tw, th)
         big = img.resize(size, resample)
         left, top = crop_offsets(size, bucket, how.get("crop_position", "center"))
         return big.crop((left, top, left + tw, top + th))
@@ -314,7 +314,8 @@ def _assign(dataset: ImageFolder, choose: Any, how: dict[str, Any], output_dir: 
                 final = str(target)
         crop = (0, 0)
         if how["resize_mode"] == "cover":
-            left, top = crop_offsets(cover_size(*size, *bucket), bucket, how["crop_position"])
+            covered = cover_size(size[0], size[1], bucket[0], bucket[1])
+            left, top = crop_offsets(covered, bucket, how["crop_position"])
             crop = (top, left)
         assignments[final] = {"bucket": bucket, "original_size": size,
                               "crops_coords_top_left": crop, "resize": how}
@@ -382,7 +383,7 @@ def load_pixels(path: str, assignment: dict[str, Any]) -> Any:
         rgb = img.convert("RGB")
     bucket = tuple(assignment["bucket"])
     if rgb.size != bucket:
-        rgb = resize_to(rgb, bucket, assignment["resize"])  # type: ignore[arg-type]
+        rgb = resize_to(rgb, (int(bucket[0]), int(bucket[1])), assignment["resize"])
     array = np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 

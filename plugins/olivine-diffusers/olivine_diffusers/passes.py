@@ -34,7 +34,8 @@ def _hub_variant(model_id: str) -> str | None:
 
     for sub in ("transformer", "unet"):
         try:
-            cfg = ConfigMixin.load_config(model_id, subfolder=sub)
+            loaded: Any = ConfigMixin.load_config(model_id, subfolder=sub)
+            cfg: dict[str, Any] = dict(loaded)
         except (OSError, ValueError):
             continue
         name = str(cfg.get("_class_name", ""))

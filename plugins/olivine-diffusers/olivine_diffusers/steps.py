@@ -67,7 +67,8 @@ class DenoiseStep:
 
         scheduler = self.parts.scheduler
         snr = compute_snr(scheduler, timesteps)
-        weights = torch.stack([snr, torch.full_like(snr, self.args.snr_gamma)], dim=1).min(dim=1)[0]
+        gamma = float(self.args.snr_gamma or 0.0)
+        weights = torch.stack([snr, torch.full_like(snr, gamma)], dim=1).min(dim=1)[0]
         if scheduler.config.prediction_type == "v_prediction":
             weights = weights + 1
         weights = weights / snr

@@ -64,7 +64,7 @@ def bucket_batches(dataset: ImageFolder, batch_size: int, seed: int | None, epoc
     groups: dict[tuple[int, int], list[int]] = {}
     for i, item in enumerate(dataset.items):
         bucket = tuple(dataset.bucket_assignments[item["image_path"]]["bucket"])
-        groups.setdefault(bucket, []).append(i)  # type: ignore[arg-type]
+        groups.setdefault((int(bucket[0]), int(bucket[1])), []).append(i)
     gen = None
     if seed is not None:
         gen = torch.Generator().manual_seed(seed + epoch)
@@ -127,7 +127,8 @@ def add_lora(parts: Components, config: SDLoRAConfig, variant: str) -> list[Any]
     from peft import LoraConfig
 
     targets = config.targets(variant)
-    lora = LoraConfig(r=config.r, lora_alpha=config.lora_alpha(), lora_dropout=config.lora_dropout,
+    alpha: Any = config.lora_alpha()  # Olive's alpha is a float; peft scales by alpha / r
+    lora = LoraConfig(r=config.r, lora_alpha=alpha, lora_dropout=config.lora_dropout,
                       init_lora_weights="gaussian", target_modules=targets)
     try:
         parts.denoiser.add_adapter(lora)
