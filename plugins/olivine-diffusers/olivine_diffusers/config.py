@@ -99,9 +99,9 @@ class SDLoRAConfig:
                 "(the input model's model_variant when it sets one). sd3 and sana are "
                 "Olive's names that its pass does not train either: an error"})
     r: int = attrs.field(default=16, validator=_at_least_one, metadata={
-        "aliases": ("lora_r",), "help": "LoRA rank (default 16; SD 4-16, Flux 16-64)"})
+        "help": "LoRA rank (default 16; SD 4-16, Flux 16-64)"})
     alpha: float | None = attrs.field(default=None, validator=_positive, metadata={
-        "aliases": ("lora_alpha",), "help": "LoRA alpha (default: r)"})
+        "help": "LoRA alpha (default: r)"})
     lora_dropout: float = attrs.field(default=0.0, validator=_dropout, metadata={
         "help": "dropout on the LoRA path while training (default 0)"})
     target_modules: list[str] | None = attrs.field(default=None, validator=_targets, metadata={
@@ -113,8 +113,8 @@ class SDLoRAConfig:
                     "learning_rate, train_batch_size, gradient_accumulation_steps, "
                     "mixed_precision, lr_scheduler, ...)"})
     merge_lora: bool = attrs.field(default=False, metadata={
-        "help": "merge the trained LoRA into the UNet/transformer: the output is a whole "
-                "pipeline folder instead of the adapter"})
+        "help": "save the UNet/transformer with the LoRA merged in (a diffusers model folder in "
+                "adapter/, as Olive) instead of the adapter"})
     dreambooth: bool = attrs.field(default=False, metadata={
         "help": "DreamBooth: every training image gets instance_prompt as its caption"})
     instance_prompt: str | None = attrs.field(default=None, metadata={

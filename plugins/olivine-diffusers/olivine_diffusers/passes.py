@@ -58,7 +58,6 @@ class SDLoRA(Pass):
     """
 
     name: ClassVar[str] = "SDLoRA"
-    aliases: ClassVar[tuple[str, ...]] = ("sd_lora",)
     Config: ClassVar[type] = SDLoRAConfig
     accepts: ClassVar[tuple[str, ...]] = ("diffusers",)
     produces: ClassVar[str] = "adapter"
