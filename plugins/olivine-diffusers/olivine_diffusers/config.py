@@ -69,7 +69,8 @@ class DiffusionTrainingArguments:
     max_grad_norm: float = attrs.field(default=1.0, validator=_positive, metadata={
         "help": "gradient clipping norm (default 1.0)"})
     checkpointing_steps: int = attrs.field(default=500, validator=_at_least_one, metadata={
-        "help": "steps between training-state checkpoints in the step's state folder (default 500)"})
+        "help": "steps between training-state checkpoints in the step's state folder (default "
+                "500); a killed or failed run of the same step resumes from the last one"})
     logging_steps: int = attrs.field(default=10, validator=_at_least_one, metadata={
         "help": "steps between loss log lines (default 10); every step's loss is recorded in "
                 "olivine_training.json"})

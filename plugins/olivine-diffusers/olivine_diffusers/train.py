@@ -177,14 +177,19 @@ def train_lora(model_path: str, variant: str, config: SDLoRAConfig, dataset: Ima
     autocast = torch.autocast(device.type, dtype=dtype, enabled=args.mixed_precision != "no"
                               or variant == "flux")
     accum = args.gradient_accumulation_steps
-    losses: list[float] = []
-    class_cursor = [0]
-    step, epoch, started = 0, 0, time.perf_counter()
+    ckpt = Path(context.state_dir) / CHECKPOINT if context.state_dir else None
+    state = _resume(ckpt, params, optimizer, scheduler, context)
+    losses: list[float] = state["losses"]
+    class_cursor = [state["class_cursor"]]
+    step, epoch, started = state["step"], state["epoch"], time.perf_counter()
     parts.denoiser.train()
     while step < args.max_train_steps:
-        batches = bucket_batches(dataset, args.train_batch_size, args.seed, epoch)
+        batches = state.pop("batches", None) or bucket_batches(dataset, args.train_batch_size,
+                                                               args.seed, epoch)
         window: list[float] = []
         for k, indices in enumerate(batches):
+            if k < state.get("next_batch", 0):
+                continue
             batch = collate(dataset, indices, config, class_images, class_cursor)
             with autocast:
                 loss = step_fn.loss(batch)
@@ -205,6 +210,11 @@ def train_lora(model_path: str, variant: str, config: SDLoRAConfig, dataset: Ima
                                     scheduler.get_last_lr()[0])
             if step >= args.max_train_steps:
                 break
+            if ckpt is not None and step % args.checkpointing_steps == 0:
+                _checkpoint(ckpt, params, optimizer, scheduler, {
+                    "step": step, "epoch": epoch, "next_batch": k + 1, "batches": batches,
+                    "losses": losses, "class_cursor": class_cursor[0]})
+        state.pop("next_batch", None)
         epoch += 1
     seconds = time.perf_counter() - started
     parts.denoiser.eval()
@@ -223,6 +233,48 @@ def train_lora(model_path: str, variant: str, config: SDLoRAConfig, dataset: Ima
               "target_modules": config.targets(variant), "merged": config.merge_lora}
     (context.work_dir / "olivine_training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+#: the training state file in the step's state folder (a killed run resumes from it)
+CHECKPOINT = "sd_lora_checkpoint.pt"
+
+
+def _checkpoint(path: Path, params: list[Any], optimizer: Any, scheduler: Any,
+                state: dict[str, Any]) -> None:
+    """Save the LoRA weights, optimizer, schedule, RNG and loop position (atomically)."""
+    import torch
+
+    data = {**state, "lora": [p.detach().clone() for p in params],
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(path)
+
+
+def _resume(path: Path | None, params: list[Any], optimizer: Any, scheduler: Any,
+            context: PassContext) -> dict[str, Any]:
+    """The loop state to start from: a checkpoint's (weights, optimizer, RNG restored) or zero."""
+    import torch
+
+    fresh: dict[str, Any] = {"step": 0, "epoch": 0, "losses": [], "class_cursor": 0}
+    if path is None or not path.is_file():
+        return fresh
+    data = torch.load(path, weights_only=False)
+    if len(data["lora"]) != len(params) or any(
+            a.shape != b.shape for a, b in zip(data["lora"], params, strict=True)):
+        context.logger.warning("checkpoint %s does not fit this LoRA; starting over", path)
+        return fresh
+    with torch.no_grad():
+        for p, saved in zip(params, data["lora"], strict=True):
+            p.copy_(saved)
+    optimizer.load_state_dict(data["optimizer"])
+    scheduler.load_state_dict(data["scheduler"])
+    torch.set_rng_state(data["rng"])
+    context.logger.info("resuming from step %d (%s)", data["step"], path)
+    return {k: data[k] for k in ("step", "epoch", "next_batch", "batches", "losses",
+                                 "class_cursor")}
 
 
 def _probe_batches(dataset: ImageFolder, config: SDLoRAConfig, class_images: list[str]
