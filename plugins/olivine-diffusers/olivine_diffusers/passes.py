@@ -18,6 +18,10 @@ def resolve_variant(model: DiffusersModel, config: SDLoRAConfig) -> str:
     variant = config.model_variant if config.model_variant != "auto" else model.detected_variant()
     if variant is None and not model.is_local():
         variant = _hub_variant(model.path)
+    if variant is None and not model.is_local():
+        raise UsageError(f"model_variant: cannot read the configs of hub model {model.path!r} "
+                         "(offline, or not a diffusers pipeline); download it to a folder, or "
+                         "set model_variant to sd, sdxl or flux")
     if variant is None:
         raise UsageError(f"model_variant: cannot detect the variant of {model.path!r} (no "
                          "transformer/ or unet/ config.json); set model_variant to sd, sdxl or "
