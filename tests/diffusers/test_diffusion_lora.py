@@ -3,6 +3,8 @@ diffusers and changes what the pipeline draws; without it the base comes back ex
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -42,8 +44,20 @@ def trained(sd15: Path, shapes: Path, tmp_path_factory: pytest.TempPathFactory) 
     from olivine.cli import main
 
     tmp = tmp_path_factory.mktemp("sd15-run")
-    assert main(train_args(sd15, shapes, tmp)) == 0
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(train_args(sd15, shapes, tmp)) == 0
+    (tmp / "stderr.txt").write_text(err.getvalue())
+    (tmp / "stdout.txt").write_text(out.getvalue())
     return tmp / "out"
+
+
+def test_progress_and_summary_are_shown(trained: Path) -> None:
+    err = (trained.parent / "stderr.txt").read_text()
+    out = (trained.parent / "stdout.txt").read_text()
+    assert "sd_lora: " in err and "% loss " in err and "100% loss" in err
+    assert "trained 20 steps on 4 images" in out and "fixed-noise loss" in out
+    assert f"adapter: {trained / 'adapter'}" in out
 
 
 def test_adapter_is_written_as_olive_writes_it(trained: Path) -> None:
