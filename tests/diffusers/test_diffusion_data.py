@@ -70,3 +70,22 @@ def test_captions_batches_and_untouched_sources(sized: Path) -> None:
     assert tuple(pixels.shape) == (3, 448, 576)  # 640x480 -> its bucket, in memory
     assert float(pixels.min()) >= -1.0 and float(pixels.max()) <= 1.0
     assert {p.name: p.read_bytes() for p in sized.glob("*.png")} == before
+
+
+def test_resized_copies_go_to_output_dir(sized: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from olivine_diffusers.data import image_folder_dataset, image_lora_preprocess
+
+    out = tmp_path / "resized"
+    data = image_lora_preprocess(image_folder_dataset(str(sized)), output_dir=str(out),
+                                 steps={"image_resizing": {"target_resolution": 64,
+                                                           "resize_mode": "contain"}})
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == sorted(p.name for p in sized.glob("*.png"))  # Olive's: the source names
+    assert {Path(i["image_path"]).parent for i in data.items} == {out}
+    assert all(Image.open(p).size == (64, 64) for p in out.glob("*.png"))
+    # contain mode pads with Olive's white; no crop, so SDXL's crop coordinates are (0, 0)
+    assert all(a["crops_coords_top_left"] == (0, 0) for a in data.bucket_assignments.values())
+    wide = Image.open(out / "s2.png").convert("RGB")  # 1000x300 in a 64x64 square
+    assert wide.getpixel((32, 0)) == (255, 255, 255)

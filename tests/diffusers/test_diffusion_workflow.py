@@ -72,7 +72,8 @@ def test_dreambooth_with_prior_preservation(cli: Cli, sd15: Path, shapes: Path,
     assert code == 0, err
     assert sorted(p.name for p in classes.glob("*.png")) == ["class_0001.png", "class_0002.png",
                                                            "given.png"]
-    assert sorted(p.name for p in resized.glob("*.png")) == [f"{i:06d}.png" for i in range(4)]
+    # image_resizing keeps the source names in output_dir, as Olive's does
+    assert sorted(p.name for p in resized.glob("*.png")) == [f"img{i}.png" for i in range(4)]
     assert all(Image.open(p).size == (32, 32) for p in resized.glob("*.png"))
     assert all(Image.open(p).size == (32, 32) for p in shapes.glob("*.png"))  # sources untouched
     rec = json.loads((tmp_path / "out" / "olivine_training.json").read_text())

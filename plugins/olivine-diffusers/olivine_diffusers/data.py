@@ -293,8 +293,10 @@ def _check_choices(resize_mode: str, resample_mode: str, crop_position: str, ste
 
 
 def _assign(dataset: ImageFolder, choose: Any, how: dict[str, Any], output_dir: str | None,
-            overwrite: bool, resize_images: bool = True) -> None:
-    """Give every image (and class image) its bucket; write resized copies to ``output_dir``."""
+            overwrite: bool, resize_images: bool = True, by_name: bool = False) -> None:
+    """Give every image (and class image) its bucket; write resized copies to ``output_dir``
+    (named by index as Olive's bucketing does, or ``by_name`` keeping the source's file name as
+    Olive's image_resizing does; a name met twice gets its index in front)."""
     from PIL import Image
 
     out = Path(output_dir).expanduser() if output_dir and resize_images else None
@@ -321,9 +323,15 @@ def _assign(dataset: ImageFolder, choose: Any, how: dict[str, Any], output_dir: 
                               "crops_coords_top_left": crop, "resize": how}
         return final
 
+    used: set[str] = set()
     for i, item in enumerate(dataset.items):
+        source = Path(item["image_path"])
+        name = source.name if by_name else f"{i:06d}{source.suffix}"
+        if name in used:
+            name = f"{i:06d}_{source.name}"
+        used.add(name)
         try:
-            item["image_path"] = one(item["image_path"], f"{i:06d}{Path(item['image_path']).suffix}")
+            item["image_path"] = one(item["image_path"], name)
         except OSError as exc:
             raise UsageError(f"image {item['image_path']!r} cannot be read: {exc}") from None
     classes = []
@@ -369,7 +377,7 @@ def image_resizing(dataset: ImageFolder, target_resolution: int = 512, resize_mo
     how = {"resize_mode": resize_mode, "resample_mode": resample_mode,
            "crop_position": crop_position, "fill_color": list(fill_color)}
     size = (target_resolution, target_resolution)
-    _assign(dataset, lambda w, h: size, how, output_dir, overwrite)
+    _assign(dataset, lambda w, h: size, how, output_dir, overwrite, by_name=True)
     return dataset
 
 
