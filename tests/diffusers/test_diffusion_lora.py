@@ -96,6 +96,39 @@ def test_adapter_changes_the_pipeline_and_unloading_restores_it(sd15: Path, trai
     record_quality("diffusion-lora adapter changes the image", change=change)
 
 
+#: Olive 0.13 as the oracle: olive-ai 0.13.0's SDLoRA (with diffusers 0.42.1, peft 0.21.2,
+#: accelerate 1.15.0, torch 2.13.0 CPU) run as a workflow on the pipeline sd15_pipeline(seed 0)
+#: builds, the same four images (image_resizing to 32) and the training_args of train_args()
+#: (20 steps, learning rate 1e-2, accumulation 1, mixed precision no, seed 0). Fingerprints:
+#: sha256 over sorted tensor names and bytes, first 16 hex digits.
+OLIVE_PIPELINE = "fed653f087402646"
+OLIVE_ADAPTER = "0b683502064a36d8"
+
+
+def fingerprint(files: list[Path]) -> str:
+    """The fingerprint of the tensors in ``files``."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    digest = hashlib.sha256()
+    for f in files:
+        tensors = load_file(str(f))
+        for key in sorted(tensors):
+            digest.update(key.encode())
+            digest.update(tensors[key].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def test_adapter_equals_olives(sd15: Path, trained: Path) -> None:
+    """Same seed, same data, same options: bit for bit the adapter Olive 0.13 trains."""
+    if fingerprint(sorted(sd15.glob("*/*.safetensors"))) != OLIVE_PIPELINE:
+        pytest.skip("this torch/diffusers builds another tiny pipeline than the one Olive was "
+                    "run on")
+    assert fingerprint([trained / "adapter" / "pytorch_lora_weights.safetensors"]) == \
+        OLIVE_ADAPTER
+
+
 def test_loss_goes_down(trained: Path) -> None:
     rec = json.loads((trained / "olivine_training.json").read_text())
     assert rec["steps"] == 20 and len(rec["losses"]) == 20 and rec["epochs"] == 5

@@ -186,6 +186,10 @@ def train_lora(model_path: str, variant: str, config: SDLoRAConfig, dataset: Ima
     while step < args.max_train_steps:
         batches = state.pop("batches", None) or bucket_batches(dataset, args.train_batch_size,
                                                                args.seed, epoch)
+        if not state.get("next_batch"):
+            # a torch DataLoader draws its workers' base seed from the global RNG as each epoch
+            # starts; drawing it too keeps a seeded run's noise equal to Olive's
+            torch.empty((), dtype=torch.int64).random_()
         window: list[float] = []
         for k, indices in enumerate(batches):
             if k < state.get("next_batch", 0):
