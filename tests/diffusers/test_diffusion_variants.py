@@ -108,7 +108,7 @@ def test_flux_trains_and_loads(cli: Cli, flux: Path, shapes: Path, tmp_path: Pat
     pipe.load_lora_weights(str(out / "adapter"))
     change = float(np.abs(_image(pipe, max_sequence_length=32) - base).max())
     pipe.unload_lora_weights()
-    # measured: max pixel change 0.031 (training seed 0, 8 steps at 1e-2, bf16); unloading
+    # measured: max pixel change 0.031-0.042 (training seed 0, 8 steps at 1e-2, bf16); unloading
     # gives the base back exactly
     assert change > 5e-3, change
     assert np.array_equal(_image(pipe, max_sequence_length=32), base)
