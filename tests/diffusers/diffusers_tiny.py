@@ -149,3 +149,19 @@ def shapes_folder(folder: Path, count: int = 4, size: tuple[int, int] = (32, 32)
         if caption is not None:
             (folder / f"img{i}.txt").write_text(caption)
     return folder
+
+
+def fingerprint(files: list[Path]) -> str:
+    """sha256 over the sorted tensor names and bytes of the safetensors ``files`` (16 hex digits):
+    how the tests compare adapters with the ones Olive 0.13 trained."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    digest = hashlib.sha256()
+    for f in files:
+        tensors = load_file(str(f))
+        for key in sorted(tensors):
+            digest.update(key.encode())
+            digest.update(tensors[key].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

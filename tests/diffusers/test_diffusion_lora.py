@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from diffusers_tiny import fingerprint
 
 from olivine_testutil import record_quality
 
@@ -103,21 +104,6 @@ def test_adapter_changes_the_pipeline_and_unloading_restores_it(sd15: Path, trai
 #: sha256 over sorted tensor names and bytes, first 16 hex digits.
 OLIVE_PIPELINE = "fed653f087402646"
 OLIVE_ADAPTER = "0b683502064a36d8"
-
-
-def fingerprint(files: list[Path]) -> str:
-    """The fingerprint of the tensors in ``files``."""
-    import hashlib
-
-    from safetensors.torch import load_file
-
-    digest = hashlib.sha256()
-    for f in files:
-        tensors = load_file(str(f))
-        for key in sorted(tensors):
-            digest.update(key.encode())
-            digest.update(tensors[key].contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def test_adapter_equals_olives(sd15: Path, trained: Path) -> None:

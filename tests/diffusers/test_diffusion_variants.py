@@ -10,8 +10,24 @@ from typing import Any
 
 import numpy as np
 import pytest
+from diffusers_tiny import fingerprint
 
 Cli = Callable[..., tuple[int, str, str]]
+
+#: Olive 0.13 as the oracle (olive-ai 0.13.0, diffusers 0.42.1, peft 0.21.2, accelerate 1.15.0,
+#: torch 2.13.0 CPU): SDLoRA run as a workflow on the pipelines sdxl_pipeline / flux_pipeline
+#: (seed 0) build, the four shapes images (image_resizing to 32) and _train's options (8 steps,
+#: learning rate 1e-2, accumulation 1, seed 0, Olive's default bf16). Pipeline and adapter
+#: fingerprints (diffusers_tiny.fingerprint).
+OLIVE = {"sdxl": ("b113458e6c20bd2a", "ff04b48f9a2d6c82"),
+         "flux": ("adcaf7660b8adc3e", "0cdd890b18769323")}
+
+
+def _check_olive(variant: str, model: Path, out: Path) -> None:
+    """Bit for bit Olive's adapter, when this environment builds the pipeline Olive ran on."""
+    pipeline, adapter = OLIVE[variant]
+    if fingerprint(sorted(model.glob("*/*.safetensors"))) == pipeline:
+        assert fingerprint([out / "adapter" / "pytorch_lora_weights.safetensors"]) == adapter
 
 
 def _dry_run(cli: Cli, model: Path, images: Path, tmp: Path, *extra: str) -> dict[str, Any]:
@@ -76,6 +92,7 @@ def test_sdxl_trains_in_bf16_and_loads(cli: Cli, sdxl: Path, shapes: Path, tmp_p
     out = _train(cli, sdxl, shapes, tmp_path)
     rec = json.loads((out / "olivine_training.json").read_text())
     assert rec["variant"] == "sdxl" and rec["weight_dtype"] == "bfloat16"
+    _check_olive("sdxl", sdxl, out)
     torch.set_num_threads(1)
     pipe = StableDiffusionXLPipeline.from_pretrained(str(sdxl))
     pipe.set_progress_bar_config(disable=True)
@@ -98,6 +115,7 @@ def test_flux_trains_and_loads(cli: Cli, flux: Path, shapes: Path, tmp_path: Pat
     out = _train(cli, flux, shapes, tmp_path)
     rec = json.loads((out / "olivine_training.json").read_text())
     assert rec["variant"] == "flux" and rec["weight_dtype"] == "bfloat16"
+    _check_olive("flux", flux, out)
     keys = load_file(str(out / "adapter" / "pytorch_lora_weights.safetensors"))
     assert keys and all(k.startswith("transformer.") for k in keys)
     assert any(".add_q_proj." in k for k in keys) and any(".to_add_out." in k for k in keys)

@@ -79,9 +79,14 @@ class DenoiseStep:
         import torch
 
         scheduler = self.parts.scheduler
-        noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                  generator=generator, device="cpu").long().to(self.device)
+        steps = scheduler.config.num_train_timesteps
+        if generator is None:  # Olive's draws: in the latents' dtype, on their device
+            noise = torch.randn_like(latents)
+            timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
+        else:
+            noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)
+            timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator,
+                                      device="cpu").long().to(self.device)
         noisy = scheduler.add_noise(latents, noise, timesteps).to(self.dtype)
         with torch.no_grad():
             if self.variant == "sdxl":
@@ -113,8 +118,12 @@ class DenoiseStep:
         b, c, h, w = latents.shape
         packed = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
         packed = packed.reshape(b, (h // 2) * (w // 2), c * 4)
-        noise = torch.randn(packed.shape, generator=generator, device="cpu").to(packed)
-        u = torch.rand(b, generator=generator, device="cpu").to(self.device, dtype=self.dtype)
+        if generator is None:  # Olive's draws: in the latents' dtype, on their device
+            noise = torch.randn_like(packed)
+            u = torch.rand(b, device=packed.device, dtype=self.dtype)
+        else:
+            noise = torch.randn(packed.shape, generator=generator, device="cpu").to(packed)
+            u = torch.rand(b, generator=generator, device="cpu").to(self.device, dtype=self.dtype)
         timesteps = u * 1000
         sigmas = (timesteps / 1000.0).to(packed.dtype).view(b, 1, 1)
         noisy = sigmas * noise + (1.0 - sigmas) * packed
