@@ -55,6 +55,8 @@ _EXPORTS = {
     "AdapterModel": "olivine.models",
     "CompositeModel": "olivine.models",
     "handle_from_dict": "olivine.models",
+    "freeze_mapping": "olivine.models",
+    "HUB_ID": "olivine.config.inputmodel",
     "external_data_locations": "olivine.onnxfile",
     # accelerators
     "Accelerator": "olivine.accelerator",
@@ -89,6 +91,7 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_PROVIDER",
     "EXECUTION_PROVIDERS",
+    "HUB_ID",
     "PROVIDER_SHORT_NAMES",
     "PUBLIC_MODULES",
     "Accelerator",
@@ -129,6 +132,7 @@ __all__ = [
     "component_problem",
     "did_you_mean",
     "external_data_locations",
+    "freeze_mapping",
     "get_plugin_host",
     "handle_from_dict",
     "hookimpl",
@@ -146,6 +150,7 @@ if TYPE_CHECKING:
     from olivine.accelerator import DEFAULT_PROVIDER, EXECUTION_PROVIDERS, PROVIDER_SHORT_NAMES, Accelerator
     from olivine.api import run, validate
     from olivine.cache import Cache
+    from olivine.config.inputmodel import HUB_ID
     from olivine.engine import RunResult
     from olivine.errors import ConfigError, OlivineError, PassError, PluginError, UsageError, did_you_mean
     from olivine.evaluation import EvalContext, Evaluator, MetricConfig, SubMetric
@@ -157,6 +162,7 @@ if TYPE_CHECKING:
         ModelHandle,
         OnnxModel,
         PyTorchModel,
+        freeze_mapping,
         handle_from_dict,
     )
     from olivine.onnxfile import external_data_locations

@@ -43,6 +43,15 @@ def _freeze(value: Any) -> Any:
     return tuple(tuple(p) if isinstance(p, list) else p for p in value)
 
 
+def freeze_mapping(value: Any) -> tuple[tuple[str, Any], ...]:
+    """The converter of a handle's mapping fields: sorted ``(key, value)`` pairs, nested read-only.
+
+    A plugin's model kind uses it for fields that hold options
+    (``attrs.field(default=(), converter=olivine.freeze_mapping)``), so handles stay hashable.
+    """
+    return _freeze(value)  # type: ignore[no-any-return]
+
+
 @attrs.frozen
 class ModelHandle:
     """Base of every model handle."""

@@ -25,6 +25,9 @@ from olivine_openvino.passes import (
     OpenVINOWeightCompression,
 )
 
+#: the host API versions this plugin works with (checked when the host loads it)
+olivine_api = ">=1.1,<2"
+
 __version__ = "0.1.0"
 
 
