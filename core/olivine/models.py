@@ -49,7 +49,7 @@ def freeze_mapping(value: Any) -> tuple[tuple[str, Any], ...]:
     A plugin's model kind uses it for fields that hold options
     (``attrs.field(default=(), converter=olivine.freeze_mapping)``), so handles stay hashable.
     """
-    return _freeze(value)  # type: ignore[no-any-return]
+    return _freeze(value)
 
 
 @attrs.frozen
