@@ -43,16 +43,13 @@ STEPS, BATCH, LR = 300, 16, 5e-3
 #: name -> ModelBuilder pass options (precision int4). "olive" is Olive 0.13's auto-opt.
 OPTIONS: dict[str, dict[str, Any]] = {
     "b32 (builder default)": {},
-    "b64": {"int4_block_size": 64},
     "b128": {"int4_block_size": 128},
-    "b128 asym": {"int4_block_size": 128, "int4_is_symmetric": False},
     "b32 rtn_last": {"int4_algo": "rtn_last"},
     "b64 rtn_last": {"int4_block_size": 64, "int4_algo": "rtn_last"},
     "b128 rtn_last": {"int4_block_size": 128, "int4_algo": "rtn_last"},
     "b128 asym rtn_last": {"int4_block_size": 128, "int4_algo": "rtn_last", "int4_is_symmetric": False},
     "b128 k_quant_last": {"int4_block_size": 128, "int4_algo": "k_quant_last"},
-    "b64 k_quant_last": {"int4_block_size": 64, "int4_algo": "k_quant_last"},
-    "b128 rtn_last acc1": {"int4_block_size": 128, "int4_algo": "rtn_last", "int4_accuracy_level": 1},
+    "b128 k_quant_mixed": {"int4_block_size": 128, "int4_algo": "k_quant_mixed"},
 }
 
 
@@ -181,18 +178,18 @@ def size_mb(folder: Path) -> float:
 
 
 def build_olivine(model: Path, out: Path, options: dict[str, Any]) -> Path:
-    """int4 through olivine's ModelBuilder pass (a workflow run, as auto-opt runs it)."""
+    """int4 through the ModelBuilder pass's builder call, in this process (as the pass calls it:
+    its options through ModelBuilderConfig and builder_options)."""
     if (out / "model.onnx").is_file():
         return out
-    import olivine
+    from olivine_modelbuilder.build import build_model
+    from olivine_modelbuilder.config import ModelBuilderConfig, builder_options
 
-    result = olivine.run({
-        "input_model": {"type": "HfModel", "model_path": str(model)},
-        "passes": {"mb": {"type": "ModelBuilder", "precision": "int4", **options}},
-        "output_dir": str(out.with_name(out.name + ".run")), "cache_dir": str(out.parent / "cache"),
-        "log_severity_level": 4})
-    shutil.copytree(result.output_model.path, out)
-    shutil.rmtree(out.with_name(out.name + ".run"), ignore_errors=True)
+    config = ModelBuilderConfig(precision="int4", **options)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_model(str(model), tmp, precision="int4", provider="cpu", options=builder_options(config))
+    tmp.rename(out)
     return out
 
 

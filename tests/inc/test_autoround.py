@@ -21,10 +21,10 @@ pytest.importorskip("neural_compressor.torch.quantization",
 pytest.importorskip("auto_round", reason="auto-round is not installed (tox -e inc-torch)")
 pytest.importorskip("olivine_modelbuilder", reason="the ModelBuilder pass is not installed")
 
-import wq_tiny as tiny  # noqa: E402  (tests/weightquant, put on sys.path by conftest)
+import wq_tiny as tiny
 
-import olivine  # noqa: E402
-from olivine_testutil import record_quality  # noqa: E402
+import olivine
+from olivine_testutil import record_quality
 
 # Measured (seed 0, this machine, 1 thread): see the module's printout and the README table.
 # AutoRound's KL / RTN's at block 128 sym: BOUND leaves margin above the measured ratio.
@@ -37,10 +37,14 @@ WEIGHTS = {"bits": 4, "group_size": 128, "sym": True}
 SCORES: dict[str, tuple[float, float]] = {}
 
 
-def _workflow(model: Path, root: Path, name: str, quantize: dict[str, Any] | None) -> dict[str, Any]:
+def _workflow(model: Path, root: Path, name: str, quantize: dict[str, Any] | None,
+              head: bool = False) -> dict[str, Any]:
     passes: dict[str, Any] = {}
     if quantize is not None:
         passes["quantize"] = quantize
+    if head:  # the (tied) LM head in 8 bits, as Olive's recipes chain it: the builder would
+        # otherwise round it (and the tied embedding) to 4 bits, the same for every variant
+        passes["head"] = {"type": "Rtn", "bits": 8, "lm_head": True}
     passes["mb"] = {"type": "ModelBuilder", "precision": "int4",
                     "int4_block_size": 128}
     return {"input_model": {"type": "HfModel", "model_path": str(model)}, "passes": passes,
@@ -61,13 +65,13 @@ def scored(tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     reference = tiny.log_probs(float_model, windows)
     calib = {"data_files": [str(tiny_model.calibration)], **CALIB}
     variants = {
-        "rtn": {"type": "Rtn", **WEIGHTS},
+        "rtn": {"type": "Rtn", **WEIGHTS, "lm_head": True, "lm_head_bits": 8},
         "gptq": {"type": "Gptq", **WEIGHTS, **calib},
         "autoround": {"type": "IncAutoRound", **WEIGHTS, **calib, "iters": 100},
     }
     out: dict[str, Any] = {"outputs": {}}
     for name, quantize in variants.items():
-        result = olivine.run(_workflow(tiny_model.path, root, name, quantize))
+        result = olivine.run(_workflow(tiny_model.path, root, name, quantize, head=name != "rtn"))
         folder = Path(result.output_model.path)
         out["outputs"][name] = (folder, result)
         SCORES[name] = tiny.kl_and_perplexity(reference, tiny.ort_log_probs(folder, windows),
@@ -99,10 +103,10 @@ def test_autoround_checkpoint_is_read_by_model_builder(scored: dict[str, Any], t
 
     folder, result = scored["outputs"]["autoround"]
     steps = {s["name"]: s for s in result.report["steps"]}
-    checkpoint = Path(steps["quantize"]["output_model"]["path"])
-    config = hf_checkpoint.read_config(checkpoint)
-    assert config["quantization_config"]["quant_method"] == "gptq"
-    assert config["quantization_config"]["bits"] == 4
+    written = hf_checkpoint.read_config(Path(steps["quantize"]["output_model"]["path"]))
+    assert written["quantization_config"]["quant_method"] == "gptq"
+    assert written["quantization_config"]["bits"] == 4
+    checkpoint = Path(steps["head"]["output_model"]["path"])  # + the 8-bit LM head
     tok = tiny_model.tokenizer()
     held = tiny_model.heldout_text()
     torch_ppl = tiny.perplexity(hf_checkpoint.load_dequantized(checkpoint), tok, held, limit=48)
@@ -122,9 +126,9 @@ def test_autoround_generates_in_onnxruntime_genai(scored: dict[str, Any], tiny_m
     model = og.Model(str(folder))
     tokenizer = og.Tokenizer(model)
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=48, do_sample=False)
-    generator = og.Generator(model, params)
     prompt = tokenizer.encode(tiny_model.heldout_text()[:120])
+    params.set_search_options(max_length=len(prompt) + 16, do_sample=False)
+    generator = og.Generator(model, params)
     generator.append_tokens(prompt)
     while not generator.is_done():
         generator.generate_next_token()

@@ -19,6 +19,19 @@ from olivine.accelerator import DEFAULT_PROVIDER, EXECUTION_PROVIDERS, PROVIDER_
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
+#: The ModelBuilder options ``auto-opt --precision int4`` writes into its workflow for the CPU
+#: provider: a departure from Olive, whose auto-opt leaves them at the builder's defaults (block
+#: 32, symmetric, every MatMul 4-bit). Chosen from the table in docs/design.md ("int4 default")
+#: and benchmarks/int4_default_bench.py. The ModelBuilder pass itself keeps Olive's defaults.
+INT4_CPU_DEFAULTS: dict[str, Any] = {"int4_block_size": 128, "int4_algo": "rtn_last"}
+
+
+def default_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ModelBuilder options auto-opt chooses for the flags (see :data:`INT4_CPU_DEFAULTS`)."""
+    if args.precision == "int4" and provider_of(args) == "CPUExecutionProvider":
+        return dict(INT4_CPU_DEFAULTS)
+    return {}
+
 
 def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], output: str) -> None:
     from olivine.cli import add_log_level
@@ -110,7 +123,7 @@ def preflight(args: argparse.Namespace) -> str:
 
     provider = provider_of(args)
     accelerator = Accelerator(args.device, provider)
-    config = ModelBuilderConfig(precision=args.precision)
+    config = ModelBuilderConfig(precision=args.precision, **default_options(args))
     problems = check_config(config, accelerator)
     if problems:
         short = PROVIDER_SHORT_NAMES.get(provider, provider)
@@ -142,7 +155,7 @@ def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bo
 def cmd_auto_opt(args: argparse.Namespace) -> int:
     """``olivine auto-opt``: convert and quantize a Hugging Face LLM for onnxruntime-genai."""
     model_path = preflight(args)
-    return run_workflow(args, build_workflow(args, model_path))
+    return run_workflow(args, build_workflow(args, model_path, default_options(args)))
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
