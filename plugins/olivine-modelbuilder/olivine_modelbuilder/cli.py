@@ -21,16 +21,24 @@ FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
 #: The ModelBuilder options ``auto-opt --precision int4`` writes into its workflow for the CPU
 #: provider: a departure from Olive, whose auto-opt leaves them at the builder's defaults (block
-#: 32, symmetric, every MatMul 4-bit). Chosen from the table in docs/design.md ("int4 default")
-#: and benchmarks/int4_default_bench.py. The ModelBuilder pass itself keeps Olive's defaults.
+#: 32, symmetric, every MatMul 4-bit). The LM head (and a tied embedding table with it) is
+#: 8-bit, the rest 4-bit in blocks of 128 (64 or 32 where the layer widths are not multiples of
+#: 128). Chosen from the table in docs/design.md ("auto-opt's int4 default") made by
+#: benchmarks/int4_default_bench.py. The ModelBuilder pass itself keeps Olive's defaults.
 INT4_CPU_DEFAULTS: dict[str, Any] = {"int4_block_size": 128, "int4_algo": "rtn_last"}
 
 
-def default_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ModelBuilder options auto-opt chooses for the flags (see :data:`INT4_CPU_DEFAULTS`)."""
-    if args.precision == "int4" and provider_of(args) == "CPUExecutionProvider":
-        return dict(INT4_CPU_DEFAULTS)
-    return {}
+def default_options(args: argparse.Namespace, widths: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The ModelBuilder options auto-opt chooses for the flags and the model's MatMul input
+    widths (see :data:`INT4_CPU_DEFAULTS`); none but for int4 on the CPU provider."""
+    if args.precision != "int4" or provider_of(args) != "CPUExecutionProvider":
+        return {}
+    options = dict(INT4_CPU_DEFAULTS)
+    block = int(options["int4_block_size"])
+    while block > 32 and any(k % block for k in widths):
+        block //= 2
+    options["int4_block_size"] = block
+    return options
 
 
 def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], output: str) -> None:
@@ -123,7 +131,7 @@ def preflight(args: argparse.Namespace) -> str:
 
     provider = provider_of(args)
     accelerator = Accelerator(args.device, provider)
-    config = ModelBuilderConfig(precision=args.precision, **default_options(args))
+    config = ModelBuilderConfig(precision=args.precision)
     problems = check_config(config, accelerator)
     if problems:
         short = PROVIDER_SHORT_NAMES.get(provider, provider)
@@ -132,6 +140,8 @@ def preflight(args: argparse.Namespace) -> str:
                          f"{reason}")
     check_output_dir(Path(args.output_path).expanduser().resolve())
     info = read_model(args.model)
+    args.builder_options = default_options(args, tuple(info.matmul_input_sizes().values()))
+    config = ModelBuilderConfig(precision=args.precision, **args.builder_options)
     check_buildable(info, precision=args.precision, provider=resolve_provider(config, accelerator)
                     or "cpu", block_size=config.int4_block_size, algo=config.int4_algo,
                     symmetric=config.int4_is_symmetric)
@@ -155,7 +165,7 @@ def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bo
 def cmd_auto_opt(args: argparse.Namespace) -> int:
     """``olivine auto-opt``: convert and quantize a Hugging Face LLM for onnxruntime-genai."""
     model_path = preflight(args)
-    return run_workflow(args, build_workflow(args, model_path, default_options(args)))
+    return run_workflow(args, build_workflow(args, model_path, args.builder_options))
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
