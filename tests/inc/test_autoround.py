@@ -26,9 +26,11 @@ import wq_tiny as tiny
 import olivine
 from olivine_testutil import record_quality
 
-# Measured (seed 0, this machine, 1 thread): see the module's printout and the README table.
-# AutoRound's KL / RTN's at block 128 sym: BOUND leaves margin above the measured ratio.
-AUTOROUND_VS_RTN_KL = 0.9
+# Measured once (training seed 0, one thread, 2-core x86 machine): KL x1e3 in ONNX Runtime, RTN
+# 4.53, GPTQ 1.80, AutoRound (100 iters) 1.15 (float perplexity 22.27: 22.43, 22.32, 22.27).
+# AutoRound's KL / RTN's was 0.25; the bound leaves more than half the way to 1 as margin for
+# other seeds and CPUs (not yet measured by benchmarks/quality_spread.py).
+AUTOROUND_VS_RTN_KL = 0.6
 # |ORT perplexity - torch perplexity of the dequantized checkpoint| / torch's
 EXPORT_PPL = 0.002
 
@@ -115,7 +117,7 @@ def test_autoround_checkpoint_is_read_by_model_builder(scored: dict[str, Any], t
     assert abs(ort_ppl - torch_ppl) / torch_ppl < EXPORT_PPL, (torch_ppl, ort_ppl)
     graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits" and "layers" in n.name]
-    assert len(nbits) >= 4 * 7  # q, k, v, o, gate, up, down in each of 4 layers
+    assert len(nbits) == 4 * 5  # qkv (packed), o, gate, up, down in each of 4 layers
     assert all({a.name: a.i for a in n.attribute}["bits"] == 4 for n in nbits)
 
 
