@@ -223,6 +223,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     for tied in (True, False):
         for seed in args.seeds:
             tag = f"{'tied' if tied else 'untied'}-s{seed}"
+            while args.wait_for_models and not (work / "models" / tag / "config.json").is_file():
+                time.sleep(10)  # another process is training it
             model = train(work / "models" / tag, tied, seed)
             windows = windows_of(model)
             reference = torch_log_probs(model, windows)
@@ -323,10 +325,22 @@ def main() -> None:
                    help="added to Olive's PYTHONPATH (e.g. a folder with onnxruntime-genai 0.14.1)")
     p.add_argument("--only", nargs="*", default=None, help="option names to run (default: all)")
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--table-from", nargs="*", default=None,
+                   help="print the table of saved quality-*.json files (merged) and stop")
+    p.add_argument("--wait-for-models", action="store_true",
+                   help="wait for models another process is training instead of training them")
     p.add_argument("--speed", action="store_true")
     p.add_argument("--speed-options", nargs="*", default=["b32 (builder default)", "b128 rtn_last"])
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
+    if args.table_from:
+        merged: dict[str, dict[str, list[float]]] = {}
+        for file in args.table_from:
+            for key, row in json.loads(Path(file).read_text()).items():
+                for metric, values in row.items():
+                    merged.setdefault(key, {}).setdefault(metric, []).extend(values)
+        print(table(merged))
+        return
     if not args.skip_quality:
         rows = quality(args)
         (Path(args.work) / "quality.json").write_text(json.dumps(rows, indent=1))

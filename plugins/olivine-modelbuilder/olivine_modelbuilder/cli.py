@@ -20,12 +20,15 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
 #: The ModelBuilder options ``auto-opt --precision int4`` writes into its workflow for the CPU
-#: provider: a departure from Olive, whose auto-opt leaves them at the builder's defaults (block
-#: 32, symmetric, every MatMul 4-bit). The LM head (and a tied embedding table with it) is
-#: 8-bit, the rest 4-bit in blocks of 128 (64 or 32 where the layer widths are not multiples of
-#: 128). Chosen from the table in docs/design.md ("auto-opt's int4 default") made by
-#: benchmarks/int4_default_bench.py. The ModelBuilder pass itself keeps Olive's defaults.
-INT4_CPU_DEFAULTS: dict[str, Any] = {"int4_block_size": 128, "int4_algo": "rtn_last"}
+#: provider (Olive's auto-opt leaves them at the builder's defaults: block 32, symmetric, every
+#: MatMul 4-bit); the ModelBuilder pass itself keeps Olive's defaults. Empty for now: the table
+#: in docs/design.md ("auto-opt's int4 default") measured ``{"int4_block_size": 128,
+#: "int4_algo": "rtn_last"}`` (8-bit LM head and tied table) at 0.40-0.54x Olive's logit KL,
+#: but rtn_last goes through the builder's own quantizer, which holds the whole graph in fp32
+#: (4.25 GiB at 0.5B, out of memory at 7B on 24 GB): it becomes the default once
+#: olivine_modelbuilder.lowmem streams RTN with per-node bits. A block size is halved (down to
+#: 32) where the model's layer widths are not multiples of it.
+INT4_CPU_DEFAULTS: dict[str, Any] = {}
 
 
 def default_options(args: argparse.Namespace, widths: tuple[int, ...] = ()) -> dict[str, Any]:
@@ -34,10 +37,11 @@ def default_options(args: argparse.Namespace, widths: tuple[int, ...] = ()) -> d
     if args.precision != "int4" or provider_of(args) != "CPUExecutionProvider":
         return {}
     options = dict(INT4_CPU_DEFAULTS)
-    block = int(options["int4_block_size"])
-    while block > 32 and any(k % block for k in widths):
-        block //= 2
-    options["int4_block_size"] = block
+    if "int4_block_size" in options:
+        block = int(options["int4_block_size"])
+        while block > 32 and any(k % block for k in widths):
+            block //= 2
+        options["int4_block_size"] = block
     return options
 
 
