@@ -23,7 +23,7 @@ FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 #: provider (Olive's auto-opt leaves them at the builder's defaults: block 32, symmetric, every
 #: MatMul 4-bit); the ModelBuilder pass itself keeps Olive's defaults. Empty for now: the table
 #: in docs/design.md ("auto-opt's int4 default") measured ``{"int4_block_size": 128,
-#: "int4_algo": "rtn_last"}`` (8-bit LM head and tied table) at 0.40-0.54x Olive's logit KL,
+#: "int4_algo": "rtn_last"}`` (8-bit LM head and tied table) at 0.40-0.56x Olive's logit KL,
 #: but rtn_last goes through the builder's own quantizer, which holds the whole graph in fp32
 #: (4.25 GiB at 0.5B, out of memory at 7B on 24 GB): it becomes the default once
 #: olivine_modelbuilder.lowmem streams RTN with per-node bits. A block size is halved (down to
