@@ -205,7 +205,8 @@ def build_olive(model: Path, out: Path, olive: str, pythonpath: str | None) -> P
     shutil.rmtree(raw, ignore_errors=True)
     subprocess.run([olive, "auto-opt", "-m", str(model), "--use_model_builder", "--precision",
                     "int4", "--device", "cpu", "--provider", "CPUExecutionProvider", "-o", str(raw)],
-                   env=env, check=True, cwd=str(out.parent),  # Olive writes .olive-cache into cwd stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                   env=env, check=True, cwd=str(out.parent),  # Olive writes .olive-cache there
+                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     found = next(p.parent for p in raw.rglob("genai_config.json"))
     shutil.copytree(found, out)
     shutil.rmtree(raw, ignore_errors=True)
