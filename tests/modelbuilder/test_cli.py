@@ -59,6 +59,7 @@ def test_saved_config_reruns_from_the_cache(int4_output: tuple[Path, int, str, s
     out, code, _, _ = int4_output
     assert code == 0
     saved = json.loads((out / "config.json").read_text())
+    # auto-opt's int4 CPU defaults (olivine_modelbuilder.cli.INT4_CPU_DEFAULTS; none for now)
     assert saved["passes"] == {"builder": {"type": "ModelBuilder", "precision": "int4"}}
     assert saved["systems"]["local_system"]["accelerators"] == [
         {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]
@@ -87,6 +88,10 @@ def test_dry_run_prints_the_workflow_and_runs_nothing(cli: Any, trained_model: P
     assert code == 0 and "olivine run --config" in err
     assert json.loads((tmp_path / "wf.json").read_text())["passes"]["builder"]["precision"] == \
         "fp32"
+    code, stdout, _ = cli("auto-opt", "-m", str(trained_model), "-o", str(tmp_path / "out"),
+                          "--precision", "int4", "--dry_run")
+    assert code == 0
+    assert json.loads(stdout)["passes"]["builder"] == {"type": "ModelBuilder", "precision": "int4"}
 
 
 def test_generate_streams_and_reports_speed(int4_output: tuple[Path, int, str, str],

@@ -3,6 +3,9 @@
 ``IncQuantization``, ``IncDynamicQuantization`` and ``IncStaticQuantization`` with Olive's
 options, run by ``onnx-neural-compressor`` (the package INC 3.x moved its ONNX Runtime
 quantizer to). Importing this package is cheap: the quantizer is imported when a pass runs.
+
+``IncAutoRound`` runs INC's AutoRound weight-only algorithm through ``neural_compressor.torch``
+on a Hugging Face model and writes a GPTQ checkpoint for ``ModelBuilder`` (extra ``[torch]``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import olivine
+from olivine_inc.autoround import IncAutoRound
 from olivine_inc.options import (
     IncDynamicQuantization,
     IncQuantization,
@@ -20,12 +24,13 @@ from olivine_inc.options import (
 olivine_api = ">=1.1,<2"
 
 __version__ = "0.1.0"
-__all__ = ["IncDynamicQuantization", "IncQuantization", "IncStaticQuantization"]
+__all__ = ["IncAutoRound", "IncDynamicQuantization", "IncQuantization", "IncStaticQuantization"]
 
 
 @olivine.hookimpl
 def register_passes(register: Any) -> None:
-    """Register the three INC quantization passes."""
+    """Register the three INC ONNX quantization passes and IncAutoRound."""
     register(IncQuantization)
     register(IncDynamicQuantization)
     register(IncStaticQuantization)
+    register(IncAutoRound)

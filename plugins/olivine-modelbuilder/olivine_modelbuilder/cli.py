@@ -19,6 +19,31 @@ from olivine import DEFAULT_PROVIDER, EXECUTION_PROVIDERS, PROVIDER_SHORT_NAMES
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
+#: The ModelBuilder options ``auto-opt --precision int4`` writes into its workflow for the CPU
+#: provider (Olive's auto-opt leaves them at the builder's defaults: block 32, symmetric, every
+#: MatMul 4-bit); the ModelBuilder pass itself keeps Olive's defaults. Empty for now: the table
+#: in docs/design.md ("auto-opt's int4 default") measured ``{"int4_block_size": 128,
+#: "int4_algo": "rtn_last"}`` (8-bit LM head and tied table) at 0.40-0.56x Olive's logit KL,
+#: but rtn_last goes through the builder's own quantizer, which holds the whole graph in fp32
+#: (4.25 GiB at 0.5B, out of memory at 7B on 24 GB): it becomes the default once
+#: olivine_modelbuilder.lowmem streams RTN with per-node bits. A block size is halved (down to
+#: 32) where the model's layer widths are not multiples of it.
+INT4_CPU_DEFAULTS: dict[str, Any] = {}
+
+
+def default_options(args: argparse.Namespace, widths: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The ModelBuilder options auto-opt chooses for the flags and the model's MatMul input
+    widths (see :data:`INT4_CPU_DEFAULTS`); none but for int4 on the CPU provider."""
+    if args.precision != "int4" or provider_of(args) != "CPUExecutionProvider":
+        return {}
+    options = dict(INT4_CPU_DEFAULTS)
+    if "int4_block_size" in options:
+        block = int(options["int4_block_size"])
+        while block > 32 and any(k % block for k in widths):
+            block //= 2
+        options["int4_block_size"] = block
+    return options
+
 
 def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], output: str) -> None:
     from olivine.commands import add_cache_dir, add_dry_run, add_log_level, add_save_config
@@ -175,6 +200,8 @@ def check_model(model: str, device: str, provider: str, config: Any) -> str:
 def preflight(args: argparse.Namespace) -> str:
     """Check the flags, the model and the output folder; return the model path to use."""
     from olivine import check_output_dir
+    from olivine_modelbuilder.config import ModelBuilderConfig
+    from olivine_modelbuilder.modelinfo import read_model
 
     provider = provider_of(args)
     config = check_precision(args.device, provider, args.precision)
@@ -186,6 +213,10 @@ def preflight(args: argparse.Namespace) -> str:
         folder = test_model_folder(args.test, cache_dir_of(args), model)
         model = str(build_test_model(model, folder, args.task,
                                      trust_remote_code=bool(args.trust_remote_code)))
+    args.builder_options = default_options(args, tuple(read_model(model).matmul_input_sizes().values())) \
+        if args.precision == "int4" else {}
+    if args.builder_options:
+        config = ModelBuilderConfig(precision=args.precision, **args.builder_options)
     return check_model(model, args.device, provider, config)
 
 
@@ -210,7 +241,7 @@ def run_workflow(args: argparse.Namespace, workflow: dict[str, Any], summary: bo
 def cmd_auto_opt(args: argparse.Namespace) -> int:
     """``olivine auto-opt``: convert and quantize a Hugging Face LLM for onnxruntime-genai."""
     model_path = preflight(args)
-    return run_workflow(args, build_workflow(args, model_path))
+    return run_workflow(args, build_workflow(args, model_path, args.builder_options))
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
