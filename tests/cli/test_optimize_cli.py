@@ -38,6 +38,7 @@ def _data_config(path: Path, **config: Any) -> Path:
     return path
 
 
+@pytest.mark.slow  # kept out of the default run's 15 minutes (48 s); the schedule test covers the flags
 def test_int8_qdq_bert_runs_in_ort_close_to_torch(cli: Cli, tmp_path: Path) -> None:
     import onnx
     import onnxruntime as ort

@@ -93,10 +93,12 @@ def test_tune_session_params_writes_settings_ort_and_genai_read(cli: Cli, tmp_pa
     assert "| rank | setting |" in stdout and "intra=1" in stdout and "intra=2" in stdout
     best = json.loads((out / "cpu-cpu.json").read_text())  # Olive's file name
     assert best == json.loads((out / "inference_settings.json").read_text())
-    threads = best["session_options"]["intra_op_num_threads"]
-    assert threads in (1, 2)
+    # the ranking may pick ONNX Runtime's own defaults (the baseline row, no thread count) on a
+    # machine where they measure fastest; otherwise one of the listed counts
+    threads = best.get("session_options", {}).get("intra_op_num_threads")
+    assert threads in (None, 1, 2)
     genai = json.loads((out / "genai_config.json").read_text())
-    assert genai["model"]["decoder"]["session_options"]["intra_op_num_threads"] == threads
+    assert genai["model"]["decoder"].get("session_options", {}).get("intra_op_num_threads") == threads
     model = og.Model(str(out))  # onnxruntime-genai loads the tuned folder
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=8)

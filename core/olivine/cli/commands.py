@@ -101,13 +101,19 @@ def cmd_script(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``olivine run``."""
+    from olivine.cli.run_flags import run_overrides, use_tempdir
+
+    overrides: dict[str, Any] = run_overrides(args)
+    with use_tempdir(args.tempdir):
+        return _run(args, overrides)
+
+
+def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from olivine.api import validate
-    from olivine.cli.run_flags import list_required_packages, run_overrides, use_tempdir
+    from olivine.cli.run_flags import list_required_packages
     from olivine.engine import Engine
     from olivine.plugins import get_plugin_host
 
-    overrides: dict[str, Any] = run_overrides(args)
-    use_tempdir(args.tempdir)
     if args.output_path:
         overrides["output_dir"] = args.output_path
     if args.cache_dir:

@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,17 +99,32 @@ def _test_input(args: argparse.Namespace, given: dict[str, Any] | None) -> dict[
     return model
 
 
-def use_tempdir(path: str | None) -> None:
-    """Send the run's temporary files to ``path`` (created when missing)."""
+@contextlib.contextmanager
+def use_tempdir(path: str | None) -> Iterator[None]:
+    """Send the run's temporary files to ``path`` (created when missing), then restore the old.
+
+    ``TMPDIR`` and :data:`tempfile.tempdir` are process-wide: a run called in-process (tests,
+    ``olivine.testing.cli_main``) must not leave them pointing at its folder.
+    """
     if not path:
+        yield
         return
     folder = Path(path).expanduser().resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--tempdir {path!r}: {exc.strerror or exc}") from None
+    old_env, old_dir = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"] = str(folder)
     tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
+        tempfile.tempdir = old_dir
 
 
 def list_required_packages(engine: Any, output_dir: str) -> int:
