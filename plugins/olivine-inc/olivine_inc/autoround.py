@@ -127,7 +127,9 @@ class IncAutoRound(Pass):
                 raw = read_config(Path(model.path))
             except UsageError as exc:
                 return [*out, str(exc)]
-            text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
+            raw = raw or {}
+            nested = raw.get("text_config")
+            text: dict[str, Any] = nested if isinstance(nested, dict) else dict(raw)
             widths = [text.get(k) for k in ("hidden_size", "intermediate_size")]
             if config.group_size > 0 and any(isinstance(w, int) and w % config.group_size
                                              for w in widths):
