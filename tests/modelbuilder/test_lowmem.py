@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelbuilder.helpers import genai_greedy
 from olivine_modelbuilder.lowmem import low_memory_quantization
 
 
@@ -111,6 +112,65 @@ def test_same_model_with_tied_embeddings(tied_model: Path, tmp_path: Path, colum
     assert any(node[0] == "GatherBlockQuantized" for node in _contents(tmp_path / "olivine")[0])
 
 
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("options", [
+    {"algo_config": "rtn_last"},
+    {"algo_config": "rtn_last", "block_size": "128"},
+    {"algo_config": "rtn", "is_symmetric": "false", "block_size": "16"},
+    {"algo_config": "rtn_last", "is_symmetric": "false", "accuracy_level": "0"},
+])
+def test_same_model_as_the_builders_rtn(trained_model: Path, tied_model: Path, tmp_path: Path,
+                                        options: dict[str, str], tied: bool, tokenizer: Any,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """rtn and rtn_last (8-bit LM head; tied: the shared table 8-bit too), streamed; the
+    default options' model generates in onnxruntime-genai.
+
+    Block 128 on these 64-wide layers pads every row to one block; 40 columns per chunk
+    quantize every weight in pieces (the last one short).
+    """
+    from olivine_modelbuilder import lowmem
+
+    monkeypatch.setattr(lowmem, "COLUMNS_PER_CHUNK", 40)
+    _same(tied_model if tied else trained_model, tmp_path, "int4", options, ordered=False)
+    nodes = _contents(tmp_path / "olivine")[0]
+    bits = {node[2]: dict(node[5])["bits"] for node in nodes if node[0] in
+            ("MatMulNBits", "GatherBlockQuantized")}
+    last = "8" if options["algo_config"] == "rtn_last" else "4"
+    assert bits.pop("/lm_head/MatMul_Q" + last) == last
+    if tied:
+        assert bits.pop("/model/embed_tokens/GatherBlockQuantized") == last
+    assert set(bits.values()) == {"4"}
+    if options == {"algo_config": "rtn_last"}:  # it loads and generates in onnxruntime-genai
+        prompt = [int(i) for i in tokenizer.encode("Shall I compare thee")]
+        tokens = genai_greedy(tmp_path / "olivine", prompt, 8, suppress_eos=True)
+        assert len(tokens) == 8
+        assert tokens == genai_greedy(tmp_path / "builder", prompt, 8, suppress_eos=True)
+
+
+def test_same_model_for_rtn_with_mixed_layers(trained_model: Path, tmp_path: Path) -> None:
+    """Per-node bits in general: the builder's k-quant-style layer selection, 8-bit, with rtn."""
+    _same(trained_model, tmp_path, "int4", {"algo_config": "rtn",
+                                            "matmul_mixed_precision": "mixed_layers:int8"},
+          ordered=False)
+    nodes = _contents(tmp_path / "olivine")[0]
+    assert {dict(node[5])["bits"] for node in nodes if node[0] == "MatMulNBits"} == {"4", "8"}
+
+
+def test_same_model_for_default_with_per_node_bits(trained_model: Path, tmp_path: Path) -> None:
+    """The MLAS quantizer with an 8-bit LM head (untied), as the builder's two passes give."""
+    _same(trained_model, tmp_path, "int4", {"matmul_mixed_precision": "last_matmul:int8"})
+    nodes = _contents(tmp_path / "olivine")[0]
+    assert [node[2] for node in nodes if dict(node[5]).get("bits") == "8"] == ["/lm_head/MatMul_Q8"]
+
+
+def test_same_model_for_cuda_rtn_last(tied_model: Path, tmp_path: Path) -> None:
+    """float16 weights: float16 scales, the same levels."""
+    _same(tied_model, tmp_path, "int4", {"algo_config": "rtn_last"}, provider="cuda",
+          ordered=False)
+    tensors = _contents(tmp_path / "olivine")[1]
+    assert tensors["lm_head.MatMul.weight_scale"].dtype == np.float16
+
+
 def test_settings_it_does_not_handle_fall_back(tied_model: Path, tmp_path: Path) -> None:
     """k_quant, and an embedding table to quantize (tied, asymmetric), take the builder's path."""
     _same(tied_model, tmp_path / "k", "int4", {"algo_config": "k_quant"}, must_stream=False)
@@ -118,13 +178,20 @@ def test_settings_it_does_not_handle_fall_back(tied_model: Path, tmp_path: Path)
 
 
 def _same(model: Path, tmp_path: Path, precision: str, options: dict[str, str],
-          must_stream: bool = True, provider: str = "cpu") -> None:
+          must_stream: bool = True, provider: str = "cpu", ordered: bool = True) -> None:
+    """Both ways give the same nodes, opsets and tensors (bit for bit).
+
+    ``ordered=False``: the same nodes in another order (onnxruntime's ``rtn`` quantizer
+    appends its nodes and re-sorts the graph; olivine replaces each node where it is).
+    """
     _build(model, tmp_path / "builder", precision, options, low_memory=False, provider=provider)
     _build(model, tmp_path / "olivine", precision, options, low_memory=True,
            must_stream=must_stream, provider=provider)
     nodes_b, tensors_b, opsets_b = _contents(tmp_path / "builder")
     nodes_o, tensors_o, opsets_o = _contents(tmp_path / "olivine")
     assert any(node[0] == "MatMulNBits" for node in nodes_o)
+    if not ordered:
+        nodes_b, nodes_o = (sorted(nodes, key=repr) for nodes in (nodes_b, nodes_o))
     assert nodes_o == nodes_b
     assert opsets_o == opsets_b
     assert tensors_o.keys() == tensors_b.keys()

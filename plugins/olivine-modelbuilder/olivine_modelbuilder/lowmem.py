@@ -12,14 +12,26 @@ in-memory graph: it materializes one fp32 weight, quantizes it with the same
 onnxruntime kernel (``DefaultWeightOnlyQuantizer.qbits_block_quant``), swaps the
 ``MatMul`` for the ``MatMulNBits`` node the quantizer would have written, and drops the
 fp32 tensor before the next one. The output is the same graph with the same tensors
-(tested byte for byte against the builder's own path); the peak is one fp32 weight on
-top of the lazy graph.
+(tested byte for byte against the builder's own path; with ``rtn`` in another node
+order, as that quantizer re-sorts the graph); the peak is one fp32 weight on top of the
+lazy graph.
 
-Only the builder's default path is handled: the MLAS "default" algorithm, QOperator
-format, ``MatMul`` weights (a tied, already quantized embedding is fine; a float embedding
-table to quantize is not), 2-D constant weights each used once, no per-node
-bit placement, no CUDA weight prepacking, no subgraphs. Anything else returns ``None``
-and the caller falls back to the builder's own ``to_nbits``, before anything changed.
+Two of the builder's quantizers are streamed. Its default method (MLAS, QOperator
+format, ``DefaultWeightOnlyQuantizer``) writes ``<weight>_Q{bits}`` and ``<weight>_scales``;
+its ``rtn`` method (``rtn_last`` is ``rtn`` with an 8-bit LM head; onnxruntime's port of
+Intel Neural Compressor's round-to-nearest, ``neural_compressor.weight_only.quant_tensor``)
+writes ``<weight>_Q{bits}G{block}``, ``<weight>_scale`` and, asymmetric, ``<weight>_zp``.
+Per-node bit widths (the builder's ``int4_customized_weight_config``: ``rtn_last``'s 8-bit
+LM head, ``matmul_mixed_precision``) are honoured for both. With tied embeddings the
+builder's ``GatherBlockQuantized`` already reads the LM head's quantized tensors by name,
+so an 8-bit LM head makes the shared table 8-bit too.
+
+Not handled, so the builder's own ``to_nbits`` runs (before anything changed): k_quant,
+exact per-node overrides, QDQ, a float embedding table to quantize (tied + asymmetric
+default int4), CUDA weight prepacking, subgraphs, weights that are not 2-D initializers
+used once, ``rtn`` on weights other than float32/float16 (the builder's ``rtn`` fails on
+them), and the default method with per-node bits on a tied quantized table (the builder
+names that table as ``rtn`` would).
 """
 
 from __future__ import annotations
@@ -33,9 +45,24 @@ log = logging.getLogger(__name__)
 
 _SUBGRAPH_ATTRS = ("GRAPH", "GRAPHS")
 
+#: Output columns quantized at once: each column's blocks are independent, so a large
+#: weight (the LM head: 896 x 151936) is copied to a contiguous float32 chunk at a time.
+COLUMNS_PER_CHUNK = 8192
+#: ... and at most this many weight elements per chunk (a tall weight, such as a 7B model's
+#: 18944-row down projection, gets fewer columns at a time).
+ELEMENTS_PER_CHUNK = 8 * 2**20
 
-def _eligible_nodes(builder: Any, graph: Any) -> list[Any] | None:
+
+def _node_bits(builder: Any, name: str) -> int:
+    """The bit width the builder gives the MatMul ``name`` (per-node placement first)."""
+    custom = getattr(builder, "int4_customized_weight_config", None) or {}
+    return int(custom.get(name, {}).get("bits", builder.quant_attrs["bits"]))
+
+
+def _eligible_nodes(builder: Any, graph: Any, method: str) -> list[Any] | None:
     """The MatMul nodes to quantize, or ``None`` when the graph needs the builder's path."""
+    import onnx_ir as ir
+
     attrs = builder.quant_attrs
     exclude = set(attrs["nodes_to_exclude"])
     nodes = []
@@ -44,7 +71,8 @@ def _eligible_nodes(builder: Any, graph: Any) -> list[Any] | None:
             return None
         if node.domain not in ("", "ai.onnx") or node.name in exclude:
             continue
-        if node.op_type == "Gather" and "Gather" in attrs["op_types_to_quantize"]:
+        if node.op_type == "Gather" and method == "default" \
+                and "Gather" in attrs["op_types_to_quantize"]:
             data = node.inputs[0] if node.inputs else None
             if data is not None and data.const_value is not None:
                 return None  # an embedding table to quantize: the builder's path does that
@@ -56,38 +84,48 @@ def _eligible_nodes(builder: Any, graph: Any) -> list[Any] | None:
             continue  # activations times activations: left as MatMul, as onnxruntime does
         if not weight.is_initializer() or len(weight.shape) != 2 or len(weight.uses()) != 1:
             return None
+        if method == "rtn" and weight.const_value.dtype not in (ir.DataType.FLOAT,
+                                                                  ir.DataType.FLOAT16):
+            return None
         nodes.append(node)
     return nodes
 
 
-def _supported(builder: Any) -> bool:
+def _method(builder: Any) -> str | None:
+    """``"default"`` or ``"rtn"`` when this module can stream the builder's settings."""
     attrs = builder.quant_attrs
-    return not (
-        getattr(builder, "exact_quant_override_names", None)
-        or getattr(builder, "exact_quant_overrides", None)
-        or getattr(builder, "int4_customized_weight_config", None)
-        or getattr(builder, "quantization_algo", "default") != "default"
-        or attrs["use_qdq"]
-        or not set(attrs["op_types_to_quantize"]) <= {"MatMul", "Gather"}
-        or attrs["bits"] not in (4, 8)
-        or (getattr(builder, "ep", "") == "cuda"
-            and getattr(builder, "matmul_attrs", {}).get("weights_prepacked", 0) > 0)
-    )
+    method = getattr(builder, "quantization_algo", "default")
+    custom = getattr(builder, "int4_customized_weight_config", None) or {}
+    if (method not in ("default", "rtn")
+            or getattr(builder, "exact_quant_override_names", None)
+            or getattr(builder, "exact_quant_overrides", None)
+            or attrs["use_qdq"]
+            or not set(attrs["op_types_to_quantize"]) <= {"MatMul", "Gather"}
+            or attrs["bits"] not in (4, 8)
+            or any(set(entry) != {"bits"} or entry["bits"] not in (4, 8)
+                   for entry in custom.values())
+            or (method == "default" and custom
+                and getattr(builder, "tied_quantized_embeddings", False))
+            or (getattr(builder, "ep", "") == "cuda"
+                and getattr(builder, "matmul_attrs", {}).get("weights_prepacked", 0) > 0)):
+        return None
+    return str(method)
 
 
-#: Output columns quantized at once: each column's blocks are independent, so a large
-#: weight (the LM head: 896 x 151936) is copied to a contiguous float32 chunk at a time.
-COLUMNS_PER_CHUNK = 8192
+def _column_chunks(array: Any) -> Iterator[Any]:
+    """Column slices of ``W[K, N]`` small enough to copy (see :data:`COLUMNS_PER_CHUNK`)."""
+    rows, cols = array.shape
+    step = max(1, min(COLUMNS_PER_CHUNK, ELEMENTS_PER_CHUNK // max(rows, 1)))
+    for start in range(0, cols, step):
+        yield array[:, start:start + step]
 
 
 def _quantize_by_columns(quantizer: Any, array: Any, bfloat16: bool) -> tuple[Any, Any, Any]:
     """``qbits_block_quant`` over column chunks of ``W[K, N]``, concatenated (same result)."""
     import numpy as np
 
-    cols = array.shape[1]
     parts = []
-    for start in range(0, cols, COLUMNS_PER_CHUNK):
-        chunk = array[:, start:start + COLUMNS_PER_CHUNK]
+    for chunk in _column_chunks(array):
         # the kernel reads raw memory: a contiguous float32 copy of this chunk only
         chunk = np.ascontiguousarray(chunk, dtype=np.float32 if bfloat16 else chunk.dtype)
         parts.append(quantizer.qbits_block_quant(chunk))
@@ -98,33 +136,89 @@ def _quantize_by_columns(quantizer: Any, array: Any, bfloat16: bool) -> tuple[An
     return packed, scales, zeros
 
 
+def _rtn_chunk(chunk: Any, bits: int, block: int, symmetric: bool) -> tuple[Any, Any, Any]:
+    """Round-to-nearest of ``W[K, n]`` in blocks of ``block`` rows, as onnxruntime's ``rtn``.
+
+    The same arithmetic as ``neural_compressor.weight_only.quant_tensor`` with its
+    ``"uint"`` type (float64 scales, ties to even), on the untransposed chunk: returns the
+    levels ``(n, blocks, block)`` as uint8, float64 scales ``(n, blocks)`` and uint8 zero
+    points ``(n * blocks,)`` (``None`` when symmetric).
+    """
+    import numpy as np
+
+    rows, cols = chunk.shape
+    blocks = -(-rows // block)
+    if blocks * block != rows:  # the quantizer pads the rows with zeros to whole blocks
+        chunk = np.pad(chunk, ((0, blocks * block - rows), (0, 0)))
+    view = chunk.reshape(blocks, block, cols)
+    maxq = (1 << bits) - 1
+    rmin = view.min(axis=1, keepdims=True)
+    rmax = view.max(axis=1, keepdims=True)
+    scale = np.ones(rmin.shape)
+    if symmetric:
+        span = np.maximum(np.abs(rmin), np.abs(rmax))
+        mask = span > 0
+        scale[mask] = (span[mask] * 2.0).astype(np.float64) / maxq
+        zero: Any = 1 << (bits - 1)
+        zeros = None
+    else:
+        mask = rmin != rmax
+        scale[mask] = (rmax - rmin)[mask].astype(np.float64) / maxq
+        zero = np.clip(np.round(-rmin.astype(np.float64) / scale), 0, maxq).astype(np.uint8)
+        zeros = np.ascontiguousarray(zero.reshape(blocks, cols).T).reshape(-1)
+    levels = view.astype(np.float64)
+    del view, chunk
+    levels /= scale
+    levels += zero
+    np.round(levels, out=levels)
+    np.clip(levels, 0, maxq, out=levels)
+    q = np.ascontiguousarray(levels.astype(np.uint8).transpose(2, 0, 1))
+    return q, scale.reshape(blocks, cols).T, zeros
+
+
+def _rtn_by_columns(array: Any, bits: int, block: int, symmetric: bool) -> list[tuple[str, Any]]:
+    """The ``rtn`` quantizer's tensors for ``W[K, N]``: (name suffix, array) pairs."""
+    import numpy as np
+
+    packed, scales, zeros = [], [], []
+    for chunk in _column_chunks(array):
+        q, scale, zero = _rtn_chunk(chunk, bits, block, symmetric)
+        packed.append(q[..., ::2] | (q[..., 1::2] << 4) if bits == 4 else q)
+        scales.append(scale.astype(array.dtype))
+        if zero is not None:
+            zeros.append(zero)
+        del q
+    cols = array.shape[1]
+    out = [(f"_Q{bits}G{block}", np.concatenate(packed) if len(packed) > 1 else packed[0]),
+           ("_scale", np.concatenate(scales) if len(scales) > 1 else scales[0])]
+    if zeros:
+        zero = np.concatenate(zeros)
+        if bits == 4:  # two per byte, low nibble first; an odd count ends with the default 8
+            pairs = np.full((zero.shape[0] + 1) // 2, 0x88, dtype=np.uint8)
+            pairs[:zero.shape[0] // 2 + zero.shape[0] % 2] = zero[0::2] | 0x80
+            pairs[:zero.shape[0] // 2] = (pairs[:zero.shape[0] // 2] & 0x0F) | (zero[1::2] << 4)
+            zero = pairs
+        out.append(("_zp", zero.reshape(cols, -1)))
+    return out
+
+
 def streaming_to_nbits(builder: Any) -> Any | None:
     """Quantize ``builder.model``'s MatMul weights in place, one at a time; return the model.
 
     Returns ``None`` without touching the graph when the builder's settings need its own
     ``to_nbits`` (see the module docstring).
     """
-    if not _supported(builder):
+    method = _method(builder)
+    if method is None:
         return None
-    import ml_dtypes
     import onnx_ir as ir
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        DefaultWeightOnlyQuantizer,
-    )
-    from onnxruntime.quantization.quant_utils import QuantFormat
 
     model = builder.model
     graph = model.graph
-    nodes = _eligible_nodes(builder, graph)
+    nodes = _eligible_nodes(builder, graph, method)
     if nodes is None:
         return None
     attrs = builder.quant_attrs
-    bits, block_size = int(attrs["bits"]), int(attrs["matmul_block_size"])
-    accuracy_level = attrs["accuracy_level"]
-    quantizer = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
-        block_size=block_size, is_symmetric=attrs["is_symmetric"], accuracy_level=accuracy_level,
-        quant_format=QuantFormat.QOperator, op_types_to_quantize=("MatMul",), bits=bits))
 
     def initializer(name: str, array: Any) -> Any:
         value = ir.Value(name=name, shape=ir.Shape(array.shape),
@@ -133,46 +227,81 @@ def streaming_to_nbits(builder: Any) -> Any | None:
         graph.register_initializer(value)
         return value
 
-    model.opset_imports["com.microsoft"] = 1
-    if "Gather" in attrs["op_types_to_quantize"]:
+    if method == "default" or "com.microsoft" not in model.opset_imports:
+        model.opset_imports["com.microsoft"] = 1
+    if method == "default" and "Gather" in attrs["op_types_to_quantize"]:
         # onnxruntime's quantizer raises these for int4 Gather support even when no Gather
         # gets quantized; do the same so that the two paths give the same model
         if model.opset_imports.get("", 21) < 21:
             model.opset_imports[""] = 21
         if model.ir_version is not None and model.ir_version < 10:
             model.ir_version = 10
+    quantize = _default_quantizer(attrs) if method == "default" else None
+    block_size, accuracy_level = int(attrs["matmul_block_size"]), attrs["accuracy_level"]
     for node in nodes:
         weight = node.inputs[1]
+        bits = _node_bits(builder, node.name)
         array = weight.const_value.numpy()
-        bfloat16 = array.dtype == ml_dtypes.bfloat16
-        packed, scales, zero_points = _quantize_by_columns(quantizer, array, bfloat16)
-        if bfloat16:
-            scales = scales.astype(ml_dtypes.bfloat16)
         rows, cols = array.shape
+        unnamed = None if quantize is not None else f"_Q{bits}"  # as each quantizer names it
+        if quantize is not None:
+            tensors = quantize(array, bits)
+        else:
+            tensors = _rtn_by_columns(array, bits, block_size, attrs["is_symmetric"])
         del array
-        inputs = [node.inputs[0], initializer(f"{weight.name}_Q{bits}", packed),
-                  initializer(f"{weight.name}_scales", scales)]
-        if not attrs["is_symmetric"]:
-            inputs.append(initializer(f"{weight.name}_zero_points", zero_points))
+        inputs = [node.inputs[0], *(initializer(weight.name + suffix, value)
+                                    for suffix, value in tensors)]
+        del tensors
         # the same attributes, in the same (sorted) order, as onnx.helper.make_node writes
         node_attrs = [ir.AttrInt64("K", rows), ir.AttrInt64("N", cols)]
         if accuracy_level:
             node_attrs.append(ir.AttrInt64("accuracy_level", int(accuracy_level)))
         node_attrs += [ir.AttrInt64("bits", bits), ir.AttrInt64("block_size", block_size)]
         replacement = ir.Node("com.microsoft", "MatMulNBits", inputs, node_attrs, num_outputs=1,
-                              name=f"{node.name}_Q{bits}" if node.name else None)
+                              name=f"{node.name}_Q{bits}" if node.name else unnamed)
         ir.convenience.replace_nodes_and_values(graph, node, [node], [replacement],
                                                 list(node.outputs), list(replacement.outputs))
         if not weight.uses() and weight not in graph.outputs:
             graph.initializers.pop(weight.name)
         weight.const_value = None  # frees the fp32 copy (lazy tensors rebuild it on demand)
-    # onnxruntime's quantizer ends with clean_initializers: drop whatever nothing reads
-    used = {value.name for value in graph.outputs}
-    for name, value in list(graph.initializers.items()):
-        if not value.uses() and name not in used and value not in graph.inputs:
-            graph.initializers.pop(name)
-    log.debug("quantized %d MatMul weights to int%d one at a time", len(nodes), bits)
+    if method == "default":
+        # onnxruntime's quantizer ends with clean_initializers: drop whatever nothing reads
+        # (its rtn path does not)
+        used = {value.name for value in graph.outputs}
+        for name, value in list(graph.initializers.items()):
+            if not value.uses() and name not in used and value not in graph.inputs:
+                graph.initializers.pop(name)
+    log.debug("quantized %d MatMul weights (%s) one at a time", len(nodes), method)
     return model
+
+
+def _default_quantizer(attrs: dict[str, Any]) -> Any:
+    """``(array, bits) -> [(suffix, tensor)]`` with onnxruntime's MLAS block quantizer."""
+    import ml_dtypes
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        DefaultWeightOnlyQuantizer,
+    )
+    from onnxruntime.quantization.quant_utils import QuantFormat
+
+    quantizers: dict[int, Any] = {}
+
+    def quantize(array: Any, bits: int) -> list[tuple[str, Any]]:
+        if bits not in quantizers:
+            quantizers[bits] = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
+                block_size=int(attrs["matmul_block_size"]), is_symmetric=attrs["is_symmetric"],
+                accuracy_level=attrs["accuracy_level"], quant_format=QuantFormat.QOperator,
+                op_types_to_quantize=("MatMul",), bits=bits))
+        bfloat16 = array.dtype == ml_dtypes.bfloat16
+        packed, scales, zero_points = _quantize_by_columns(quantizers[bits], array, bfloat16)
+        if bfloat16:
+            scales = scales.astype(ml_dtypes.bfloat16)
+        out = [(f"_Q{bits}", packed), ("_scales", scales)]
+        if not attrs["is_symmetric"]:
+            out.append(("_zero_points", zero_points))
+        return out
+
+    return quantize
 
 
 def _builder_model_classes() -> list[Any]:
