@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from modelbuilder.helpers import genai_greedy, op_counts
+from modelbuilder.helpers import genai_greedy, node_attrs, op_counts
 from olivine.models import OnnxModel
 
 
@@ -51,6 +51,9 @@ def test_auto_opt_int4(int4_output: tuple[Path, int, str, str], tokenizer: Any) 
     assert report["steps"][0]["config"]["precision"] == "int4"
     handle = OnnxModel(path=str(out), onnx_file_name="model.onnx")
     assert op_counts(handle)["MatMulNBits"] == 11
+    # INT4_CPU_DEFAULTS: rtn_last (an 8-bit LM head), block 64 (128 halved for 64-wide layers)
+    assert sorted((a["bits"], a["block_size"]) for a in node_attrs(handle, "MatMulNBits")) == \
+        [(4, 64)] * 10 + [(8, 64)]
     assert genai_greedy(out, tokenizer.encode("Shall I compare"), 5)
 
 
@@ -59,8 +62,10 @@ def test_saved_config_reruns_from_the_cache(int4_output: tuple[Path, int, str, s
     out, code, _, _ = int4_output
     assert code == 0
     saved = json.loads((out / "config.json").read_text())
-    # auto-opt's int4 CPU defaults (olivine_modelbuilder.cli.INT4_CPU_DEFAULTS; none for now)
-    assert saved["passes"] == {"builder": {"type": "ModelBuilder", "precision": "int4"}}
+    # auto-opt's int4 CPU defaults (olivine_modelbuilder.cli.INT4_CPU_DEFAULTS), block 128
+    # halved to 64 for this model's 64-wide layers
+    assert saved["passes"] == {"builder": {"type": "ModelBuilder", "precision": "int4",
+                                           "int4_block_size": 64, "int4_algo": "rtn_last"}}
     assert saved["systems"]["local_system"]["accelerators"] == [
         {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]
     saved["output_dir"] = str(tmp_path / "again")
@@ -91,6 +96,11 @@ def test_dry_run_prints_the_workflow_and_runs_nothing(cli: Any, trained_model: P
     code, stdout, _ = cli("auto-opt", "-m", str(trained_model), "-o", str(tmp_path / "out"),
                           "--precision", "int4", "--dry_run")
     assert code == 0
+    assert json.loads(stdout)["passes"]["builder"] == {
+        "type": "ModelBuilder", "precision": "int4", "int4_block_size": 64, "int4_algo": "rtn_last"}
+    code, stdout, _ = cli("auto-opt", "-m", str(trained_model), "-o", str(tmp_path / "out"),
+                          "--precision", "int4", "--device", "gpu", "--dry_run")
+    assert code == 0  # CUDA: the builder's defaults, as Olive's auto-opt
     assert json.loads(stdout)["passes"]["builder"] == {"type": "ModelBuilder", "precision": "int4"}
 
 

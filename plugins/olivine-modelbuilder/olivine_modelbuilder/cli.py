@@ -20,15 +20,14 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
 #: The ModelBuilder options ``auto-opt --precision int4`` writes into its workflow for the CPU
-#: provider (Olive's auto-opt leaves them at the builder's defaults: block 32, symmetric, every
-#: MatMul 4-bit); the ModelBuilder pass itself keeps Olive's defaults. Empty for now: the table
-#: in docs/design.md ("auto-opt's int4 default") measured ``{"int4_block_size": 128,
-#: "int4_algo": "rtn_last"}`` (8-bit LM head and tied table) at 0.40-0.56x Olive's logit KL,
-#: but rtn_last goes through the builder's own quantizer, which holds the whole graph in fp32
-#: (4.25 GiB at 0.5B, out of memory at 7B on 24 GB): it becomes the default once
-#: olivine_modelbuilder.lowmem streams RTN with per-node bits. A block size is halved (down to
-#: 32) where the model's layer widths are not multiples of it.
-INT4_CPU_DEFAULTS: dict[str, Any] = {}
+#: provider, a recorded departure from Olive (docs/design.md, "auto-opt's int4 default"):
+#: Olive's auto-opt leaves the builder at its defaults (block 32, symmetric, every MatMul
+#: 4-bit). Block 128 with an 8-bit LM head (``rtn_last``; with tied embeddings the shared
+#: table is 8-bit too) measured 0.40-0.56x Olive's logit KL on trained models, tied and
+#: untied, and decodes faster; olivine_modelbuilder.lowmem streams it, so the peak memory is
+#: that of plain int4. The ModelBuilder pass itself keeps Olive's defaults. A block size is
+#: halved (down to 32) where the model's layer widths are not multiples of it.
+INT4_CPU_DEFAULTS: dict[str, Any] = {"int4_block_size": 128, "int4_algo": "rtn_last"}
 
 
 def default_options(args: argparse.Namespace, widths: tuple[int, ...] = ()) -> dict[str, Any]:
