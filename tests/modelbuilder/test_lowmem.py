@@ -128,12 +128,15 @@ def test_same_model_as_the_builders_rtn(trained_model: Path, tied_model: Path, t
     """rtn and rtn_last (8-bit LM head; tied: the shared table 8-bit too), streamed; the
     default options' model generates in onnxruntime-genai.
 
-    Block 128 on these 64-wide layers pads every row to one block; 40 columns per chunk
-    quantize every weight in pieces (the last one short).
+    Block 128 on these 64-wide layers pads every row to one block; at most 40 columns and
+    1000 elements per chunk quantize every weight in pieces (the last one short), and the
+    float initializers (the untied embedding table) are written 15 rows at a time.
     """
     from olivine_modelbuilder import lowmem
 
     monkeypatch.setattr(lowmem, "COLUMNS_PER_CHUNK", 40)
+    monkeypatch.setattr(lowmem, "ELEMENTS_PER_CHUNK", 1000)
+    monkeypatch.setattr(lowmem, "SAVE_IN_ROWS_BYTES", 0)
     _same(tied_model if tied else trained_model, tmp_path, "int4", options, ordered=False)
     nodes = _contents(tmp_path / "olivine")[0]
     bits = {node[2]: dict(node[5])["bits"] for node in nodes if node[0] in

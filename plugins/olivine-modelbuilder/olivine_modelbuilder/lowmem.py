@@ -140,9 +140,50 @@ def _source(tensor: Any) -> tuple[Any, Any] | None:
     except (KeyError, ValueError, ImportError):
         return None
     if not isinstance(source, torch.Tensor) or dtype not in (torch.float32, torch.float16) \
-            or tuple(source.shape) != tuple(tensor.shape):
+            or tuple(source.shape) != tuple(tensor.shape) or source.dim() == 0:
         return None
     return source, dtype
+
+
+#: Lazily cast float initializers at least this large are written a block of rows at a time
+#: (the untied embedding table: 2.2 GB of float32 for a 7B model).
+SAVE_IN_ROWS_BYTES = 64 * 2**20
+
+
+def _rows_writer(tensor: Any, source: Any, dtype: Any) -> Any:
+    """``tensor`` as a lazy tensor whose ``tofile`` (what ``ir.save`` calls) casts and writes
+    ``source`` a block of rows at a time: the same bytes as the whole cast, in C order."""
+    import onnx_ir as ir
+
+    class RowsWriter(ir.LazyTensor):
+        __slots__ = ()
+
+        def tofile(self, file: Any) -> None:
+            rows = int(source.shape[0])
+            step = max(1, ELEMENTS_PER_CHUNK // max(1, source.numel() // max(rows, 1)))
+            for start in range(0, rows, step):
+                file.write(source[start:start + step].to(dtype).numpy().tobytes())
+                if (start // step) % 8 == 7:
+                    release_checkpoint_pages()
+            release_checkpoint_pages()
+            trim_heap()
+
+    return RowsWriter(tensor._func, dtype=tensor.dtype, shape=tensor.shape, name=tensor.name,
+                      doc_string=tensor.doc_string, metadata_props=dict(tensor.metadata_props))
+
+
+def _write_large_initializers_in_rows(graph: Any) -> int:
+    """Swap the large lazily cast initializers for :func:`_rows_writer`; return how many."""
+    swapped = 0
+    for value in graph.initializers.values():
+        tensor = value.const_value
+        if tensor is None or tensor.nbytes < SAVE_IN_ROWS_BYTES:
+            continue
+        found = _source(tensor)
+        if found is not None:
+            value.const_value = _rows_writer(tensor, *found)
+            swapped += 1
+    return swapped
 
 
 def _weight_chunks(tensor: Any) -> Iterator[Any]:
@@ -370,7 +411,10 @@ def streaming_to_nbits(builder: Any) -> Any | None:
         for name, value in list(graph.initializers.items()):
             if not value.uses() and name not in used and value not in graph.inputs:
                 graph.initializers.pop(name)
-    log.debug("quantized %d MatMul weights (%s) one at a time", len(nodes), method)
+    release_checkpoint_pages()
+    swapped = _write_large_initializers_in_rows(graph)
+    log.debug("quantized %d MatMul weights (%s) one at a time; %d float initializers are "
+              "written in blocks of rows", len(nodes), method, swapped)
     return model
 
 
