@@ -16,6 +16,14 @@ tokens, median of runs). A 2-layer model of the same width shows olivine's own o
 on top of the builder.
 
     python benchmarks/modelbuilder_bench.py [--work DIR] [--threads 2] [--repeat 3] [--skip-direct]
+
+``--shape 7b`` (or ``3b``) instead: a Qwen2.5-7B-shaped model (7.6B parameters, untied; 3B:
+3.1B, tied) with random bf16 weights written one shard (one decoder layer) at a time, so
+generating it needs about one layer of memory (15 GB of disk for 7B); then one run of
+``olivine auto-opt --precision int4`` on it (time, peak RSS), one of the builder called
+directly with the same options, stopped when its RSS passes ``--cap`` GiB (the machine has
+24 GB), a few greedy tokens of the output in onnxruntime-genai (in a fresh process, its peak
+RSS too), and the generated files deleted.
 """
 
 from __future__ import annotations
@@ -37,6 +45,172 @@ QWEN_05B = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 
             "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
             "tie_word_embeddings": True, "max_position_embeddings": 32768,
             "rope_theta": 1000000.0, "rms_norm_eps": 1e-6}
+
+
+#: Qwen2.5-7B and -3B (their config.json; random weights are generated here).
+LARGE_SHAPES = {
+    "7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+           "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+           "tie_word_embeddings": False, "max_position_embeddings": 32768,
+           "rope_theta": 1000000.0, "rms_norm_eps": 1e-6},
+    "3b": {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+           "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": 151936,
+           "tie_word_embeddings": True, "max_position_embeddings": 32768,
+           "rope_theta": 1000000.0, "rms_norm_eps": 1e-6},
+}
+
+
+def build_sharded_model(folder: Path, shape: dict[str, Any]) -> int:
+    """Write a random bf16 Qwen2 of ``shape`` one shard at a time; return its parameter count.
+
+    Shard 0 holds the embedding table, shards 1..L one decoder layer each, the last the final
+    norm and (untied) the LM head; ``model.safetensors.index.json`` maps names to shards.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen2Config
+
+    from olivine_modelbuilder.tinymodel import train_tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer()
+    config = Qwen2Config(**shape, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    config.architectures = ["Qwen2ForCausalLM"]
+    config.torch_dtype = "bfloat16"
+    hidden, inter = shape["hidden_size"], shape["intermediate_size"]
+    head = hidden // shape["num_attention_heads"]
+    kv = shape["num_key_value_heads"] * head
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*dims: int) -> Any:
+        return torch.empty(dims, dtype=torch.bfloat16).normal_(0.0, 0.02, generator=generator)
+
+    shards: list[dict[str, Any]] = [{"model.embed_tokens.weight": rand(shape["vocab_size"], hidden)}]
+    layers = shape["num_hidden_layers"]
+    for i in range(layers + 1):
+        if i < layers:
+            pre = f"model.layers.{i}."
+            shard = {pre + "self_attn.q_proj.weight": rand(hidden, hidden),
+                     pre + "self_attn.q_proj.bias": rand(hidden),
+                     pre + "self_attn.k_proj.weight": rand(kv, hidden),
+                     pre + "self_attn.k_proj.bias": rand(kv),
+                     pre + "self_attn.v_proj.weight": rand(kv, hidden),
+                     pre + "self_attn.v_proj.bias": rand(kv),
+                     pre + "self_attn.o_proj.weight": rand(hidden, hidden),
+                     pre + "mlp.gate_proj.weight": rand(inter, hidden),
+                     pre + "mlp.up_proj.weight": rand(inter, hidden),
+                     pre + "mlp.down_proj.weight": rand(hidden, inter),
+                     pre + "input_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16),
+                     pre + "post_attention_layernorm.weight": torch.ones(hidden,
+                                                                         dtype=torch.bfloat16)}
+        else:
+            shard = {"model.norm.weight": torch.ones(hidden, dtype=torch.bfloat16)}
+            if not shape["tie_word_embeddings"]:
+                shard["lm_head.weight"] = rand(shape["vocab_size"], hidden)
+        shards.append(shard)
+    total, weight_map, count = 0, {}, len(shards)
+    for n, shard in enumerate(shards):
+        name = f"model-{n + 1:05d}-of-{count:05d}.safetensors"
+        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        for key, value in shard.items():
+            weight_map[key] = name
+            total += value.numel()
+        shards[n] = {}  # written: drop this shard's tensors before making the next
+    nbytes = total * 2
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": nbytes}, "weight_map": weight_map}, indent=1))
+    config.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return total
+
+
+def timed_capped(cmd: list[str], env: dict[str, str], cap_gib: float) -> dict[str, Any]:
+    """Run ``cmd``; sample its process tree's largest RSS every 0.2 s and stop it above
+    ``cap_gib``. Returns wall seconds, the peak seen, the exit code and whether it was stopped."""
+    import signal
+
+    def rss_gib(pid: int) -> float:
+        best = 0.0
+        stack = [pid]
+        while stack:
+            current = stack.pop()
+            try:
+                status = Path(f"/proc/{current}/status").read_text()
+                children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    best = max(best, int(line.split()[1]) / 2**20)
+            stack += [int(c) for c in children]
+        return best
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    peak, stopped = 0.0, False
+    while proc.poll() is None:
+        peak = max(peak, rss_gib(proc.pid))
+        if peak > cap_gib:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stopped = True
+            break
+        time.sleep(0.2)
+    proc.wait()
+    err = proc.stderr.read() if proc.stderr else ""
+    return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_gib_sampled": round(peak, 2),
+            "rc": proc.returncode, "stopped_above_cap": stopped,
+            "stderr_tail": err[-600:] if proc.returncode and not stopped else ""}
+
+
+def large_run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """The ``--shape 7b|3b`` run (see the module docstring); deletes what it generated."""
+    work = args.work or Path(tempfile.mkdtemp(prefix="olivine-mb-large-"))
+    work.mkdir(parents=True, exist_ok=True)
+    folder = work / f"qwen{args.shape}"
+    results: dict[str, Any] = {"shape": args.shape}
+    try:
+        t0 = time.perf_counter()
+        results["parameters"] = build_sharded_model(folder, LARGE_SHAPES[args.shape])
+        results["model_build_s"] = round(time.perf_counter() - t0, 1)
+        out = work / "olivine-out"
+        cmd = [sys.executable, "-m", "olivine", "auto-opt", "-m", str(folder), "-o", str(out),
+               "--precision", "int4", "--device", "cpu", "--provider", "CPUExecutionProvider",
+               "--cache_dir", str(work / "cache"), "--log_level", "3", "--save_config"]
+        wall, peak = timed(cmd, env)
+        results["olivine_auto_opt"] = {"wall_s": round(wall, 1), "peak_rss_gib": round(peak, 2),
+                                       "options": json.loads((out / "config.json").read_text())
+                                       ["passes"]["builder"] if (out / "config.json").exists()
+                                       else None}
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        check = ("import json, resource, sys\n"
+                 "from olivine_modelbuilder.generate import generate, load_model\n"
+                 "model, tok, cfg = load_model(sys.argv[1], int(sys.argv[2]))\n"
+                 "ids = [int(i) for i in tok.encode('Shall I compare thee')]\n"
+                 "r = generate(model, tok, cfg, ids, len(ids) + 4)\n"
+                 "print(json.dumps({'tokens': list(r.tokens), 'decode_tok_s': "
+                 "r.decode_tokens_per_s, 'peak_rss_gib': resource.getrusage("
+                 "resource.RUSAGE_SELF).ru_maxrss / 2**20}))\n")
+        gen = subprocess.run([sys.executable, "-c", check, str(out), str(args.threads)], env=env,
+                             capture_output=True, text=True)
+        results["genai_check"] = json.loads(gen.stdout.strip().splitlines()[-1]) \
+            if gen.returncode == 0 else {"rc": gen.returncode, "stderr": gen.stderr[-800:]}
+        size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+        results["olivine_output_gb"] = round(size / 1e9, 2)
+        shutil.rmtree(out, ignore_errors=True)
+        if not args.skip_direct:
+            opts = results["olivine_auto_opt"]["options"] or {}
+            extra = [f"block_size={opts.get('int4_block_size', 128)}",
+                     f"algo_config={opts.get('int4_algo', 'rtn_last')}"]
+            direct = work / "builder-out"
+            results["builder_direct"] = timed_capped(
+                [sys.executable, "-m", "onnxruntime_genai.models.builder", "-p", "int4", "-e",
+                 "cpu", "-i", str(folder), "-o", str(direct), "-c", str(work / "hf-cache"),
+                 "--extra_options", *extra], env, args.cap)
+            results["builder_direct"]["cap_gib"] = args.cap
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def build_model(folder: Path, layers: int) -> Path:
@@ -98,7 +272,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-direct", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--shape", choices=sorted(LARGE_SHAPES), default=None,
+                        help="a large sharded model instead (see the module docstring)")
+    parser.add_argument("--cap", type=float, default=12.0,
+                        help="--shape: stop the builder called directly above this RSS (GiB)")
     args = parser.parse_args()
+    if args.shape:
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        print(json.dumps(large_run(args, env), indent=2))
+        return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="olivine-mb-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
