@@ -85,37 +85,40 @@ def build_sharded_model(folder: Path, shape: dict[str, Any]) -> int:
     def rand(*dims: int) -> Any:
         return torch.empty(dims, dtype=torch.bfloat16).normal_(0.0, 0.02, generator=generator)
 
-    shards: list[dict[str, Any]] = [{"model.embed_tokens.weight": rand(shape["vocab_size"], hidden)}]
     layers = shape["num_hidden_layers"]
-    for i in range(layers + 1):
-        if i < layers:
-            pre = f"model.layers.{i}."
-            shard = {pre + "self_attn.q_proj.weight": rand(hidden, hidden),
-                     pre + "self_attn.q_proj.bias": rand(hidden),
-                     pre + "self_attn.k_proj.weight": rand(kv, hidden),
-                     pre + "self_attn.k_proj.bias": rand(kv),
-                     pre + "self_attn.v_proj.weight": rand(kv, hidden),
-                     pre + "self_attn.v_proj.bias": rand(kv),
-                     pre + "self_attn.o_proj.weight": rand(hidden, hidden),
-                     pre + "mlp.gate_proj.weight": rand(inter, hidden),
-                     pre + "mlp.up_proj.weight": rand(inter, hidden),
-                     pre + "mlp.down_proj.weight": rand(hidden, inter),
-                     pre + "input_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16),
-                     pre + "post_attention_layernorm.weight": torch.ones(hidden,
-                                                                         dtype=torch.bfloat16)}
-        else:
-            shard = {"model.norm.weight": torch.ones(hidden, dtype=torch.bfloat16)}
+    count = layers + 2
+
+    def make_shard(n: int) -> dict[str, Any]:
+        if n == 0:
+            return {"model.embed_tokens.weight": rand(shape["vocab_size"], hidden)}
+        if n == count - 1:
+            last = {"model.norm.weight": torch.ones(hidden, dtype=torch.bfloat16)}
             if not shape["tie_word_embeddings"]:
-                shard["lm_head.weight"] = rand(shape["vocab_size"], hidden)
-        shards.append(shard)
-    total, weight_map, count = 0, {}, len(shards)
-    for n, shard in enumerate(shards):
+                last["lm_head.weight"] = rand(shape["vocab_size"], hidden)
+            return last
+        pre = f"model.layers.{n - 1}."
+        return {pre + "self_attn.q_proj.weight": rand(hidden, hidden),
+                pre + "self_attn.q_proj.bias": rand(hidden),
+                pre + "self_attn.k_proj.weight": rand(kv, hidden),
+                pre + "self_attn.k_proj.bias": rand(kv),
+                pre + "self_attn.v_proj.weight": rand(kv, hidden),
+                pre + "self_attn.v_proj.bias": rand(kv),
+                pre + "self_attn.o_proj.weight": rand(hidden, hidden),
+                pre + "mlp.gate_proj.weight": rand(inter, hidden),
+                pre + "mlp.up_proj.weight": rand(inter, hidden),
+                pre + "mlp.down_proj.weight": rand(hidden, inter),
+                pre + "input_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16),
+                pre + "post_attention_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16)}
+
+    total, weight_map = 0, {}
+    for n in range(count):  # made, written and dropped one shard at a time
+        shard = make_shard(n)
         name = f"model-{n + 1:05d}-of-{count:05d}.safetensors"
         save_file(shard, str(folder / name), metadata={"format": "pt"})
         for key, value in shard.items():
             weight_map[key] = name
             total += value.numel()
-        shards[n] = {}  # written: drop this shard's tensors before making the next
+        del shard
     nbytes = total * 2
     (folder / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {"total_size": nbytes}, "weight_map": weight_map}, indent=1))
