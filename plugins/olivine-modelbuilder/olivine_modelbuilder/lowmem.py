@@ -52,8 +52,6 @@ COLUMNS_PER_CHUNK = 8192
 #: ... and at most this many weight elements per chunk (a tall weight, such as a 7B model's
 #: 18944-row down projection, gets fewer columns at a time).
 ELEMENTS_PER_CHUNK = 8 * 2**20
-
-
 #: Weight elements quantized between two calls of :func:`release_checkpoint_pages`.
 RELEASE_EVERY = 128 * 2**20
 
