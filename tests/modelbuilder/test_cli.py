@@ -113,7 +113,7 @@ def test_capture_onnx_graph_writes_fp32(cli: Any, trained_model: Path, step_cach
                                         tmp_path: Path, tokenizer: Any) -> None:
     out = tmp_path / "captured"
     code, _, stderr = cli("capture-onnx-graph", "-m", str(trained_model), "-o", str(out),
-                          "--cache_dir", str(step_cache), "--log_level", "3")
+                          "--use_model_builder", "--cache_dir", str(step_cache), "--log_level", "3")
     assert code == 0, stderr
     ops = op_counts(OnnxModel(path=str(out), onnx_file_name="model.onnx"))
     assert ops["MatMul"] == 11 and ops["MatMulNBits"] == 0
