@@ -278,3 +278,4 @@ engine:
     code, _, err = cli("run", "--config", str(path))
     assert code == 0, err
     np.testing.assert_allclose(_outputs(tmp_path / "out"), 4 * _outputs(onnx_model), rtol=1e-5)
+
