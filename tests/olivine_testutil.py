@@ -220,14 +220,25 @@ def tiny_random_vl(folder: Path, model_type: str = "qwen3_vl") -> Path:
     return folder
 
 
+def plugin_tests_module(plugin: str, module: str) -> Any:
+    """``plugins/PLUGIN/tests/MODULE.py`` imported by name (its folder put on ``sys.path``), for
+    a test that chains with another plugin and reuses what that plugin's tests define."""
+    import importlib
+
+    folder = str(REPO / "plugins" / plugin / "tests")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(module)
+
+
 def encoder_fixtures(module_name: str) -> Any:
-    """``tests/encoders/conftest.py`` loaded as a module (its tiny-BERT fixtures), for the
-    folders that reuse them: conftest modules cannot be imported by name (each folder has
-    one)."""
+    """``plugins/olivine-transformers/tests/conftest.py`` loaded as a module (its tiny-BERT
+    fixtures), for the folders that reuse them: conftest modules cannot be imported by name
+    (each folder has one)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        module_name, Path(__file__).resolve().parent / "encoders" / "conftest.py")
+        module_name, REPO / "plugins" / "olivine-transformers" / "tests" / "conftest.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

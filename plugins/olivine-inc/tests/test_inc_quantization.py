@@ -1,6 +1,6 @@
 """Olive's INC passes (IncStaticQuantization with SmoothQuant, IncDynamicQuantization) run by
-onnx-neural-compressor on the tiny exported BERT of tests/encoders, checked in ONNX Runtime
-against the float model; and the options this quantizer cannot honour, refused by name."""
+onnx-neural-compressor on the tiny exported BERT of olivine-transformers' tests, checked in ONNX
+Runtime against the float model; and the options this quantizer cannot honour, refused by name."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """int8 and 16-bit QDQ quantization with Olive's option names, through the engine, checked in
-ONNX Runtime against the float model (the tiny exported BERT of tests/encoders)."""
+ONNX Runtime against the float model (the tiny exported BERT of olivine-transformers' tests)."""
 
 from __future__ import annotations
 
