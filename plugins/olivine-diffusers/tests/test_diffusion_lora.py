@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from diffusers_tiny import fingerprint
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 Cli = Callable[..., tuple[int, str, str]]
 PROMPT = "a red square"

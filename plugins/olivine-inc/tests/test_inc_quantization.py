@@ -17,7 +17,8 @@ import pytest
 
 import olivine
 from olivine.testing import cli_main as main
-from olivine_testutil import SHARED, record_quality
+from olivine.testing import record_quality
+from olivine_testutil import SHARED
 
 #: the tests that quantize need onnx-neural-compressor; validation does not
 needs_inc = pytest.mark.skipif(importlib.util.find_spec("onnx_neural_compressor") is None,

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from olivine.testing import seed
 from olivine_modelbuilder.tinymodel import TinySpec
-from olivine_testutil import seed
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "examples" / "lora" / "sonnet_qa.jsonl"

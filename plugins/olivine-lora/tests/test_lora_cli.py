@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from lora_helpers import DATA, TEMPLATE
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 Cli = Callable[..., tuple[int, str, str]]
 

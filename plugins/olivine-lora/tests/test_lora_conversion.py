@@ -16,7 +16,7 @@ pytest.importorskip("olivine_lora")
 
 from lora_helpers import LORA_STEP, workflow
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 #: Adapter steps trained briefly (10 steps): LoRA as the recipes write it, LoHa with Olive's names.
 STEPS: dict[str, dict[str, Any]] = {

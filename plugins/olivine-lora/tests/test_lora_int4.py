@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from lora_helpers import genai_logits, torch_logits, workflow
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 pytest.importorskip("onnxruntime_genai")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lora_helpers import DATA
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 
 @pytest.mark.quality

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from lora_helpers import LORA_STEP, TEMPLATE, data_config, perplexity, workflow
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 
 @pytest.mark.quality

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from lora_helpers import variant_step, workflow
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 Cli = Callable[..., tuple[int, str, str]]
 WriteJson = Callable[[dict[str, Any], Path], Path]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from lora_helpers import genai_logits, torch_logits, variant_step, workflow
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 PROMPT = "### Question: What is the opposite of day?\n### Answer: The opposite of day is"
 

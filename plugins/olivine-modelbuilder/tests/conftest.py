@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from olivine.testing import seed
 from olivine_modelbuilder.tinymodel import TinySpec, cached_model
-from olivine_testutil import seed
 
 #: The briefly trained model of the correctness tests (about 5 s to train on one core); seeded
 #: and trained on the tests' torch threads, so it is the same model on every run of a machine.

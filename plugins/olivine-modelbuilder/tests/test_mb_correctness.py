@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from mb_helpers import genai_greedy
 
+from olivine.testing import record_quality
 from olivine_modelbuilder.tinymodel import chat_turn
-from olivine_testutil import record_quality
 
 PROMPTS = ["Shall I compare thee to a summer's day?", "When forty winters shall besiege thy brow,",
            "My mistress' eyes are nothing like the sun;"]

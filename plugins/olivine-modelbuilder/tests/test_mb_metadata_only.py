@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from mb_helpers import genai_greedy
 
-from olivine_testutil import plugin_tests_module, record_quality
+from olivine.testing import record_quality
+from olivine_testutil import plugin_tests_module
 
 pytest.importorskip("onnxruntime_genai")
 

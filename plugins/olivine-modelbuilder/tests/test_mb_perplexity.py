@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 pytest.importorskip("olivine_evaluators")
 

@@ -11,7 +11,7 @@ import pytest
 
 import olivine
 from olivine.testing import cli_main as main
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 SENTENCES = Path(__file__).resolve().parents[3] / "examples" / "minilm" / "sentences.jsonl"
 

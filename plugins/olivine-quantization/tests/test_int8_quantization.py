@@ -13,7 +13,8 @@ import pytest
 
 import olivine
 from olivine.testing import cli_main as main
-from olivine_testutil import SHARED, record_quality
+from olivine.testing import record_quality
+from olivine_testutil import SHARED
 
 SENTENCES = Path(__file__).resolve().parents[3] / "examples" / "minilm" / "sentences.jsonl"
 CALIBRATION = {"name": "calib", "type": "HuggingfaceContainer",

@@ -20,7 +20,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 
-from olivine_testutil import seed
+from olivine.testing import seed
 
 REPO = Path(__file__).resolve().parents[3]
 SENTENCES = REPO / "examples" / "minilm" / "sentences.jsonl"
