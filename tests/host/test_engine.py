@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 import olivine
-from olivine_testutil import executions, make_workflow, olivine_subprocess
+from olivine.testing import make_workflow
+from olivine_testutil import executions, olivine_subprocess
 
 
 def _outputs(model_dir: Path) -> np.ndarray:
