@@ -1,10 +1,11 @@
 """Fixtures shared by olivine's tests: the host's (tests/) and each plugin's (plugins/*/tests/).
 
 olivine's test kit (``olivine.testing``: ``tiny_onnx_model``, ``run_pass``, ``run_workflow``,
-``assert_config_error``, ``write_config``, ``cli``) is loaded by ``-p olivine.testing`` in
-pyproject.toml. Threads are pinned to one per library: on a 2-core machine torch and ONNX Runtime
-thread pools fight each other and make tests slow and noisy. Helpers that tests
-import live in ``olivine_testutil`` (several folders have a conftest.py).
+``assert_config_error``, ``write_config``, ``cli``, and ``seed``, ``pin_threads``,
+``record_quality``, ``make_workflow``) is loaded by ``-p olivine.testing`` in pyproject.toml.
+Threads are pinned to one per library: on a 2-core machine torch and ONNX Runtime thread pools
+fight each other and make tests slow and noisy. Helpers private to this repository live in
+``tests/olivine_testutil.py`` (several folders have a conftest.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from olivine_testutil import HELLO_MODEL, threads  # noqa: E402
+from olivine.testing import pin_threads  # noqa: E402
+from olivine_testutil import HELLO_MODEL  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,11 +33,7 @@ def _one_torch_thread() -> None:
 
     One thread unless ``$OLIVINE_TEST_THREADS`` says otherwise (the quality-spread runs).
     """
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(threads())
+    pin_threads()
 
 
 @pytest.fixture(scope="session")

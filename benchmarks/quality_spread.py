@@ -9,7 +9,7 @@ tests once per configuration, each in a fresh model cache:
 - every seed x every kernel (``default``, ``avx2``, ``avx512``) at one thread, and
 - every seed at two threads with the kernels torch picks itself,
 
-collects what each test recorded (``olivine_testutil.record_quality``) and prints, per
+collects what each test recorded (``olivine.testing.record_quality``) and prints, per
 claim, the minimum, median and maximum over the runs, and which tests failed where. The
 margins in the assertions are chosen from this report; the tests quote it.
 

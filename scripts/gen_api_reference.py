@@ -34,7 +34,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
       "run_candidate", "LocalSystem"]),
 ]
 TESTING = ["run_pass", "run_workflow", "assert_config_error", "make_onnx_model", "make_hf_model",
-           "input_model_config", "using_plugin"]
+           "make_workflow", "input_model_config", "using_plugin", "cli_main", "seed", "threads",
+           "pin_threads", "record_quality"]
 
 
 def _doc(obj: Any) -> str:

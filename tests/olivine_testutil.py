@@ -1,4 +1,8 @@
-"""Helpers shared by olivine's tests (import as ``olivine_testutil``; conftest modules clash)."""
+"""What olivine's own tests share that is private to this repository (import as
+``olivine_testutil``; conftest modules clash): paths into the checkout and ../shared, the
+test-kit plugin's run log, the recipes' tiny stand-in models, fixtures loaded across plugin
+test folders. What a plugin author can use too (``seed``, ``threads``, ``pin_threads``,
+``record_quality``, ``make_workflow``, tiny models) is in ``olivine.testing``."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from olivine.testing import seed
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO_MODEL = REPO / "examples" / "hello" / "model"
@@ -20,60 +26,12 @@ def executions(runs_file: Path) -> list[str]:
     return [" ".join(line.split()[:2]) for line in runs_file.read_text().splitlines()]
 
 
-def make_workflow(tmp_path: Path, model: Path, passes: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A current-form workflow dict on ``model`` writing under ``tmp_path``."""
-    wf: dict[str, Any] = {
-        "input_model": {"type": "ONNXModel", "model_path": str(model)},
-        "passes": passes,
-        "output_dir": str(tmp_path / "out"),
-        "cache_dir": str(tmp_path / "cache"),
-        "log_severity_level": 3,
-    }
-    wf.update(extra)
-    return wf
-
-
 def olivine_subprocess(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
                        timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``python -m olivine ARGS`` in a fresh process."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "olivine", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
-
-
-# -- quality tests: seeds, threads, and the measured numbers -------------------------------------
-#
-# Comparative quality tests (marked ``quality``) train their tiny models with ``seed()`` and
-# ``threads()`` and record the numbers they compare through ``record_quality``. Normally these
-# are seed 0, one thread, and no record. ``benchmarks/quality_spread.py`` runs the marked tests
-# under several seeds, thread counts and torch CPU kernels (ATEN_CPU_CAPABILITY) and reports
-# the spread of every recorded number; the margins in the assertions come from that report.
-
-SEED_ENV = "OLIVINE_TEST_SEED"
-THREADS_ENV = "OLIVINE_TEST_THREADS"
-QUALITY_LOG_ENV = "OLIVINE_QUALITY_LOG"
-
-
-def seed() -> int:
-    """The training seed of the tiny models (``$OLIVINE_TEST_SEED``, default 0)."""
-    return int(os.environ.get(SEED_ENV) or 0)
-
-
-def threads() -> int:
-    """Threads for torch in the tests (``$OLIVINE_TEST_THREADS``, default 1)."""
-    return max(1, int(os.environ.get(THREADS_ENV) or 1))
-
-
-def record_quality(claim: str, **values: float) -> None:
-    """Append the numbers a quality claim compares to ``$OLIVINE_QUALITY_LOG`` (if set)."""
-    import json
-
-    target = os.environ.get(QUALITY_LOG_ENV)
-    if not target:
-        return
-    row = {"claim": claim, **{k: float(v) for k, v in values.items()}}
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
 
 
 # -- tiny local stand-ins for the recipes' hub models (tests/recipes) -----------------------------
@@ -220,14 +178,25 @@ def tiny_random_vl(folder: Path, model_type: str = "qwen3_vl") -> Path:
     return folder
 
 
+def plugin_tests_module(plugin: str, module: str) -> Any:
+    """``plugins/PLUGIN/tests/MODULE.py`` imported by name (its folder put on ``sys.path``), for
+    a test that chains with another plugin and reuses what that plugin's tests define."""
+    import importlib
+
+    folder = str(REPO / "plugins" / plugin / "tests")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(module)
+
+
 def encoder_fixtures(module_name: str) -> Any:
-    """``tests/encoders/conftest.py`` loaded as a module (its tiny-BERT fixtures), for the
-    folders that reuse them: conftest modules cannot be imported by name (each folder has
-    one)."""
+    """``plugins/olivine-transformers/tests/conftest.py`` loaded as a module (its tiny-BERT
+    fixtures), for the folders that reuse them: conftest modules cannot be imported by name
+    (each folder has one)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        module_name, Path(__file__).resolve().parent / "encoders" / "conftest.py")
+        module_name, REPO / "plugins" / "olivine-transformers" / "tests" / "conftest.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

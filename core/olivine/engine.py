@@ -83,6 +83,7 @@ class Engine:
         #: where steps run (the workflow's host system, unless the caller gives one)
         self.system: System = system
         self.log_level = workflow.engine.log_severity_level
+        self.cleaned: dict[str, int] | None = None
 
     def plan(self) -> list[PlannedStep]:
         """The steps this workflow will run, in order."""
@@ -104,6 +105,7 @@ class Engine:
         check_apart(output_dir, cache.root)
         check_output_dir(output_dir, cache.file_hash if cache.exists() else None)
         cache.ensure()
+        self.cleaned = _clean_first(engine, cache)
         from olivine.sharedcache import for_engine
 
         self.shared = for_engine(engine)  # a shared cache for teams, when the config names one
@@ -127,6 +129,8 @@ class Engine:
             "host_system": self.wf.host_system().name, "target_system": self.wf.target_system().name,
             "steps": [], "metrics": {}, "environment": _environment(self.host),
         }
+        if self.cleaned is not None:
+            report["clean_cache"] = self.cleaned
         self.host.events.run_started(run=info)
         error: OlivineError | None = None
         model: ModelHandle | None = None
@@ -385,3 +389,18 @@ def _environment(host: PluginHost) -> dict[str, Any]:
         "libraries": library_versions(("olivine", *DEFAULT_LIBRARIES)),
         "plugins": {p.name: f"{p.distribution} {p.version}" for p in host.plugins},
     }
+
+
+def _clean_first(engine: Any, cache: Cache) -> dict[str, int] | None:
+    """Olive's ``clean_cache`` (in the engine block or its ``cache_config``): empty the step cache
+    before the run, as ``olivine cache clean`` does; steps another running workflow uses stay."""
+    olive = getattr(engine, "cache_config", None)
+    if not (engine.clean_cache or (olive is not None and olive.clean_cache)):
+        return None
+    from olivine.cacheclean import clean
+
+    report = clean(cache)
+    log.warning("clean_cache: removed %d cached steps (%.1f MB) from %s before the run%s",
+                report.removed, report.freed / 1e6, cache.root,
+                f"; {report.in_use} in use by another run kept" if report.in_use else "")
+    return {"removed": report.removed, "freed_bytes": report.freed, "in_use": report.in_use}

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from olivine.config.sections import DataConfig, EngineConfig, HfModelSpec, OnnxModelSpec
+from olivine.config.sections import (
+           DataConfig,
+           EngineConfig,
+           HfModelSpec,
+           OnnxModelSpec,
+           PyTorchModelSpec,
+)
 from olivine.config.typed import json_schema
 from olivine.evaluation import EvaluatorConfig, MetricConfig
 from olivine.passes import Pass
@@ -21,6 +27,24 @@ def pass_schema(cls: type[Pass]) -> dict[str, Any]:
              **schema.get("properties", {})}
     return {"type": "object", "properties": props, "required": ["type"],
             "additionalProperties": False, "description": (cls.__doc__ or "").strip().split("\n")[0]}
+
+
+def input_model_schemas(host: PluginHost) -> list[dict[str, Any]]:
+    """The forms of ``input_model``: the host's (HfModel, ONNXModel, PyTorchModel), then each
+    plugin model kind's ``input_types`` (its ``input_spec`` attrs class when it has one)."""
+    forms = [json_schema(spec) for spec in (HfModelSpec, OnnxModelSpec, PyTorchModelSpec)]
+    for _kind, (cls, owner) in sorted(host.model_kinds.items()):
+        names = list(getattr(cls, "input_types", ()))
+        if not names:
+            continue
+        spec = getattr(cls, "input_spec", None)
+        schema: dict[str, Any] = json_schema(spec) if spec is not None else {"type": "object"}
+        schema.setdefault("properties", {})["type"] = {"enum": names}
+        schema["required"] = sorted({"type", *schema.get("required", [])})
+        schema["description"] = ((cls.__doc__ or "").strip().split("\n")[0]
+                                 + f" (plugin {owner})").strip()
+        forms.append(schema)
+    return forms
 
 
 def workflow_schema(host: PluginHost) -> dict[str, Any]:
@@ -49,7 +73,7 @@ def workflow_schema(host: PluginHost) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "workflow_id": {"type": "string"},
-            "input_model": {"anyOf": [json_schema(HfModelSpec), json_schema(OnnxModelSpec)]},
+            "input_model": {"anyOf": input_model_schemas(host)},
             "systems": {"type": "object", "additionalProperties": {"anyOf": list(systems.values())}},
             "data_configs": {"type": "array", "items": json_schema(DataConfig)},
             "metrics": {"type": "array", "items": metric},

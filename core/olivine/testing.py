@@ -16,10 +16,18 @@ per session), ``run_pass`` and ``run_workflow`` (bound to the test's temporary f
 (``olivine ARGS`` in this process: exit code, stdout, stderr). The functions behind them
 are importable too. Heavy libraries (onnx, torch, transformers) are imported when a
 fixture is used.
+
+For tests that train tiny models and compare quality numbers: :func:`seed` and
+:func:`threads` (set by ``$OLIVINE_TEST_SEED`` and ``$OLIVINE_TEST_THREADS``, so that a
+spread measurement can rerun the same tests under other seeds and thread counts),
+:func:`pin_threads`, and :func:`record_quality` (appends the compared numbers to
+``$OLIVINE_QUALITY_LOG`` when it is set).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -29,13 +37,73 @@ from typing import Any
 
 import pytest
 
-__all__ = ["WORDS", "assert_config_error", "cli_main", "input_model_config", "make_hf_model",
-           "make_onnx_model", "run_pass", "run_workflow", "using_plugin"]
+__all__ = ["QUALITY_LOG_ENV", "SEED_ENV", "THREADS_ENV", "WORDS", "assert_config_error", "cli_main",
+           "input_model_config", "make_hf_model", "make_onnx_model", "make_workflow", "pin_threads",
+           "record_quality", "run_pass", "run_workflow", "seed", "threads", "using_plugin"]
 
 #: The word list of :func:`make_hf_model`'s tokenizer (lower-case, space-separated text).
 WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "a", "model", "runs", "fast",
          "on", "small", "data", "and", "onnx", "runtime", "makes", "it", "faster", "when", "weights",
          "are", "quantized", "to", "fewer", "bits", "per", "value")
+
+
+#: The environment variable :func:`seed` reads (default 0).
+SEED_ENV = "OLIVINE_TEST_SEED"
+#: The environment variable :func:`threads` reads (default 1).
+THREADS_ENV = "OLIVINE_TEST_THREADS"
+#: The file :func:`record_quality` appends to, when set.
+QUALITY_LOG_ENV = "OLIVINE_QUALITY_LOG"
+#: The thread-count variables of OpenMP, MKL and OpenBLAS (read when a library loads).
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+# -- seeds, threads and measured numbers ----------------------------------------------------
+def seed() -> int:
+    """The seed for training a test's tiny models: ``$OLIVINE_TEST_SEED``, 0 when unset.
+
+    A quality test that seeds with it can be rerun under other seeds to measure how far
+    its compared numbers spread, and its margins chosen from that spread.
+    """
+    return int(os.environ.get(SEED_ENV) or 0)
+
+
+def threads() -> int:
+    """Threads for torch and ONNX Runtime in tests: ``$OLIVINE_TEST_THREADS``, 1 when unset."""
+    return max(1, int(os.environ.get(THREADS_ENV) or 1))
+
+
+def pin_threads(count: int | None = None) -> int:
+    """Give torch, OpenMP, MKL and OpenBLAS ``count`` threads (default :func:`threads`).
+
+    The environment variables are set only where unset (libraries read them when they
+    load, so call this early, e.g. from a ``conftest.py``); torch's pool is set now when
+    torch is installed. On a small machine, pools that each take every core make tests
+    slow and their numbers noisy. Returns the count.
+    """
+    count = threads() if count is None else max(1, count)
+    for var in _THREAD_VARS:
+        os.environ.setdefault(var, str(count))
+    try:
+        import torch
+    except ImportError:
+        return count
+    torch.set_num_threads(count)
+    return count
+
+
+def record_quality(claim: str, **values: float) -> None:
+    """Append ``{"claim": claim, **values}`` as a JSON line to ``$OLIVINE_QUALITY_LOG`` if set.
+
+    A quality test records the numbers it compares (a KL divergence, a perplexity, a
+    cosine) before asserting on them; a spread measurement collects them over seeds and
+    thread counts. Without the variable nothing is written.
+    """
+    target = os.environ.get(QUALITY_LOG_ENV)
+    if not target:
+        return
+    row = {"claim": claim, **{k: float(v) for k, v in values.items()}}
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -122,6 +190,25 @@ def input_model_config(model: Any) -> dict[str, Any]:
     if path.suffix == ".onnx" or (path.is_dir() and any(path.glob("*.onnx"))):
         return {"type": "ONNXModel", "model_path": str(path)}
     raise ValueError(f"{path}: neither a Hugging Face folder (config.json) nor an ONNX model")
+
+
+def make_workflow(tmp_path: Path, model: str | Path, passes: dict[str, Any],
+                  **extra: Any) -> dict[str, Any]:
+    """A workflow dict that runs ``passes`` on the ONNX model at ``model`` (a ``.onnx`` file
+    or a folder with one), writing its output and cache under ``tmp_path``.
+
+    Errors only are logged (``log_severity_level`` 3); ``extra`` adds or replaces top-level
+    keys (``systems``, ``evaluators``, ``search_strategy``, ...).
+    """
+    config: dict[str, Any] = {
+        "input_model": {"type": "ONNXModel", "model_path": str(model)},
+        "passes": passes,
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "log_severity_level": 3,
+    }
+    config.update(extra)
+    return config
 
 
 @contextmanager
@@ -249,7 +336,6 @@ def tiny_hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
     """Write a workflow dict as JSON into the test's folder and return its path."""
-    import json
 
     def write(data: Mapping[str, Any], name: str = "workflow.json") -> Path:
         path = tmp_path / name

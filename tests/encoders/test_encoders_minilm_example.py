@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import olivine
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 
 def _example(name: str, model: Path, tmp_path: Path, max_samples: int) -> dict[str, Any]:

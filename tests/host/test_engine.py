@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 import olivine
-from olivine_testutil import executions, make_workflow, olivine_subprocess
+from olivine.testing import make_workflow
+from olivine_testutil import executions, olivine_subprocess
 
 
 def _outputs(model_dir: Path) -> np.ndarray:
@@ -278,3 +279,4 @@ engine:
     code, _, err = cli("run", "--config", str(path))
     assert code == 0, err
     np.testing.assert_allclose(_outputs(tmp_path / "out"), 4 * _outputs(onnx_model), rtol=1e-5)
+

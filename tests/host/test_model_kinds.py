@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -150,3 +151,51 @@ def test_unknown_input_type_lists_plugin_types(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "unknown model type \"NpzModle\" (did you mean 'NpzModel'?)" in proc.stderr
     assert "NpzModel" in proc.stderr.split("expected one of")[1]
+
+
+def test_schema_lists_a_plugin_kinds_input_type(cli: Any) -> None:
+    """``olivine schema`` offers the host's input forms and a plugin kind's ``input_types``, with
+    the options of its ``input_spec``."""
+    import types
+    from typing import ClassVar
+
+    import attrs
+
+    from olivine import ModelHandle, hookimpl
+    from olivine.testing import using_plugin
+
+    @attrs.frozen
+    class TableSpec:
+        """Options of a TableModel input."""
+
+        type: str
+        model_path: str = attrs.field(metadata={"help": "a .csv file"})
+        delimiter: str = ","
+
+    @attrs.frozen
+    class TableModel(ModelHandle):
+        """A table of weights in a csv file."""
+
+        kind: ClassVar[str] = "table"
+        input_types: ClassVar[tuple[str, ...]] = ("TableModel",)
+        input_spec: ClassVar[type] = TableSpec
+
+        @classmethod
+        def from_input_config(cls, config: dict[str, Any], base_dir: Path) -> TableModel:
+            return cls(path=str(base_dir / config["model_path"]))
+
+    @hookimpl
+    def register_model_kinds(register: Any) -> None:
+        register(TableModel)
+
+    plugin = types.SimpleNamespace(__name__="table-plugin", register_model_kinds=register_model_kinds)
+    with using_plugin(plugin):
+        code, out, err = cli("schema")
+    assert code == 0, err
+    forms = json.loads(out)["properties"]["input_model"]["anyOf"]
+    [table] = [f for f in forms if f["properties"]["type"].get("enum") == ["TableModel"]]
+    assert table["description"] == "A table of weights in a csv file. (plugin table-plugin)"
+    assert table["properties"]["delimiter"]["default"] == ","
+    assert set(table["required"]) == {"type", "model_path"}
+    described = " ".join(f.get("description", "") for f in forms)
+    assert all(name in described for name in ("HfModel", "ONNXModel", "PyTorchModel"))

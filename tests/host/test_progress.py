@@ -8,7 +8,7 @@ from typing import Any
 
 from olivine.events import StepInfo
 from olivine.progress import ProgressDisplay
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 
 def test_plain_lines_when_not_a_terminal(tmp_path: Path, onnx_model: Path, write_config: Any,

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from olivine_testutil import executions, make_workflow
+from olivine.testing import make_workflow
+from olivine_testutil import executions
 
 
 def _start(config: Path, *extra: str) -> subprocess.Popen[str]:

@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from olivine_testutil import executions, make_workflow
+from olivine.testing import make_workflow
+from olivine_testutil import executions
 
 METRICS = {"e": {"metrics": [{"name": "w", "type": "weight_stats", "sub_types": [
     {"name": "abs_sum", "priority": 1}, {"name": "bytes", "priority": 2}]}]}}

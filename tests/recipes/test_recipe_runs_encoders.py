@@ -36,7 +36,7 @@ def tiny_clip(folder: Path) -> Path:
     recipe's io_config declares) with a byte-level BPE tokenizer and image processor, saved
     with ``CLIPProcessor.save_pretrained``."""
     import torch
-    from modelbuilder.whisper import byte_alphabet
+    from recipes.tiny_whisper import byte_alphabet
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     alphabet = byte_alphabet()

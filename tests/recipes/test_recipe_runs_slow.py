@@ -64,7 +64,7 @@ UNSUPPORTED: dict[str, str] = {
         "(exit 1) as the builder lacks Olmo3ForCausalLM",
     "google-translategemma-4b-it/builtin/cpu_and_mobile/text.json":
         "Gemma3ForConditionalGeneration: the builder (0.18) fails with KeyError 'rope_type' on a "
-        "transformers-5 Gemma 3 config (as tests/modelbuilder's BROKEN gemma3_text)",
+        "transformers-5 Gemma 3 config (as the model-builder tests' BROKEN gemma3_text)",
     "google-translategemma-4b-it/builtin/cpu_and_mobile_fp32/text.json": "as the int4 one",
 }
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from modelbuilder import whisper as wh
 from recipes import recipe_runner as rr
+from recipes import tiny_whisper as wh
 
 WHISPER_CPU = "openai-whisper-tiny.en/cpu/whisper-tiny.en_cpu_int8.json"
 #: The other two shapes of the 21 builder workflows: fp16 for CUDA and for WebGPU (built here for

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from olivine_testutil import REPO, make_workflow
+from olivine.testing import make_workflow
+from olivine_testutil import REPO
 
 ENV = {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "core"), os.environ.get("PYTHONPATH"))
                                      if p)}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from store_helpers import ENV, olivine, start, step_folders, wait_for, write_workflow
 
 from olivine_testutil import executions
@@ -118,3 +119,27 @@ print(cache.clean())
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "locked", "CleanReport(removed=0, freed=0, in_use=0, runs_removed=0)"]
+
+
+@pytest.mark.parametrize("where", ["engine", "cache_config"])
+def test_clean_cache_empties_the_step_cache_before_the_run(
+        where: str, tmp_path: Path, onnx_model: Path, runs_file: Path, cli: Any) -> None:
+    """Olive's ``clean_cache``: the second run computes its step again instead of taking the cache."""
+    config = write_workflow(tmp_path, onnx_model, {"a": {"type": "Scale", "factor": 2.0}})
+    assert cli("run", "--config", str(config))[0] == 0
+    assert cli("run", "--config", str(config))[0] == 0
+    assert executions(runs_file) == ["Scale a"]  # the second run took the cached step
+    first = (tmp_path / "out" / "model.onnx").read_bytes()
+    flag = ({"clean_cache": True} if where == "engine"
+            else {"cache_config": {"cache_dir": str(tmp_path / "cache"), "clean_cache": True}})
+    cleaning = write_workflow(tmp_path, onnx_model, {"a": {"type": "Scale", "factor": 2.0}},
+                              name="clean.json", **flag)
+    code, _, err = cli("run", "--config", str(cleaning))
+    assert code == 0, err
+    assert executions(runs_file) == ["Scale a", "Scale a"]
+    report = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert report["clean_cache"] == {"removed": 1, "freed_bytes": report["clean_cache"]["freed_bytes"],
+                                     "in_use": 0}
+    assert report["clean_cache"]["freed_bytes"] > 0
+    assert (tmp_path / "out" / "model.onnx").read_bytes() == first
+    assert len(step_folders(tmp_path / "cache")) == 1  # the step this run computed

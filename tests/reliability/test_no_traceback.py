@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from olivine_testutil import HELLO_MODEL, make_workflow, olivine_subprocess
+from olivine.testing import make_workflow
+from olivine_testutil import HELLO_MODEL, olivine_subprocess
 
 LONG = "x" * 300  # one file or folder name over the 255 bytes every file system allows
 

@@ -25,7 +25,7 @@ from olivine.composite import run_per_component
 from olivine.errors import UsageError
 from olivine.models import CompositeModel, HfModel, ModelHandle, OnnxModel
 from olivine.passes import PassContext
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 H = 64
 

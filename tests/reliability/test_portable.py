@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from olivine_testutil import HELLO_MODEL, REPO, make_workflow, olivine_subprocess
+from olivine.testing import make_workflow
+from olivine_testutil import HELLO_MODEL, REPO, olivine_subprocess
 
 CORE = REPO / "core" / "olivine"
 MODULES = sorted(

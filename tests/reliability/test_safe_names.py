@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from olivine_testutil import HELLO_MODEL, make_workflow
+from olivine.testing import make_workflow
+from olivine_testutil import HELLO_MODEL
 
 
 def _files_under(root: Path) -> set[str]:

@@ -16,7 +16,7 @@ from olivine import ConfigError, get_plugin_host
 from olivine.config import validate_workflow
 from olivine.onnxsave import plain_data
 from olivine.testing import cli_main as main
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 LAT = {"name": "lat", "type": "latency", "sub_types": [{"name": "avg"}],
        "user_config": {"warmup_num": 1, "repeat_test_num": 2}}

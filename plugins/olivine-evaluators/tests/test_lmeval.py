@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import olivine
+from olivine.testing import seed
 from olivine_modelbuilder.tinymodel import TinySpec, cached_model, chat_turn, sonnets
-from olivine_testutil import seed
 
 pytest.importorskip("lm_eval", reason="olivine-evaluators[lmeval] is not installed")
 

@@ -12,7 +12,7 @@ import olivine
 from olivine import ConfigError, get_plugin_host
 from olivine.config import validate_workflow
 from olivine.testing import cli_main as main
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 RECIPES = Path("/work/shared/olive-recipes")
 WHISPER_WER = RECIPES / "openai-whisper-tiny.en" / "cpu" / "whisper_eval_wer.json"

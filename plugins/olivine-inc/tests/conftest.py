@@ -1,6 +1,6 @@
 """Fixtures of the INC tests: the encoder tests' tiny BERT, reused.
 
-The fixtures are those of ``tests/encoders/conftest.py``, loaded from its file.
+The fixtures are those of ``plugins/olivine-transformers/tests/conftest.py``, loaded from its file.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ pytest.importorskip("olivine_modelbuilder", reason="the ModelBuilder pass is not
 import wq_tiny as tiny
 
 import olivine
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 # Measured once (training seed 0, one thread, 2-core x86 machine): KL x1e3 in ONNX Runtime, RTN
 # 4.53, GPTQ 1.80, AutoRound (100 iters) 1.15 (float perplexity 22.27: 22.43, 22.32, 22.27).

@@ -1,6 +1,6 @@
 """Olive's INC passes (IncStaticQuantization with SmoothQuant, IncDynamicQuantization) run by
-onnx-neural-compressor on the tiny exported BERT of tests/encoders, checked in ONNX Runtime
-against the float model; and the options this quantizer cannot honour, refused by name."""
+onnx-neural-compressor on the tiny exported BERT of olivine-transformers' tests, checked in ONNX
+Runtime against the float model; and the options this quantizer cannot honour, refused by name."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import pytest
 
 import olivine
 from olivine.testing import cli_main as main
-from olivine_testutil import SHARED, record_quality
+from olivine.testing import record_quality
+from olivine_testutil import SHARED
 
 #: the tests that quantize need onnx-neural-compressor; validation does not
 needs_inc = pytest.mark.skipif(importlib.util.find_spec("onnx_neural_compressor") is None,

@@ -161,8 +161,10 @@ def peft_config(config: LoRAConfig, targets: list[str] | str, device: str) -> An
                                    rank_dropout_scale=config.rank_dropout_scale, **common)
         return peft.LoHaConfig(**common)
     runtime = peft.LoraRuntimeConfig(ephemeral_gpu_offload=config.ephemeral_gpu_offload)
-    return peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
-                           lora_dropout=config.lora_dropout, target_modules=targets,
-                           bias=config.bias, modules_to_save=config.modules_to_save,
-                           use_dora=isinstance(config, DoRAConfig), runtime_config=runtime,
-                           task_type="CAUSAL_LM")
+    # a plain mapping: peft types ``bias`` as a Literal that the attrs field's str does not narrow to
+    lora: dict[str, Any] = {
+        "r": config.lora_r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
+        "target_modules": targets, "bias": config.bias, "modules_to_save": config.modules_to_save,
+        "use_dora": isinstance(config, DoRAConfig), "runtime_config": runtime,
+        "task_type": "CAUSAL_LM"}
+    return peft.LoraConfig(**lora)

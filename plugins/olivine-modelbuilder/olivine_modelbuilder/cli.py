@@ -44,11 +44,13 @@ def default_options(args: argparse.Namespace, widths: tuple[int, ...] = ()) -> d
     return options
 
 
-def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], output: str) -> None:
+def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], output: str,
+                     capture: bool = False) -> None:
     from olivine.commands import add_cache_dir, add_dry_run, add_log_level, add_save_config
 
     p.add_argument("-m", "--model_name_or_path", "--model-name-or-path", dest="model",
-                   required=True, help="a Hugging Face model folder or hub id (org/name)")
+                   required=not capture, default=None,
+                   help="a Hugging Face model folder or hub id (org/name)")
     p.add_argument("-o", "--output_path", "--output-path", dest="output_path", default=output,
                    help=f"output folder (default: {output})")
     p.add_argument("--device", choices=("cpu", "gpu", "npu"), default="cpu",
@@ -67,12 +69,22 @@ def _add_model_flags(p: argparse.ArgumentParser, precisions: tuple[str, ...], ou
                         "finetune; it is baked into the weights (needs peft)")
     p.add_argument("--trust_remote_code", action="store_true",
                    help="allow the model's own code from its repository")
-    p.add_argument("--use_ort_genai", action="store_true",
-                   help="accepted for Olive; the output always includes genai_config.json")
-    p.add_argument("--use_model_builder", action="store_true",
-                   help="accepted for Olive; the conversion always uses the model builder")
-    p.add_argument("--use_dynamo_exporter", action="store_true",
-                   help="accepted for Olive; ignored (the model builder uses no torch exporter)")
+    if capture:  # Olive's capture: the torch exporter unless --use_model_builder
+        p.add_argument("--use_ort_genai", action="store_true",
+                       help="torch exporter: add onnxruntime-genai's files (genai_config.json, "
+                            "tokenizer) beside the graph")
+        p.add_argument("--use_model_builder", action="store_true",
+                       help="capture with the model builder (default: the torch exporter)")
+        p.add_argument("--use_dynamo_exporter", action="store_true",
+                       help="torch exporter: the dynamo exporter (default: TorchScript)")
+    else:
+        p.add_argument("--use_ort_genai", action="store_true",
+                       help="accepted for Olive; the output always includes genai_config.json")
+        p.add_argument("--use_model_builder", action="store_true",
+                       help="accepted for Olive; the conversion always uses the model builder")
+        p.add_argument("--use_dynamo_exporter", action="store_true",
+                       help="accepted for Olive; ignored (the model builder uses no torch "
+                            "exporter)")
     add_save_config(p)
     add_dry_run(p)
     add_cache_dir(p)
@@ -85,8 +97,12 @@ def configure_auto_opt(p: argparse.ArgumentParser) -> None:
 
 
 def configure_capture(p: argparse.ArgumentParser) -> None:
-    """Flags of ``olivine capture-onnx-graph`` (Olive's model-builder options included)."""
-    _add_model_flags(p, FLOAT_PRECISIONS, "capture-output")
+    """Flags of ``olivine capture-onnx-graph``: Olive's torch-exporter and model-builder options."""
+    from olivine_modelbuilder.capture_cli import add_capture_flags
+
+    _add_model_flags(p, FLOAT_PRECISIONS, "capture-output", capture=True)
+    add_capture_flags(p)
+    p.set_defaults(task=None)  # the torch exporter's default is HfModel's (with the KV cache)
     p.add_argument("--int4_block_size", type=int, choices=(16, 32, 64, 128, 256), default=None,
                    help="model builder: int4 block size")
     p.add_argument("--int4_accuracy_level", type=int, default=None,
@@ -244,9 +260,18 @@ def cmd_auto_opt(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    """``olivine capture-onnx-graph``: export to ONNX without quantization."""
+    """``olivine capture-onnx-graph``: export to ONNX without quantization, with the torch
+    exporter or (``--use_model_builder``) the model builder."""
+    from olivine_modelbuilder.capture_cli import check_path_flags, fixed_shape_pass, run_torch_capture
+
+    check_path_flags(args)
+    if not args.use_model_builder:
+        return run_torch_capture(args)
+    args.task = args.task or "text-generation"
     model_path = preflight(args)
-    return run_workflow(args, build_workflow(args, model_path, capture_options(args)))
+    workflow = build_workflow(args, model_path, capture_options(args))
+    workflow["passes"].update(fixed_shape_pass(args.fixed_param_dict))
+    return run_workflow(args, workflow)
 
 
 def configure_generate(p: argparse.ArgumentParser) -> None:
@@ -350,8 +375,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = (
     ("auto-opt", "convert and quantize a Hugging Face LLM for onnxruntime-genai (Olive's flags)",
      configure_auto_opt, cmd_auto_opt),
-    ("capture-onnx-graph", "export a Hugging Face LLM to ONNX with the model builder, no "
-     "quantization", configure_capture, cmd_capture),
+    ("capture-onnx-graph", "export a Hugging Face or PyTorch model to ONNX with the torch "
+     "exporter, or an LLM with the model builder (--use_model_builder); no quantization",
+     configure_capture, cmd_capture),
     ("generate", "stream a reply from an onnxruntime-genai model folder; print prefill latency "
      "and decode tokens/s", configure_generate, cmd_generate),
     ("demo", "train a tiny model here, auto-opt it to int4 and chat with it (no downloads)",

@@ -11,7 +11,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import olivine
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 F = TensorProto.FLOAT
 

@@ -13,7 +13,7 @@ from onnx_helpers import F, assert_same, make, op_types, run_pass, save, session
 
 import olivine
 from olivine import ConfigError
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 RNG = np.random.default_rng(2)
 

@@ -17,7 +17,7 @@ from onnx_helpers import F, assert_same, make, run_pass, save
 import olivine
 from olivine import ConfigError
 from olivine.onnxsave import plain_data
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 RNG = np.random.default_rng(5)
 

@@ -14,7 +14,7 @@ from onnx_helpers import F, assert_same, make, save, session
 
 import olivine
 from olivine import Accelerator, ConfigError, HfModel, PassContext, PassError
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 RNG = np.random.default_rng(7)
 V, H = 16, 8

@@ -16,7 +16,7 @@ from onnx_helpers import session
 
 import olivine
 from olivine import ConfigError
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 pytest.importorskip("olivine_modelbuilder")
 

@@ -14,7 +14,8 @@ from onnx_helpers import F, assert_same, make, op_types, random_feeds, save, ses
 
 import olivine
 from olivine import ConfigError, PassError
-from olivine_testutil import SHARED, make_workflow
+from olivine.testing import make_workflow
+from olivine_testutil import SHARED
 
 RNG = np.random.default_rng(0)
 

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from olivine_testutil import SHARED, seed, trained_llm
+from olivine.testing import seed
+from olivine_testutil import SHARED, trained_llm
 
 pytest.importorskip("openvino")
 pytest.importorskip("optimum.intel")

@@ -1,6 +1,6 @@
-"""Fixtures of the int8/fusion/systems tests: the encoder tests' tiny BERT, reused.
+"""Fixtures of the int8/fusion/systems tests: olivine-transformers' tests' tiny BERT, reused.
 
-The fixtures are those of ``tests/encoders/conftest.py``, loaded from its file.
+The fixtures are those of ``plugins/olivine-transformers/tests/conftest.py``, loaded from its file.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """int8 and 16-bit QDQ quantization with Olive's option names, through the engine, checked in
-ONNX Runtime against the float model (the tiny exported BERT of tests/encoders)."""
+ONNX Runtime against the float model (the tiny exported BERT of olivine-transformers' tests)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 import olivine
 from olivine.testing import cli_main as main
-from olivine_testutil import SHARED, record_quality
+from olivine.testing import record_quality
+from olivine_testutil import SHARED
 
 SENTENCES = Path(__file__).resolve().parents[3] / "examples" / "minilm" / "sentences.jsonl"
 CALIBRATION = {"name": "calib", "type": "HuggingfaceContainer",

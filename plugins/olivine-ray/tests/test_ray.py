@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from olivine_testutil import executions, make_workflow
+from olivine.testing import make_workflow
+from olivine_testutil import executions
 
 pytest.importorskip("olivine_ray")
 

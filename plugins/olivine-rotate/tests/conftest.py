@@ -18,8 +18,8 @@ pytest.importorskip("olivine_modelbuilder", reason="the tiny models come from ol
 @pytest.fixture(scope="session")
 def trained_llama(cache_root: Path) -> Path:
     """A Llama (hidden 64, 2 layers, head size 16) trained 150 steps on the Sonnets (cached)."""
+    from olivine.testing import seed
     from olivine_modelbuilder.tinymodel import TinySpec, cached_model
-    from olivine_testutil import seed
 
     spec = TinySpec(model_type="llama", vocab_size=512, hidden_size=64, intermediate_size=192,
                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

@@ -22,7 +22,7 @@ from rot_helpers import (
     workflow,
 )
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 CASES = [("llama", "hadamard"), ("qwen2", "random"), ("qwen3", "hadamard"), ("phi3", "hadamard"),
          ("mistral", "random"), ("granite", "hadamard")]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rot_helpers import kl, ort_log_probs, random_model, torch_log_probs, window_ids, workflow
 
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 
 
 def _slice(tmp: Path, model: Path, text: Path, **options: Any) -> Path:

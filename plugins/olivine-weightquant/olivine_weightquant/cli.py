@@ -28,9 +28,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("-m", "--model_name_or_path", "--model-name-or-path", dest="model", required=True,
                    help="a Hugging Face model folder or hub id, an .onnx file, or a folder holding one")
-    p.add_argument("--algorithm", "-a", choices=ALGORITHMS, default="rtn",
+    p.add_argument("--algorithm", choices=ALGORITHMS, default="rtn",
                    help="rtn (default), gptq and awq (need calibration text; awq on Hugging Face "
                         "models only), hqq (ONNX models)")
+    p.add_argument("-a", "--adapter_path", default=None,
+                   help="Olive's LoRA adapter flag: not taken here (adapters are not merged "
+                        "before quantizing); merge the adapter into the model first")
     p.add_argument("--precision", choices=("int4", "int8"), default="int4",
                    help="weight precision (default: int4)")
     p.add_argument("-o", "--output_path", "--output-path", dest="output_path", default="quantized-model",
@@ -180,10 +183,25 @@ def _data_flags(args: argparse.Namespace, cfg: dict[str, Any]) -> None:
             cfg[flag] = getattr(args, flag)
 
 
+def _refuse_adapter(value: str | None) -> None:
+    """``-a``/``--adapter_path`` is Olive's adapter flag (it was ``--algorithm`` in olivine 0.1)."""
+    from olivine import UsageError
+
+    if value is None:
+        return
+    if value in ALGORITHMS and not Path(value).exists():
+        raise UsageError(f"-a {value}: -a is --adapter_path, as in Olive's quantize; for the "
+                         f"algorithm write --algorithm {value}")
+    raise UsageError(f"--adapter_path {value}: quantize does not merge adapters here; merge the "
+                     "adapter into the model first (e.g. peft's merge_and_unload, or olivine "
+                     "capture-onnx-graph --use_model_builder -a for an ONNX model) and quantize that")
+
+
 def build_workflow(args: argparse.Namespace) -> dict[str, Any]:
     """The workflow dict for the flags."""
     from olivine.commands import cache_dir
 
+    _refuse_adapter(args.adapter_path)
     kind, input_model = model_kind(args.model)
     if args.trust_remote_code and kind == "hf":
         input_model["load_kwargs"] = {"trust_remote_code": True}

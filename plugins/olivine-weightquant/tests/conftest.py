@@ -19,7 +19,7 @@ if str(HERE) not in sys.path:
 
 import wq_tiny as tiny  # noqa: E402
 
-from olivine_testutil import seed, threads  # noqa: E402
+from olivine.testing import seed, threads  # noqa: E402
 
 
 @attrs.frozen

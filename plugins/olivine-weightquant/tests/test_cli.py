@@ -100,6 +100,19 @@ def test_bad_calibration_files_exit_2(tiny_model: Any, tmp_path: Path, cli, name
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("value", "message"), [
+    ("gptq", "-a gptq: -a is --adapter_path, as in Olive's quantize; for the algorithm write "
+             "--algorithm gptq"),
+    ("adapter", "--adapter_path adapter: quantize does not merge adapters here"),
+])
+def test_dash_a_is_olives_adapter_flag(tiny_model: Any, tmp_path: Path, cli, value: str,
+                                       message: str) -> None:
+    code, _, err = cli("quantize", "-m", str(tiny_model.path), "-a", value, "-o",
+                       str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c"))
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
 def test_precision_outside_int4_int8_is_an_argument_error(tiny_model: Any, cli) -> None:
     with pytest.raises(SystemExit) as exc:
         cli("quantize", "-m", str(tiny_model.path), "--precision", "int3")

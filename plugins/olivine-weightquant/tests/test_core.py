@@ -9,7 +9,7 @@ import pytest
 import torch
 from wq_onnx import make_onnx
 
-from olivine_testutil import record_quality, seed
+from olivine.testing import record_quality, seed
 from olivine_weightquant import core
 from olivine_weightquant.onnx_nbits import Selection, quantize_onnx
 from olivine_weightquant.packing import from_gptq_tensors, gptq_tensors

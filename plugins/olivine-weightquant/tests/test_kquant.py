@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from olivine_testutil import make_workflow
+from olivine.testing import make_workflow
 
 pytest.importorskip("onnxruntime")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from olivine_testutil import record_quality, seed
+from olivine.testing import record_quality, seed
 
 pytest.importorskip("olivine_modelbuilder")
 

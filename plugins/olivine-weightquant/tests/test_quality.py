@@ -20,7 +20,7 @@ import pytest
 import wq_tiny as tiny
 
 import olivine
-from olivine_testutil import record_quality
+from olivine.testing import record_quality
 from olivine_weightquant import data, hf_checkpoint, hf_quant
 
 SCORES: dict[str, tuple[float, float]] = {}
