@@ -280,13 +280,30 @@ class OpenVINOQuantization(_OpenVINOPass):
         return save(quantized, "_quant")
 
 
-def _default_validation(compiled_model: Any, data: Any) -> float:
-    """Olive's default validation metric: top-1 accuracy of output 0 against the labels."""
+def _default_validation(model: Any, data: Any) -> float:
+    """Olive's default validation metric: top-1 accuracy of output 0 against the labels, on
+    the compiled IR NNCF passes (an ``openvino.CompiledModel``) or, for an ONNX model, on an
+    ONNX Runtime CPU session of the ``onnx.ModelProto`` it passes."""
     import numpy as np
+
+    if callable(model):
+        run = model
+    else:  # an onnx.ModelProto
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+
+        def run(feeds: Any) -> Any:
+            if not isinstance(feeds, dict):
+                feeds = dict(zip(names, feeds if isinstance(feeds, list | tuple) else [feeds],
+                                 strict=False))
+            return session.run(None, {k: v for k, v in feeds.items() if k in names})
 
     hits = total = 0
     for inputs, labels in data:
-        result = compiled_model(common._numpy(inputs))[0]
+        result = run(common._numpy(inputs))[0]
         pred = np.argmax(result, axis=-1)
         labels = common._numpy(labels)
         hits += int(np.sum(pred == np.asarray(labels)))
@@ -309,8 +326,8 @@ def _load_for_nncf(model: ModelHandle, out: Path) -> tuple[Any, Any]:
 
         def save_ir(result: Any, suffix: str) -> ModelHandle:
             common.copy_side_files(Path(model.path), out)
-            ov.save_model(result, str(out / f"{model.model_name}{suffix}.xml"),
-                          compress_to_fp16=False)
+            # as Olive: openvino's default, float constants NNCF left stored as fp16
+            ov.save_model(result, str(out / f"{model.model_name}{suffix}.xml"))
             return OpenVINOModel(path=str(out), attributes=model.attrs_dict())
 
         return ov.Core().read_model(str(model.xml_file)), save_ir
