@@ -102,6 +102,98 @@ def test_quantization_with_accuracy_keeps_validation_accuracy(tmp_path: Path) ->
     assert accuracy[1.0] < 1.0 and err[1.0] > err[0.0], (accuracy, err)
 
 
+def _bag_of_words(vocab: int, bias: np.ndarray) -> Any:
+    """An ONNX classifier of three [1, 32] inputs: summed word + segment embeddings (masked)
+    through a 2-layer MLP; seeded weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed())
+    weights = {"emb": rng.standard_normal((vocab, 32)), "temb": rng.standard_normal((2, 32)),
+               "w1": rng.standard_normal((32, 32)) / 4, "w2": rng.standard_normal((32, 2)) / 4,
+               "b2": bias}
+    init = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()]
+    init += [numpy_helper.from_array(np.array([i], np.int64), f"axis{i}") for i in (1, 2)]
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["e"]),
+             helper.make_node("Gather", ["temb", "token_type_ids"], ["t"]),
+             helper.make_node("Add", ["e", "t"], ["et"]),
+             helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["mf", "axis2"], ["m3"]),
+             helper.make_node("Mul", ["et", "m3"], ["em"]),
+             helper.make_node("ReduceSum", ["em", "axis1"], ["s"], keepdims=0),
+             helper.make_node("MatMul", ["s", "w1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["hr"]),
+             helper.make_node("MatMul", ["hr", "w2"], ["l"]),
+             helper.make_node("Add", ["l", "b2"], ["logits"])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, [1, 32])
+              for n in ("input_ids", "token_type_ids", "attention_mask")]
+    graph = helper.make_graph(nodes, "bag", inputs, [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def test_quantization_with_accuracy_of_an_onnx_model(tmp_path: Path) -> None:
+    """The ONNX route: NNCF hands Olive's default validation an onnx.ModelProto, run on an ONNX
+    Runtime CPU session; max_drop 0 keeps every prediction, max_drop 1 every quantizer."""
+    import onnx
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from olivine_testutil import tiny_bert_classifier, write_sentence_pairs
+
+    tok_dir = tiny_bert_classifier(tmp_path / "bert")
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    pairs = write_sentence_pairs(tmp_path / "pairs.jsonl", 48)
+    rows = [json.loads(x) for x in pairs.read_text().splitlines()]
+    feeds = [{k: v.astype(np.int64) for k, v in tok(
+        r["sentence1"], r["sentence2"], return_tensors="np", truncation=True, max_length=32,
+        padding="max_length").items()} for r in rows]
+
+    def run(model: Any) -> np.ndarray:
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        return np.stack([session.run(None, f)[0][0] for f in feeds])
+
+    first = run(_bag_of_words(len(tok), np.zeros(2)))
+    model = _bag_of_words(len(tok), np.array([0.0, -np.median(first[:, 1] - first[:, 0])]))
+    ref = run(model)
+    labels = ref.argmax(1)
+    assert 20 <= labels.sum() <= 28, labels
+    (tmp_path / "onnx").mkdir()
+    onnx.save(model, str(tmp_path / "onnx" / "model.onnx"))
+    tok.save_pretrained(tmp_path / "onnx")
+    pairs.write_text("".join(json.dumps({**r, "label": int(y)}) + "\n"
+                             for r, y in zip(rows, labels, strict=True)))
+    data = [{"name": "pairs", "type": "HuggingfaceContainer",
+             "load_dataset_config": {"data_files": str(pairs)},
+             "pre_process_data_config": {"input_cols": ["sentence1", "sentence2"],
+                                         "label_col": "label", "max_length": 32,
+                                         "padding": "max_length"}}]
+    accuracy, quantizers = {}, {}
+    for drop in (0.0, 1.0):
+        import olivine
+
+        result = olivine.run({
+            "input_model": {"type": "ONNXModel", "model_path": str(tmp_path / "onnx" / "model.onnx")},
+            "data_configs": data, "passes": {"quant": {
+                "type": "OpenVINOQuantizationWithAccuracy", "data_config": "pairs", "max_drop": drop}},
+            "output_dir": str(tmp_path / f"drop{drop}"), "cache_dir": str(tmp_path / "cache"),
+            "log_severity_level": 3})
+        out = next(Path(result.output_dir or "").rglob("*.onnx"))
+        assert out.name == "model_quant.onnx"
+        quantized = onnx.load(str(out))
+        accuracy[drop] = float(np.mean(run(quantized).argmax(1) == labels))
+        quantizers[drop] = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+    record_quality("openvino quantization with accuracy control, onnx",
+                   acc_drop0=accuracy[0.0], acc_drop1=accuracy[1.0], ql_drop0=quantizers[0.0],
+                   ql_drop1=quantizers[1.0])
+    # measured (seed 0): max_drop 0 -> 1 QuantizeLinear, accuracy 1.0; max_drop 1 -> 5, 0.79
+    assert accuracy[0.0] == 1.0, (accuracy, quantizers)
+    assert quantizers[0.0] < quantizers[1.0], quantizers
+    assert accuracy[1.0] < 1.0, accuracy
+
+
 def _llm_logits(xml: Path, ids: np.ndarray) -> np.ndarray:
     """Prompt logits of a stateful optimum-intel IR, one prompt per request (state reset)."""
     import openvino as ov
