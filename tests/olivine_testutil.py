@@ -95,7 +95,10 @@ def tiny_bert_classifier(folder: Path, num_labels: int = 2, max_positions: int =
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
                                 ".", ",", "?", "!", "'"]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    # transformers 5 reads the words from ``vocab`` and ignores ``vocab_file`` (every word was
+    # [UNK]: sentences of one length tokenized alike); 4.x reads ``vocab_file``
+    tokenizer = BertTokenizerFast(vocab=str(vocab), vocab_file=str(vocab), do_lower_case=True)
+    assert len(tokenizer) == len(words) + 10, f"the tiny BERT tokenizer has {len(tokenizer)} tokens"
     tokenizer.save_pretrained(str(folder))
     torch.manual_seed(3 + 10 * seed())
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,

@@ -95,7 +95,7 @@ def compress(model: ModelHandle, config: WeightCompressionConfig,
 
         result = _apply(ov.Core().read_model(str(model.xml_file)), model, config, context)
         common.copy_side_files(Path(model.path), out)
-        ov.save_model(result, str(out / f"{model.model_name}.xml"), compress_to_fp16=False)
+        ov.save_model(result, str(out / f"{model.model_name}.xml"))  # fp16 floats, as Olive
         return OpenVINOModel(path=str(out), attributes=model.attrs_dict())
     if isinstance(model, OnnxModel):
         import onnx

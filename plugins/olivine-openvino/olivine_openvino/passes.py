@@ -108,7 +108,8 @@ class OpenVINOConversion(_OpenVINOPass):
             # of the same module with the same example inputs is OpenVINO's other torch route
             # (on a freshly loaded module: a failed trace can leave OpenVINO's patches on it)
             context.logger.info("tracing failed (%s); converting through torch.export", exc)
-            ov_model = ov.convert_model(_exported(_torch_module(model), example),
+            fixed = bool(config.static and shapes)
+            ov_model = ov.convert_model(_exported(_torch_module(model), example, dynamic=not fixed),
                                         **{k: v for k, v in args.items() if k != "example_input"})
         out = context.work_dir / f"{config.model_name}.xml"
         ov.save_model(ov_model, str(out), compress_to_fp16=config.compress_to_fp16)
@@ -121,18 +122,45 @@ class OpenVINOConversion(_OpenVINOPass):
         return OpenVINOModel(path=str(context.work_dir), attributes=attributes)
 
 
-def _exported(module: Any, example: Any) -> Any:
+def _exported(module: Any, example: Any, dynamic: bool = True) -> Any:
     """``torch.export`` of ``module`` on ``example`` (a list/tuple of positional inputs, a dict of
-    keyword inputs, or one tensor)."""
+    keyword inputs, or one tensor); with ``dynamic``, every dimension torch can keep symbolic is.
+
+    A plain export fixes every size to the example's: its IR still shows ``[?,?]`` inputs, but
+    other batch sizes give wrong outputs (all rows alike) and other lengths fail. torch fixes
+    sizes 0 and 1 even when asked not to, so a batch of one is exported as two copies (the
+    example as given if that fails)."""
     import torch
 
     def own(value: Any) -> Any:  # one tensor given for two inputs would export as one input
         return value.clone() if isinstance(value, torch.Tensor) else value
 
+    def widen(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == 1:
+            return torch.cat([value, value])
+        return value
+
+    def spec(value: Any) -> Any:
+        auto = torch.export.Dim.AUTO
+        return {i: auto for i in range(value.ndim)} if isinstance(value, torch.Tensor) else None
+
     if isinstance(example, dict):
-        return torch.export.export(module, (), kwargs={k: own(v) for k, v in example.items()})
-    args = tuple(map(own, example)) if isinstance(example, list | tuple) else (own(example),)
-    return torch.export.export(module, args)
+        kwargs = {k: own(v) for k, v in example.items()}
+        args: tuple[Any, ...] = ()
+    else:
+        kwargs = {}
+        args = tuple(map(own, example)) if isinstance(example, list | tuple) else (own(example),)
+    if not dynamic:
+        return torch.export.export(module, args, kwargs=kwargs)
+
+    def export(a: tuple[Any, ...], k: dict[str, Any]) -> Any:
+        shapes: Any = {n: spec(v) for n, v in k.items()} if k else tuple(map(spec, a))
+        return torch.export.export(module, a, kwargs=k, dynamic_shapes=shapes)
+
+    try:
+        return export(tuple(map(widen, args)), {k: widen(v) for k, v in kwargs.items()})
+    except Exception:  # e.g. a model whose first dimension is no batch
+        return export(args, kwargs)
 
 
 class _Named:
@@ -252,13 +280,30 @@ class OpenVINOQuantization(_OpenVINOPass):
         return save(quantized, "_quant")
 
 
-def _default_validation(compiled_model: Any, data: Any) -> float:
-    """Olive's default validation metric: top-1 accuracy of output 0 against the labels."""
+def _default_validation(model: Any, data: Any) -> float:
+    """Olive's default validation metric: top-1 accuracy of output 0 against the labels, on
+    the compiled IR NNCF passes (an ``openvino.CompiledModel``) or, for an ONNX model, on an
+    ONNX Runtime CPU session of the ``onnx.ModelProto`` it passes."""
     import numpy as np
+
+    if callable(model):
+        run = model
+    else:  # an onnx.ModelProto
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+
+        def run(feeds: Any) -> Any:
+            if not isinstance(feeds, dict):
+                feeds = dict(zip(names, feeds if isinstance(feeds, list | tuple) else [feeds],
+                                 strict=False))
+            return session.run(None, {k: v for k, v in feeds.items() if k in names})
 
     hits = total = 0
     for inputs, labels in data:
-        result = compiled_model(common._numpy(inputs))[0]
+        result = run(common._numpy(inputs))[0]
         pred = np.argmax(result, axis=-1)
         labels = common._numpy(labels)
         hits += int(np.sum(pred == np.asarray(labels)))
@@ -281,8 +326,8 @@ def _load_for_nncf(model: ModelHandle, out: Path) -> tuple[Any, Any]:
 
         def save_ir(result: Any, suffix: str) -> ModelHandle:
             common.copy_side_files(Path(model.path), out)
-            ov.save_model(result, str(out / f"{model.model_name}{suffix}.xml"),
-                          compress_to_fp16=False)
+            # as Olive: openvino's default, float constants NNCF left stored as fp16
+            ov.save_model(result, str(out / f"{model.model_name}{suffix}.xml"))
             return OpenVINOModel(path=str(out), attributes=model.attrs_dict())
 
         return ov.Core().read_model(str(model.xml_file)), save_ir
