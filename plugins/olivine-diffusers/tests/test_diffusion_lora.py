@@ -104,6 +104,21 @@ def test_adapter_changes_the_pipeline_and_unloading_restores_it(sd15: Path, trai
 #: sha256 over sorted tensor names and bytes, first 16 hex digits.
 OLIVE_PIPELINE = "fed653f087402646"
 OLIVE_ADAPTER = "0b683502064a36d8"
+#: the CPU vendor the oracle ran on (an Intel Xeon): training rounds differently on another
+#: vendor's CPU (an AMD EPYC trains adapter 1640c74574c501ff from the same pipeline), so the
+#: bit-for-bit claim is checked where it was recorded
+OLIVE_CPU_VENDOR = "GenuineIntel"
+
+
+def cpu_vendor() -> str:
+    """``vendor_id`` of /proc/cpuinfo (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def test_adapter_equals_olives(sd15: Path, trained: Path) -> None:
@@ -111,6 +126,9 @@ def test_adapter_equals_olives(sd15: Path, trained: Path) -> None:
     if fingerprint(sorted(sd15.glob("*/*.safetensors"))) != OLIVE_PIPELINE:
         pytest.skip("this torch/diffusers builds another tiny pipeline than the one Olive was "
                     "run on")
+    if cpu_vendor() != OLIVE_CPU_VENDOR:
+        pytest.skip(f"Olive's adapter was recorded on a {OLIVE_CPU_VENDOR} CPU; this "
+                    f"{cpu_vendor() or 'unknown'} CPU's kernels round the training differently")
     assert fingerprint([trained / "adapter" / "pytorch_lora_weights.safetensors"]) == \
         OLIVE_ADAPTER
 

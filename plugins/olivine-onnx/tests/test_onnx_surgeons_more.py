@@ -131,7 +131,10 @@ def _qdq_model(tmp_path: Path) -> tuple[Path, float]:
     """x -> Q/DQ (uint8, scale 0.02, zero 128) -> MatMul with an int8 DequantizeLinear weight
     -> Q/DQ -> y."""
     scale = 0.02
-    w = RNG.integers(-127, 127, (4, 3)).astype(np.int8)
+    # |w| <= 63: ONNX Runtime fuses the original into a u8 x s8 MatMul, whose AVX2 kernel (CPUs
+    # without VNNI, e.g. AMD EPYC) saturates pairs of products at int16 (2 x 255 x 127 > 32767)
+    # where the folded float MatMul does not; a fixed generator keeps the test order-free
+    w = np.random.default_rng(7).integers(-63, 64, (4, 3)).astype(np.int8)
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
              helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
              helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], name="dq_w"),
