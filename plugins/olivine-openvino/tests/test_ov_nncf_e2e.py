@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from olivine_testutil import record_quality, seed, sonnet_prompt_ids, trained_llm
+from olivine.testing import record_quality, seed
+from olivine_testutil import sonnet_prompt_ids, trained_llm
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
