@@ -91,6 +91,7 @@ def test_a_flag_the_path_does_not_read_is_refused(cli: Any, tmp_path: Path, hf_m
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow  # 25 s; the default run must stay under 15 minutes on the CI machine
 def test_torch_export_with_genai_files_and_a_fixed_batch(cli: Any, tmp_path: Path,
                                                          hf_model: Path) -> None:
     import onnx

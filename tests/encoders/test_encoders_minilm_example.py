@@ -81,6 +81,7 @@ def texts() -> list[str]:
     return [json.loads(line)["text"] for line in lines[-32:]]
 
 
+@pytest.mark.slow  # 34 s; the default run must stay under 15 minutes on the CI machine
 @pytest.mark.quality
 def test_minilm_dynamic_int8(minilm: Path, in_repo: Path, tmp_path: Path, ort_session: Any,
                              texts: list[str]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from recipes import recipe_runner as rr
 
 from olivine_testutil import (
@@ -40,6 +41,7 @@ def _quant_ops(model_file: Path) -> collections.Counter[tuple[str, int]]:
         if n.op_type in ("MatMulNBits", "GatherBlockQuantized"))
 
 
+@pytest.mark.slow  # 45 s; the default run must stay under 15 minutes on the CI machine
 def test_qwen3_cpu_int4_recipe_generates_and_matches_torch(tmp_path: Path, cache_root: Path) -> None:
     """SelectiveMixedPrecision(kld_gradient) -> gptq -> rtn -> ModelBuilder int4 -> GraphSurgeries
     (TieWordEmbeddings) on a tiny trained Qwen3; Olive's default calibration set (wikitext-2

@@ -45,6 +45,7 @@ def test_int8_gptq_writes_8_bit_tensors(tiny_model: Any, tmp_path: Path, cli) ->
     assert run["steps"][0]["config"]["bits"] == 8
 
 
+@pytest.mark.slow  # 26 s; the default run must stay under 15 minutes on the CI machine
 def test_rtn_on_the_hf_model_and_an_lm_head_added_later(tiny_model: Any, tmp_path: Path,
                                                         cli) -> None:
     from olivine_weightquant import hf_checkpoint

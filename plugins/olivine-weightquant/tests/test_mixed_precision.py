@@ -19,6 +19,11 @@ from olivine.testing import record_quality, seed
 pytest.importorskip("olivine_modelbuilder")
 
 
+# in tox -e slow (and benchmarks/quality_spread.py): on this project's CI machine (an AMD EPYC)
+# the default run took 19 minutes with these, over its 15
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def trained(cache_root: Path) -> Path:
     """A tiny untied Qwen2 (hidden 64, 4 layers) trained briefly on the Sonnets (a few seconds)."""

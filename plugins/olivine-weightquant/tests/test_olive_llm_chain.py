@@ -18,6 +18,11 @@ pytest.importorskip("onnxruntime_genai")
 pytest.importorskip("olivine_modelbuilder")
 
 
+# in tox -e slow (and benchmarks/quality_spread.py): on this project's CI machine (an AMD EPYC)
+# the default run took 19 minutes with these, over its 15
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def tied_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Qwen2 with tied embeddings, briefly trained (a few seconds)."""

@@ -40,6 +40,11 @@ HQQ_VS_RTN_32_KL = 1.0  # HQQ's KL / RTN's (asymmetric), block 32: 0.80 .. 0.94
 ONNX_GPTQ_VS_RTN_KL = 0.55  # GPTQ on ONNX weights, KL / RTN's in ONNX Runtime: 0.26 .. 0.36
 
 
+# in tox -e slow (and benchmarks/quality_spread.py): on this project's CI machine (an AMD EPYC)
+# the default run took 19 minutes with these, over its 15
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def held(tiny_model: Any) -> tuple[Any, Any]:
     """(held-out windows, the fp32 model's log-probabilities on them)."""
