@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -27,6 +28,7 @@ from olivine.models import CompositeModel, ModelHandle, handle_from_dict
 from olivine.output import check_apart, check_output_dir, publish
 from olivine.passes import Pass
 from olivine.plugins import PluginHost
+from olivine.prefetch import Prefetch
 from olivine.report import render_summary
 from olivine.search.rank import judge, objectives
 from olivine.systems.base import StepRequest, System
@@ -84,6 +86,8 @@ class Engine:
         self.system: System = system
         self.log_level = workflow.engine.log_severity_level
         self.cleaned: dict[str, int] | None = None
+        #: the steps after the running one in :meth:`run_chain` (what :class:`Prefetch` reads)
+        self._ahead: list[PassEntry] = []
 
     def plan(self) -> list[PlannedStep]:
         """The steps this workflow will run, in order."""
@@ -189,9 +193,25 @@ class Engine:
     def run_chain(self, cache: Cache, run_dir: Path, entries: list[PassEntry], model: ModelHandle,
                   model_id: str, steps: list[dict[str, Any]]) -> tuple[ModelHandle, str]:
         """Run ``entries`` in order from ``model``; append each step's record to ``steps``."""
-        for i, entry in enumerate(entries):
-            model, model_id = self._step(cache, run_dir, i, entry, model, model_id, steps)
+        try:
+            for i, entry in enumerate(entries):
+                self._ahead = entries[i + 1:]
+                model, model_id = self._step(cache, run_dir, i, entry, model, model_id, steps)
+        finally:
+            self._ahead = []
         return model, model_id
+
+    def _prefetch(self, isolate: bool) -> Prefetch | None:
+        """Start importing the ``preload`` modules of the later steps that run in this process,
+        when this step runs elsewhere (``OLIVINE_PREFETCH=0`` turns it off)."""
+        if os.environ.get("OLIVINE_PREFETCH", "1") == "0" or self.system.runs_here(isolate):
+            return None  # a step of this process: imports beside it could race its own
+        modules: list[str] = []
+        for later in self._ahead:
+            cls = self.host.passes.get(later.type)
+            if cls is not None and self.system.runs_here(bool(cls.isolate)):
+                modules.extend(cls.preload)
+        return Prefetch(modules).start() if modules else None
 
     def key_parts(self, cache: Cache, entry: PassEntry, model_id: str) -> dict[str, Any]:
         """Everything that determines the step ``entry`` on the model ``model_id``: its key's parts.
@@ -278,7 +298,13 @@ class Engine:
             self.host.events.step_progress(step=step, done=done, total=total, message=message)
 
         t0 = time.perf_counter()
-        outcome = self.system.run_step(request, progress, bool(getattr(cls, "isolate", False)))
+        isolate = bool(getattr(cls, "isolate", False))
+        prefetch = self._prefetch(isolate)
+        try:
+            outcome = self.system.run_step(request, progress, isolate)
+        finally:
+            if prefetch is not None:  # joined before this process does anything else
+                record["prefetched_imports"] = prefetch.join()
         duration = round(time.perf_counter() - t0, 3)
         record["duration_s"] = duration
         record["peak_rss_mb"] = outcome.peak_rss_mb

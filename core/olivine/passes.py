@@ -76,6 +76,11 @@ class Pass:
     #: Run in a child process on ``LocalSystem`` (``isolation: auto``): for passes that
     #: load large models, so their memory is returned when the step ends.
     isolate: ClassVar[bool] = False
+    #: Modules :meth:`run` imports (``"onnxruntime.quantization"``). While an earlier step of
+    #: the chain runs in a child process, the engine imports them in a background thread of
+    #: this process, so their import time overlaps that step (API 1.2). A hint only: a name
+    #: that fails to import is ignored there, and ``run`` imports what it needs as usual.
+    preload: ClassVar[tuple[str, ...]] = ()
     #: False for passes that use no ONNX Runtime execution provider (Olive's non-ONNX passes):
     #: a workflow of such passes only runs on the CPU when its accelerator names no one device.
     needs_execution_provider: ClassVar[bool] = True

@@ -6,6 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import olivine
 from olivine_testutil import olivine_subprocess
 
 
@@ -133,8 +134,9 @@ def test_plugin_for_another_api_is_skipped_with_a_clear_message(tmp_path: Path) 
     assert "example" in {r["name"] for r in json.loads(proc.stdout)}
     assert "olivine-future" not in {r["name"] for r in json.loads(proc.stdout)}
     assert ("plugin 'olivine-future' (olivine-future 1.0) is not loaded: it supports olivine API "
-            ">=2,<3, and this olivine offers API 1.1; install a version of olivine-future made for "
-            "this olivine, or disable it with OLIVINE_DISABLE_PLUGINS=olivine-future") in proc.stderr
+            f">=2,<3, and this olivine offers API {olivine.API_VERSION}; install a version of "
+            "olivine-future made for this olivine, or disable it with "
+            "OLIVINE_DISABLE_PLUGINS=olivine-future") in proc.stderr
     config = tmp_path / "wf.json"
     config.write_text(json.dumps({"input_model": {"type": "ONNXModel", "model_path": str(tmp_path)},
                                   "passes": {"p": {"type": "FuturePass"}}}))

@@ -115,6 +115,15 @@ class System:
         """
         raise NotImplementedError
 
+    def runs_here(self, isolate: bool) -> bool:
+        """Whether a step whose pass has ``isolate`` runs in this Python process (API 1.2).
+
+        The engine imports the ``Pass.preload`` modules of such steps ahead of time, while
+        an earlier step runs elsewhere. The default, ``False``, suits systems that run steps
+        in another process or on another machine.
+        """
+        return False
+
     #: how many candidates of a search this system runs at once
     parallelism: int = 1
 

@@ -34,10 +34,14 @@ class LocalSystem(System):
 
     def run_step(self, request: StepRequest, progress: ProgressSink, isolate: bool) -> StepOutcome:
         """Run in this process, or in a child when isolation says so."""
-        mode = self.config.isolation
-        if mode == "always" or (mode == "auto" and isolate):
+        if not self.runs_here(isolate):
             return run_in_child(sys.executable, request, progress, self._log(request))
         return execute_to_outcome(request, progress)
+
+    def runs_here(self, isolate: bool) -> bool:
+        """In this process unless isolation says a child process."""
+        mode = self.config.isolation
+        return not (mode == "always" or (mode == "auto" and isolate))
 
     def _log(self, request: StepRequest) -> Path:
         return step_log(self, request)

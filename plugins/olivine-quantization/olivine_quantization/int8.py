@@ -228,6 +228,7 @@ class OnnxDynamicQuantization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime")
+    preload = ("onnx", "onnxruntime.quantization", "onnxruntime.quantization.shape_inference")
     version = "2"
 
     @classmethod
@@ -253,6 +254,7 @@ class OnnxStaticQuantization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime", "transformers")
+    preload = ("onnx", "onnxruntime.quantization", "onnxruntime.quantization.shape_inference")
     version = "2"
 
     @classmethod
@@ -278,6 +280,7 @@ class OnnxQuantization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime", "transformers")
+    preload = ("onnx", "onnxruntime.quantization", "onnxruntime.quantization.shape_inference")
     version = "2"
 
     @classmethod

@@ -227,6 +227,7 @@ def quantize(model: ModelHandle, config: DynamicQuantConfig, mode: str,
     from onnxruntime.quantization import QuantType, quantize_dynamic, quantize_static
 
     from olivine_quantization.calibration import make_reader
+    from olivine_quantization.fast_channels import vectorized_channels
 
     if not isinstance(model, OnnxModel):
         raise UsageError(f"int8 quantization takes ONNX models, got a {model.kind} model")
@@ -262,7 +263,8 @@ def quantize(model: ModelHandle, config: DynamicQuantConfig, mode: str,
         extra_attrs: dict[str, Any] = {"quantization": mode}
         if mode == "dynamic":
             context.progress(0, total, f"quantizing {source.name} (dynamic, {config.precision})")
-            _call(quantize_dynamic, mode, model, str(source), str(quantized), **common)
+            with vectorized_channels():
+                _call(quantize_dynamic, mode, model, str(source), str(quantized), **common)
         else:
             assert isinstance(config, StaticQuantConfig)
             context.progress(0, total, "loading calibration data")
@@ -272,7 +274,8 @@ def quantize(model: ModelHandle, config: DynamicQuantConfig, mode: str,
                                        f"({config.quant_format}, weights {config.precision}, "
                                        f"activations {config.activation_type})")
             kwargs = _call(_static_kwargs, mode, model, source, config, common, reader)
-            _call(quantize_static, mode, model, str(source), str(quantized), **kwargs)
+            with vectorized_channels():
+                _call(quantize_static, mode, model, str(source), str(quantized), **kwargs)
             extra_attrs.update(quant_format=config.quant_format,
                                calibrate_method=config.calibrate_method,
                                calibration_samples=len(reader),

@@ -113,6 +113,9 @@ class OrtTransformersOptimization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime")
+    #: onnxruntime's optimizer imports torch when it runs ONNX Runtime's graph optimization
+    #: first (opt_level unset or > 0, the default)
+    preload = ("onnx", "onnxruntime.transformers.optimizer", "torch")
     version = "2"
 
     @classmethod

@@ -57,6 +57,7 @@ class Scale(Pass):
     name = "Scale"
     Config = ScaleConfig
     libraries = ("onnx", "numpy", "olivine-testkit-dep")
+    preload = ("olivine_testkit.preload_probe",)
 
     def run(self, model: Any, config: ScaleConfig, context: PassContext) -> OnnxModel:
         """Scale the weights and save the model with external data."""
