@@ -138,8 +138,8 @@ def vectorized_channels() -> Iterator[None]:
     if getattr(original, "__wrapped__", None) is not None:  # already inside such a block
         yield
         return
-    BaseQuantizer.quantize_weight_per_channel_impl = _fast_impl(original)  # type: ignore[method-assign]
+    BaseQuantizer.quantize_weight_per_channel_impl = _fast_impl(original)
     try:
         yield
     finally:
-        BaseQuantizer.quantize_weight_per_channel_impl = original  # type: ignore[method-assign]
+        BaseQuantizer.quantize_weight_per_channel_impl = original
