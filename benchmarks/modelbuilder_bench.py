@@ -9,13 +9,16 @@ its tree, from getrusage) recorded:
 - ``olivine``: ``olivine auto-opt --precision int4`` (its CPU defaults: block 128, rtn_last);
 - ``olivine_b32``: olivine's ModelBuilder pass at Olive's defaults (block 32, all 4-bit);
 - ``builder``: the builder called directly at its defaults (what Olive's auto-opt runs);
-- ``builder_rtn_last``: the builder called directly with auto-opt's options.
+- ``builder_rtn_last``: the builder called directly with auto-opt's options;
+- ``olive`` (with ``--olive PATH``): Olive 0.13's own ``olive auto-opt --use_model_builder
+  --precision int4`` (its own onnxruntime-genai and transformers, from a scratch venv).
 
 Then onnxruntime-genai's decode speed of the int4 outputs is measured (greedy, 128 new
 tokens, median of runs). A 2-layer model of the same width shows olivine's own overhead
 on top of the builder.
 
     python benchmarks/modelbuilder_bench.py [--work DIR] [--threads 2] [--repeat 3] [--skip-direct]
+        [--olive /tmp/olive-venv/bin/olive]
 
 ``--shape 7b`` (or ``3b``) instead: a Qwen2.5-7B-shaped model (7.6B parameters, untied; 3B:
 3.1B, tied) with random bf16 weights written one shard (one decoder layer) at a time, so
@@ -240,7 +243,17 @@ def build_model(folder: Path, layers: int) -> Path:
     return folder
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+def olive_tokenizer_fixup(model: Path) -> None:
+    """transformers 5 saves ``tokenizer_class: TokenizersBackend``, which Olive's transformers
+    4.57 cannot load; name the class 4.57 knows (in the benchmark's own model folder)."""
+    tok = model / "tokenizer_config.json"
+    settings = json.loads(tok.read_text()) if tok.is_file() else {}
+    if settings.get("tokenizer_class") == "TokenizersBackend":
+        settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        tok.write_text(json.dumps(settings, indent=1))
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (GiB) of the largest process in ``cmd``'s tree."""
     code = ("import resource, subprocess, sys, time, json\n"
             "t0 = time.perf_counter()\n"
@@ -248,8 +261,10 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
             "wall = time.perf_counter() - t0\n"
             "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20\n"
             "print(json.dumps({'rc': r.returncode, 'wall': wall, 'peak': peak}))\n")
+    if cwd is not None:
+        cwd.mkdir(parents=True, exist_ok=True)  # Olive writes its .olive-cache there
     out = subprocess.run([sys.executable, "-c", code, *cmd], env=env, capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, cwd=cwd)
     data = json.loads(out.stdout.strip().splitlines()[-1])
     if data["rc"]:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{out.stderr[-3000:]}")
@@ -277,6 +292,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--shape", choices=sorted(LARGE_SHAPES), default=None,
                         help="a large sharded model instead (see the module docstring)")
+    parser.add_argument("--olive", default=None,
+                        help="also time Olive's own `olive auto-opt --use_model_builder --precision "
+                             "int4` from this olive executable (a scratch venv with olive-ai 0.13.0)")
     parser.add_argument("--cap", type=float, default=12.0,
                         help="--shape: stop the builder called directly above this RSS (GiB)")
     args = parser.parse_args()
@@ -297,6 +315,7 @@ def main() -> int:
     builder = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-p", "int4", "-e", "cpu"]
     auto_opt_extra = ["--extra_options", "block_size=128", "algo_config=rtn_last"]
     tools = ["olivine", "olivine_b32"] + ([] if args.skip_direct else ["builder", "builder_rtn_last"])
+    tools += ["olive"] if args.olive else []
     for name, model in (("0.5b", big), ("2-layer", small)):
         runs: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
         for rep in range(args.repeat):
@@ -316,6 +335,14 @@ def main() -> int:
                         "output_dir": str(out), "cache_dir": str(work / f"cache-{name}"),
                         "log_severity_level": 3}))
                     cmd = [sys.executable, "-m", "olivine", "run", "--config", str(wf)]
+                elif tool == "olive":
+                    olive_tokenizer_fixup(model)
+                    cmd = [args.olive, "auto-opt", "-m", str(model), "--use_model_builder",
+                           "--precision", "int4", "--device", "cpu", "--provider",
+                           "CPUExecutionProvider", "-o", str(out)]
+                    env_run = {**env, "CI": "1"}
+                    runs[tool].append(timed(cmd, env_run, cwd=work / f"cache-{name}"))
+                    continue
                 else:
                     cmd = [*builder, "-i", str(model), "-o", str(out), "-c", str(work / "hf-cache"),
                            *(auto_opt_extra if tool == "builder_rtn_last" else [])]

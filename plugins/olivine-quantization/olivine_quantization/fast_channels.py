@@ -9,8 +9,9 @@ at once (the same NumPy operations in the same dtypes: float32 ranges, float64 s
 half-to-even rounding, the same clipping), so the model it writes is byte-identical
 (``tests/test_fast_channels.py`` compares whole models both ways).
 
-It covers the common case only: float32 weights, 8- or 16-bit integer types and no
-per-tensor overrides. Anything else (float16 weights, int4, float8, per-channel
+It covers the common case only: float32 weights, 8- or 16-bit integer types, no
+per-tensor overrides, and an onnxruntime release it was checked against
+(:data:`VERIFIED_ONNXRUNTIME`). Anything else (float16 weights, int4, float8, per-channel
 overrides, an empty channel, a NaN) goes to onnxruntime's own loop, unchanged. Set
 ``OLIVINE_FAST_CHANNELS=0`` to always use onnxruntime's loop.
 """
@@ -23,6 +24,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+#: onnxruntime releases whose per-channel loop this file was checked against (major.minor);
+#: with any other release onnxruntime's own loop runs, until the tests here pass against it
+VERIFIED_ONNXRUNTIME = ("1.32",)
 
 #: how many weights took each path since the process started (the tests read it)
 stats = {"vectorized": 0, "onnxruntime": 0}
@@ -126,10 +131,17 @@ def _vectorized(quantizer: Any, weight_name: str, qtype: int, channel_axis: int,
     return q_name, zp_name, scale_name
 
 
+def verified() -> bool:
+    """Whether the installed onnxruntime is a release this arithmetic was checked against."""
+    import onnxruntime
+
+    return ".".join(onnxruntime.__version__.split(".")[:2]) in VERIFIED_ONNXRUNTIME
+
+
 @contextlib.contextmanager
 def vectorized_channels() -> Iterator[None]:
     """Within the block, onnxruntime's quantizers use the vectorized per-channel path."""
-    if os.environ.get("OLIVINE_FAST_CHANNELS", "1") == "0":
+    if os.environ.get("OLIVINE_FAST_CHANNELS", "1") == "0" or not verified():
         yield
         return
     from onnxruntime.quantization.base_quantizer import BaseQuantizer

@@ -75,7 +75,10 @@ def test_vectorized_channels_write_onnxruntimes_bytes(tmp_path: Path, weight_typ
         if fast:
             with vectorized_channels():
                 quantize_dynamic(str(source), str(out), **kwargs)
-            assert fast_channels.stats["vectorized"] - before["vectorized"] >= 2
+            if fast_channels.verified():
+                assert fast_channels.stats["vectorized"] - before["vectorized"] >= 2
+            else:  # another onnxruntime release: its own loop, until this file is checked
+                assert fast_channels.stats["vectorized"] == before["vectorized"]
         else:
             quantize_dynamic(str(source), str(out), **kwargs)
         outputs[fast] = out.read_bytes()
@@ -85,6 +88,9 @@ def test_vectorized_channels_write_onnxruntimes_bytes(tmp_path: Path, weight_typ
 def test_the_patch_is_undone_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     from onnxruntime.quantization.base_quantizer import BaseQuantizer
 
+    if not fast_channels.verified():
+        pytest.skip("the installed onnxruntime is not a release the vectorized path was checked "
+                    "against; it is never patched there")
     original = BaseQuantizer.quantize_weight_per_channel_impl
     with vectorized_channels():
         assert BaseQuantizer.quantize_weight_per_channel_impl is not original
