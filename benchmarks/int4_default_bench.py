@@ -49,6 +49,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "b128 rtn_last": {"int4_block_size": 128, "int4_algo": "rtn_last"},
     "b64 asym rtn_last": {"int4_block_size": 64, "int4_algo": "rtn_last", "int4_is_symmetric": False},
     "b64 k_quant_last": {"int4_block_size": 64, "int4_algo": "k_quant_last"},
+    # Olive's structure on tied models (its onnxruntime-genai 0.14.1 builder does not share the
+    # table): a float embedding table beside the 4-bit LM head
+    "b32 unshared": {"extra_options": {"shared_embeddings": False}},
+    "b128 unshared": {"int4_block_size": 128, "extra_options": {"shared_embeddings": False}},
     # asymmetric (and k_quant, which always stores zero points) at block 128 on hidden 128 fail in
     # onnxruntime 1.32's quantizer (one block per row: "cannot reshape array of size 128")
 }
