@@ -202,11 +202,10 @@ def build_olive(model: Path, out: Path, olive: str, pythonpath: str | None) -> P
     """int4 through Olive 0.13's ``auto-opt --use_model_builder --precision int4``."""
     if (out / "model.onnx").is_file():
         return out
-    tok = model / "tokenizer_config.json"
-    settings = json.loads(tok.read_text()) if tok.is_file() else {}
-    if settings.get("tokenizer_class") == "TokenizersBackend":  # transformers 5's name: Olive's
-        settings["tokenizer_class"] = "PreTrainedTokenizerFast"  # 4.57 knows the older one
-        tok.write_text(json.dumps(settings, indent=1))  # (the benchmark's own model folder)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from modelbuilder_bench import olive_tokenizer_fixup
+
+    olive_tokenizer_fixup(model)  # Olive's transformers 4.57 cannot read transformers 5's name
     env = {**os.environ, "CI": "1"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -34,8 +35,6 @@ class Prefetch:
 
     def start(self) -> Prefetch:
         """Begin importing (nothing to do when every module is imported already)."""
-        import sys
-
         pending = [m for m in self.modules if m not in sys.modules]
         if pending:
             self._thread = threading.Thread(target=self._run, args=(pending,), daemon=True,

@@ -78,7 +78,8 @@ def _vectorized(quantizer: Any, weight_name: str, qtype: int, channel_axis: int,
     if overrides != [{"axis": axis}]:
         return None  # user overrides: onnxruntime's loop reads them per channel
     channels = weights.shape[axis]
-    rows = np.moveaxis(weights, axis, 0).reshape(channels, -1)
+    moved = np.moveaxis(weights, axis, 0)
+    rows = moved.reshape(channels, -1)
     if channels == 0 or rows.shape[1] == 0:
         return None
     symmetric = quantizer.is_weight_symmetric(qtype)
@@ -107,15 +108,14 @@ def _vectorized(quantizer: Any, weight_name: str, qtype: int, channel_axis: int,
     else:
         with np.errstate(divide="ignore", invalid="ignore"):  # tiny scales are replaced below
             zero = np.array(np.round(qmin - rmin / np.where(tiny, 1.0, scale64)), dtype=qmin.dtype)
-    zero = np.where(tiny, np.array(0, dtype=qmin.dtype), zero).astype(qmin.dtype)
-    scale = np.where(tiny, np.float32(1.0), scale64.astype(np.float32)).astype(np.float32)
+    zero = np.where(tiny, np.array(0, dtype=qmin.dtype), zero)
+    scale = np.where(tiny, np.float32(1.0), scale64.astype(np.float32))
 
     # the integer values, as quantize_nparray computes them (the full range of the type)
     low, high = get_qmin_qmax_for_qType(qtype, reduce_range=False, symmetric=False)
     values = np.asarray((rows / scale[:, None]).round() + zero[:, None])
     np.clip(values, low, high, out=values)
-    quantized = np.moveaxis(values.astype(qmin.dtype).reshape(
-        (channels, *np.moveaxis(weights, axis, 0).shape[1:])), 0, axis)
+    quantized = np.moveaxis(values.astype(qmin.dtype).reshape(moved.shape), 0, axis)
 
     q_name = weight_name + TENSOR_NAME_QUANT_SUFFIX
     zp_name, scale_name = weight_name + "_zero_point", weight_name + "_scale"

@@ -219,6 +219,10 @@ def _static_problems(config: StaticQuantConfig) -> list[str]:
     return out
 
 
+#: what the int8 passes import when they run (``Pass.preload``)
+PRELOAD = ("onnx", "onnxruntime.quantization", "onnxruntime.quantization.shape_inference")
+
+
 class OnnxDynamicQuantization(Pass):
     """int8 weights, activations quantized at run time (no calibration data needed)."""
 
@@ -228,7 +232,7 @@ class OnnxDynamicQuantization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime")
-    preload = ("onnx", "onnxruntime.quantization", "onnxruntime.quantization.shape_inference")
+    preload = PRELOAD
     version = "2"
 
     @classmethod
@@ -254,7 +258,7 @@ class OnnxStaticQuantization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime", "transformers")
-    preload = ("onnx", "onnxruntime.quantization", "onnxruntime.quantization.shape_inference")
+    preload = PRELOAD
     version = "2"
 
     @classmethod
@@ -280,7 +284,7 @@ class OnnxQuantization(Pass):
     accepts = ("onnx",)
     produces = "onnx"
     libraries = ("onnx", "onnxruntime", "transformers")
-    preload = ("onnx", "onnxruntime.quantization", "onnxruntime.quantization.shape_inference")
+    preload = PRELOAD
     version = "2"
 
     @classmethod
