@@ -82,9 +82,65 @@ def _as_text(key: str, value: Any) -> str:
     return str(value)
 
 
+#: Vision-language classes the builder's ``builders/base.py`` imports from transformers at
+#: module level (onnxruntime-genai 0.18) though it only calls ``from_pretrained`` on them for
+#: those families: importing their modeling code costs about a second per build.
+LAZY_TRANSFORMERS_CLASSES = (
+    "Gemma3ForConditionalGeneration", "Lfm2VlForConditionalGeneration",
+    "Mistral3ForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
+    "Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration",
+)
+
+
+class LazyTransformersClass:
+    """A stand-in for a transformers class that imports it on first use (``from_pretrained``
+    or any other attribute), so the builder's module imports without those modeling files."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _real(self) -> Any:
+        import transformers
+
+        return getattr(transformers, self._name)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._real(), attr)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._real()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<lazy transformers.{self._name}>"
+
+
+@contextlib.contextmanager
+def _lazy_vision_classes() -> Iterator[None]:
+    """While the builder imports, ``from transformers import X`` gives a :class:`LazyTransformersClass`
+    for the classes of :data:`LAZY_TRANSFORMERS_CLASSES` (``OLIVINE_LAZY_BUILDER_IMPORTS=0`` turns
+    this off). transformers itself is left as it was afterwards."""
+    if os.environ.get("OLIVINE_LAZY_BUILDER_IMPORTS", "1") == "0":
+        yield
+        return
+    import transformers
+
+    known = getattr(transformers, "_class_to_module", {})
+    placed = [n for n in LAZY_TRANSFORMERS_CLASSES if n in known and n not in vars(transformers)]
+    for name in placed:
+        setattr(transformers, name, LazyTransformersClass(name))
+    try:
+        yield
+    finally:
+        for name in placed:
+            if isinstance(vars(transformers).get(name), LazyTransformersClass):
+                delattr(transformers, name)
+
+
 def _import_builder() -> Any:
     try:
-        from onnxruntime_genai.models import builder
+        with _lazy_vision_classes():
+            from onnxruntime_genai.models import builder
     except ModuleNotFoundError as exc:
         raise OlivineError(
             f"the onnxruntime-genai model builder cannot be imported: {exc}. It needs "

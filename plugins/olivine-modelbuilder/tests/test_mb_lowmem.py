@@ -130,10 +130,12 @@ def test_same_model_as_the_builders_rtn(trained_model: Path, tied_model: Path, t
 
     Block 128 on these 64-wide layers pads every row to one block; at most 40 columns and
     1000 elements per chunk quantize every weight in pieces (the last one short), and the
-    float initializers (the untied embedding table) are written 15 rows at a time.
+    float initializers (the untied embedding table) are written 15 rows at a time. The
+    chunks are quantized on three threads, several in flight, and joined in order.
     """
     from olivine_modelbuilder import lowmem
 
+    monkeypatch.setenv("OLIVINE_QUANT_THREADS", "3")
     monkeypatch.setattr(lowmem, "COLUMNS_PER_CHUNK", 40)
     monkeypatch.setattr(lowmem, "ELEMENTS_PER_CHUNK", 1000)
     monkeypatch.setattr(lowmem, "SAVE_IN_ROWS_BYTES", 0)
@@ -204,3 +206,37 @@ def _same(model: Path, tmp_path: Path, precision: str, options: dict[str, str],
     for name, value in tensors_b.items():
         assert tensors_o[name].dtype == value.dtype, name
         np.testing.assert_array_equal(tensors_o[name], value, err_msg=name)
+
+
+def test_ordered_map_keeps_order_bounds_memory_and_raises() -> None:
+    """Chunks are quantized side by side but joined in order, with at most ``workers`` of them
+    pending at once (a 7B model's LM head must not be read whole), and a failing chunk fails
+    the weight."""
+    import threading
+    import time
+
+    from olivine_modelbuilder.lowmem import _ordered_map
+
+    lock = threading.Lock()
+    running, most = 0, 0
+
+    def slow(i: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.002 * (i % 3))
+        with lock:
+            running -= 1
+        return i * i
+
+    assert list(_ordered_map(slow, list(range(40)), 3)) == [i * i for i in range(40)]
+    assert 1 < most <= 3
+
+    def boom(i: int) -> int:
+        if i == 5:
+            raise ValueError("chunk 5")
+        return i
+
+    with pytest.raises(ValueError, match="chunk 5"):
+        list(_ordered_map(boom, list(range(10)), 2))
