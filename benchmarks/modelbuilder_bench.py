@@ -26,7 +26,8 @@ generating it needs about one layer of memory (15 GB of disk for 7B); then one r
 ``olivine auto-opt --precision int4`` on it (time, peak RSS), one of the builder called
 directly with the same options, stopped when its RSS passes ``--cap`` GiB (the machine has
 24 GB), a few greedy tokens of the output in onnxruntime-genai (in a fresh process, its peak
-RSS too), and the generated files deleted.
+RSS too), and the generated files deleted. With ``--gptq N``, also ``olivine quantize
+--algorithm gptq`` on it with N calibration windows of ``--gptq-seq-len`` tokens (time, peak RSS).
 """
 
 from __future__ import annotations
@@ -152,18 +153,20 @@ def timed_capped(cmd: list[str], env: dict[str, str], cap_gib: float) -> dict[st
         return best
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    peak, stopped = 0.0, False
-    while proc.poll() is None:
-        peak = max(peak, rss_gib(proc.pid))
-        if peak > cap_gib:
-            os.killpg(proc.pid, signal.SIGKILL)
-            stopped = True
-            break
-        time.sleep(0.2)
-    proc.wait()
-    err = proc.stderr.read() if proc.stderr else ""
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a chatty child never blocks
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
+                                start_new_session=True)
+        peak, stopped = 0.0, False
+        while proc.poll() is None:
+            peak = max(peak, rss_gib(proc.pid))
+            if peak > cap_gib:
+                os.killpg(proc.pid, signal.SIGKILL)
+                stopped = True
+                break
+            time.sleep(0.2)
+        proc.wait()
+        log.seek(0)
+        err = log.read()
     return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_gib_sampled": round(peak, 2),
             "rc": proc.returncode, "stopped_above_cap": stopped,
             "stderr_tail": err[-600:] if proc.returncode and not stopped else ""}
@@ -204,6 +207,8 @@ def large_run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
         results["olivine_output_gb"] = round(size / 1e9, 2)
         shutil.rmtree(out, ignore_errors=True)
+        if args.gptq:
+            results["olivine_gptq"] = gptq_run(folder, work, env, args)
         if not args.skip_direct:
             opts = results["olivine_auto_opt"]["options"] or {}
             extra = [f"block_size={opts.get('int4_block_size', 128)}",
@@ -217,6 +222,30 @@ def large_run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def gptq_run(folder: Path, work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """``olivine quantize --algorithm gptq`` on the large model with ``args.gptq`` calibration
+    windows of ``args.gptq_seq_len`` tokens (the Sonnets); time, sampled peak RSS (stopped above
+    ``--cap``), the output's size and its per-layer log; the output is deleted."""
+    from olivine_modelbuilder.tinymodel import corpus_text
+
+    text = work / "calibration.txt"
+    text.write_text(corpus_text())
+    out = work / "gptq-out"
+    cmd = [sys.executable, "-m", "olivine", "quantize", "-m", str(folder), "-o", str(out),
+           "--algorithm", "gptq", "--precision", "int4", "--data_files", str(text),
+           "--max_samples", str(args.gptq), "--max_seq_len", str(args.gptq_seq_len),
+           "--cache_dir", str(work / "gptq-cache"), "--log_level", "1"]
+    result = timed_capped(cmd, env, args.cap)
+    result.update(cap_gib=args.cap, calibration=f"{args.gptq} x {args.gptq_seq_len} tokens")
+    if out.is_dir():
+        result["output_gb"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e9, 2)
+        result["quantization_config"] = json.loads((out / "config.json").read_text()).get(
+            "quantization_config") if (out / "config.json").is_file() else None
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(work / "gptq-cache", ignore_errors=True)
+    return result
 
 
 def build_model(folder: Path, layers: int) -> Path:
@@ -297,6 +326,11 @@ def main() -> int:
                              "int4` from this olive executable (a scratch venv with olive-ai 0.13.0)")
     parser.add_argument("--cap", type=float, default=12.0,
                         help="--shape: stop the builder called directly above this RSS (GiB)")
+    parser.add_argument("--gptq", type=int, default=0, metavar="N",
+                        help="--shape: also run `olivine quantize --algorithm gptq` with N calibration "
+                             "windows (e.g. 8)")
+    parser.add_argument("--gptq-seq-len", type=int, default=128,
+                        help="--gptq: tokens per calibration window (default 128)")
     args = parser.parse_args()
     if args.shape:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 #: The version of the plugin API: the minor number grows when names are added, the major
 #: one when a name is removed or changes meaning (after a deprecation period). Plugins
 #: state the range they support as a module attribute, ``olivine_api = ">=1,<2"``.
-API_VERSION = "1.2"
+API_VERSION = "1.3"
 __api_version__ = API_VERSION
 
 #: The submodules plugins may import from, besides ``olivine`` itself (each declares ``__all__``).

@@ -88,6 +88,8 @@ class Engine:
         self.cleaned: dict[str, int] | None = None
         #: the steps after the running one in :meth:`run_chain` (what :class:`Prefetch` reads)
         self._ahead: list[PassEntry] = []
+        #: (step name, run folder) whose process the system was asked to start ahead
+        self._prepared: tuple[str, str] | None = None
 
     def plan(self) -> list[PlannedStep]:
         """The steps this workflow will run, in order."""
@@ -143,6 +145,8 @@ class Engine:
                 prepare_metrics(self.wf.evaluators[self.wf.engine.evaluator].metrics,
                                 self.host.evaluators, self.eval_context())
             model = self.wf.input_model.handle
+            if not self.wf.dimensions() and self.wf.passes:  # its child imports while we hash
+                self._prepare(self.wf.passes[0], run_dir)
             model_id = cache.model_identity(model)
             report["input_model"] = {**model.to_dict(), "id": model_id}
             if self.wf.dimensions():
@@ -158,6 +162,9 @@ class Engine:
         except KeyboardInterrupt:
             error = OlivineError("interrupted")
             error.exit_code = 130
+        finally:
+            self.system.cancel_prepared()
+            self._prepared = None
         finished = time.time()
         report["finished_at"] = _iso(finished)
         report["duration_s"] = round(finished - started, 3)
@@ -201,6 +208,16 @@ class Engine:
             self._ahead = []
         return model, model_id
 
+    def _prepare(self, entry: PassEntry, run_dir: Path) -> None:
+        """Let the system start the step's process now (see :meth:`System.prepare_step`)."""
+        if self._prepared == (entry.name, str(run_dir)):
+            return
+        cls = self.host.passes.get(entry.type)
+        if cls is None:
+            return
+        self._prepared = (entry.name, str(run_dir))
+        self.system.prepare_step(entry.name, str(run_dir), bool(cls.isolate), tuple(cls.preload))
+
     def _prefetch(self, isolate: bool) -> Prefetch | None:
         """Start importing the ``preload`` modules of the later steps that run in this process,
         when this step runs elsewhere (``OLIVINE_PREFETCH=0`` turns it off)."""
@@ -237,6 +254,16 @@ class Engine:
               model_id: str, steps: list[dict[str, Any]]) -> tuple[ModelHandle, str]:
         cls = self.host.passes.get(entry.type)
         assert cls is not None
+        try:
+            self._prepare(entry, run_dir)
+            return self._step_prepared(cache, run_dir, index, entry, cls, model, model_id, steps)
+        finally:
+            self._prepared = None
+            self.system.cancel_prepared()
+
+    def _step_prepared(self, cache: Cache, run_dir: Path, index: int, entry: PassEntry, cls: type[Pass],
+                       model: ModelHandle, model_id: str,
+                       steps: list[dict[str, Any]]) -> tuple[ModelHandle, str]:
         plugin = self.host.passes.owner(entry.type) or ""
         config = unstructure(entry.config)
         parts = self.key_parts(cache, entry, model_id)

@@ -78,7 +78,9 @@ class Pass:
     isolate: ClassVar[bool] = False
     #: Modules :meth:`run` imports (``"onnxruntime.quantization"``). While an earlier step of
     #: the chain runs in a child process, the engine imports them in a background thread of
-    #: this process, so their import time overlaps that step (API 1.2). A hint only: a name
+    #: this process, so their import time overlaps that step (API 1.2). An isolated pass's own
+    #: child process, started before its inputs are hashed, imports them while the engine hashes
+    #: (API 1.3, ``System.prepare_step``). A hint only: a name
     #: that fails to import is ignored there, and ``run`` imports what it needs as usual.
     preload: ClassVar[tuple[str, ...]] = ()
     #: False for passes that use no ONNX Runtime execution provider (Olive's non-ONNX passes):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from olivine.testing import make_workflow
 from olivine_testutil import executions
@@ -103,6 +104,37 @@ def test_isolated_step_runs_in_a_child_process(tmp_path: Path, onnx_model: Path,
     assert report["steps"][0]["python"] == sys.executable
     assert all(s["peak_rss_mb"] > 10 for s in report["steps"])
     np.testing.assert_allclose(_outputs(tmp_path / "out"), 4 * _outputs(onnx_model), rtol=1e-5)
+
+
+def test_an_isolated_steps_child_starts_ahead_and_is_ended_on_a_cache_hit(
+        tmp_path: Path, onnx_model: Path, write_config: Any, cli: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child imports the pass's ``preload`` while the inputs are hashed (its request comes
+    after); a cache hit ends it unused, leaving no log; ``OLIVINE_STANDBY=0`` turns it off."""
+    wf = _isolated(tmp_path, onnx_model, {"where": {"type": "WhereAmI"}}, {"type": "LocalSystem"})
+    config = write_config(wf)
+    code, _, err = cli("run", "--config", str(config))
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "run.json").read_text())
+    attributes = report["steps"][0]["output_model"]["attributes"]
+    assert attributes["pid"] != os.getpid() and attributes["preloaded"] is True
+    assert "olivine_testkit.standby_probe" not in sys.modules  # imported there, not here
+    np.testing.assert_allclose(_outputs(tmp_path / "out"), _outputs(onnx_model), rtol=1e-6)
+
+    code, _, err = cli("run", "--config", str(config), "-o", str(tmp_path / "again"))
+    assert code == 0, err
+    again = json.loads((tmp_path / "again" / "run.json").read_text())
+    assert again["steps"][0]["status"] == "cached"
+    run_dir = tmp_path / "cache" / "runs" / again["run_id"]
+    assert not (run_dir / "where.log").exists()  # the unused child wrote nothing
+
+    monkeypatch.setenv("OLIVINE_STANDBY", "0")
+    wf["cache_dir"] = str(tmp_path / "cache2")
+    code, _, err = cli("run", "--config", str(write_config(wf)), "-o", str(tmp_path / "cold"))
+    assert code == 0, err
+    cold = json.loads((tmp_path / "cold" / "run.json").read_text())
+    assert cold["steps"][0]["status"] == "ran"
+    assert cold["steps"][0]["output_model"]["attributes"]["preloaded"] is False
 
 
 def test_errors_cross_the_process_boundary(tmp_path: Path, onnx_model: Path, write_config: Any,

@@ -124,6 +124,17 @@ class System:
         """
         return False
 
+    def prepare_step(self, step_name: str, log_dir: str, isolate: bool,
+                     preload: tuple[str, ...]) -> None:
+        """A step named ``step_name`` comes next, its request once its inputs are hashed
+        (API 1.3). A system that starts a process per step may start it now, so that it
+        imports ``preload`` (``Pass.preload``) meanwhile; the next :meth:`run_step` uses it,
+        and :meth:`cancel_prepared` ends it unused (a cache hit). The default does nothing.
+        """
+
+    def cancel_prepared(self) -> None:
+        """End what :meth:`prepare_step` started and :meth:`run_step` did not use (API 1.3)."""
+
     #: how many candidates of a search this system runs at once
     parallelism: int = 1
 

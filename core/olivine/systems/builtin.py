@@ -13,7 +13,7 @@ from olivine.hookspecs import hookimpl
 from olivine.options import option
 from olivine.safepath import inside
 from olivine.systems.base import ProgressSink, StepOutcome, StepRequest, System, SystemConfig
-from olivine.systems.child import run_in_child
+from olivine.systems.child import StandbyChild, portable, run_in_child
 from olivine.systems.execute import execute_to_outcome
 
 
@@ -32,10 +32,32 @@ class LocalSystem(System):
     name = "LocalSystem"
     Config = LocalSystemConfig
 
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._standby: StandbyChild | None = None
+
+    def prepare_step(self, step_name: str, log_dir: str, isolate: bool,
+                     preload: tuple[str, ...]) -> None:
+        """Start the child of an isolated step ahead, importing ``preload`` (POSIX;
+        ``OLIVINE_STANDBY=0`` turns it off)."""
+        self.cancel_prepared()
+        if self.runs_here(isolate) or not standby_enabled():
+            return
+        self._standby = StandbyChild(sys.executable, _log_path(log_dir, step_name), preload)
+
+    def cancel_prepared(self) -> None:
+        """End an unused standby child."""
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            standby.cancel()
+
     def run_step(self, request: StepRequest, progress: ProgressSink, isolate: bool) -> StepOutcome:
         """Run in this process, or in a child when isolation says so."""
+        standby, self._standby = self._standby, None
         if not self.runs_here(isolate):
-            return run_in_child(sys.executable, request, progress, self._log(request))
+            return run_in_child(sys.executable, request, progress, self._log(request), standby=standby)
+        if standby is not None:
+            standby.cancel()
         return execute_to_outcome(request, progress)
 
     def runs_here(self, isolate: bool) -> bool:
@@ -54,7 +76,17 @@ def step_log(system: System, request: StepRequest) -> Path:
     """
     folder = Path(request.log_dir) if request.log_dir else (system.log_dir()
                                                             or Path(request.work_dir).parent)
-    return inside(folder, f"{request.step_name}.log", what="step log")
+    return _log_path(str(folder), request.step_name)
+
+
+def _log_path(folder: str, step_name: str) -> Path:
+    return inside(Path(folder), f"{step_name}.log", what="step log")
+
+
+def standby_enabled() -> bool:
+    """Whether isolated steps' children start ahead of their requests (POSIX, unless
+    ``OLIVINE_STANDBY=0``)."""
+    return not portable() and os.environ.get("OLIVINE_STANDBY", "1") != "0"
 
 
 def _python_of(path: str) -> Path | None:
@@ -95,14 +127,37 @@ class PythonEnvironment(System):
     name = "PythonEnvironment"
     Config = PythonEnvironmentConfig
 
-    def run_step(self, request: StepRequest, progress: ProgressSink, isolate: bool) -> StepOutcome:
-        """Run the step with the environment's interpreter."""
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._standby: StandbyChild | None = None
+
+    def _python_env(self) -> tuple[str, dict[str, str]]:
         python = _python_of(self.config.python_environment_path)
         assert python is not None  # checked by the config validator
         env = dict(self.config.environment_variables)
         if self.config.prepend_to_path:
             env["PATH"] = os.pathsep.join([*self.config.prepend_to_path, os.environ.get("PATH", "")])
-        return run_in_child(str(python), request, progress, step_log(self, request), env)
+        return str(python), env
+
+    def prepare_step(self, step_name: str, log_dir: str, isolate: bool,
+                     preload: tuple[str, ...]) -> None:
+        """Start the environment's child ahead, importing ``preload`` there."""
+        self.cancel_prepared()
+        if standby_enabled():
+            python, env = self._python_env()
+            self._standby = StandbyChild(python, _log_path(log_dir, step_name), preload, env)
+
+    def cancel_prepared(self) -> None:
+        """End an unused standby child."""
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            standby.cancel()
+
+    def run_step(self, request: StepRequest, progress: ProgressSink, isolate: bool) -> StepOutcome:
+        """Run the step with the environment's interpreter."""
+        python, env = self._python_env()
+        standby, self._standby = self._standby, None
+        return run_in_child(python, request, progress, step_log(self, request), env, standby=standby)
 
 
 @hookimpl

@@ -150,26 +150,114 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
         raise
 
 
-def run_in_child(python: str, request: StepRequest, progress: ProgressSink, log_file: Path,
-                 env: Mapping[str, str] | None = None) -> StepOutcome:
-    """Run ``request`` with interpreter ``python`` (which must have olivine and the pass installed)."""
-    io_base = Path(request.work_dir).parent / "io"
-    io_base.mkdir(parents=True, exist_ok=True)
-    req_path, res_path = io_base / "request.json", io_base / "result.json"
-    req_path.write_text(json.dumps(request.to_dict()))
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    events = _events(io_base, progress)
+class _Relay:
+    """A progress sink whose target is set later (a standby child's events arrive here)."""
+
+    def __init__(self) -> None:
+        self.target: ProgressSink | None = None
+
+    def __call__(self, done: float, total: float | None, message: str) -> None:
+        if self.target is not None:
+            self.target(done, total, message)
+
+
+def _child_env(env: Mapping[str, str] | None, channel: Mapping[str, str]) -> dict[str, str]:
     child_env = dict(os.environ)
     child_env.update(env or {})
     for name in (EVENT_FD_ENV, EVENT_FILE_ENV):  # never a channel olivine's own parent gave it
         child_env.pop(name, None)
-    child_env.update(events.env)
+    child_env.update(channel)
+    return child_env
+
+
+class StandbyChild:
+    """A step's child process started before its request exists.
+
+    It imports the pass's ``preload`` modules (torch, transformers, a converter: seconds)
+    while this process hashes the step's inputs, then waits on its stdin for the request
+    and runs it as any child does. :meth:`cancel` ends it unused (a cache hit, a failure
+    before the step): nothing was written but its log file, removed again when it is
+    empty and was not there before. POSIX only (the events travel over an inherited pipe).
+    """
+
+    def __init__(self, python: str, log_file: Path, modules: tuple[str, ...] | list[str],
+                 env: Mapping[str, str] | None = None) -> None:
+        self.python = python
+        self.log_file = log_file
+        self.relay = _Relay()
+        self.events = _PipeEvents(self.relay)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._new_log = not log_file.exists()
+        with log_file.open("ab") as log:
+            try:
+                self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                    [python, "-m", "olivine.systems.worker", "--standby", *modules],
+                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                    env=_child_env(env, self.events.env), **self.events.popen_args)
+            except OSError:
+                self.proc = None
+        self.events.started()
+
+    def usable(self, python: str, log_file: Path) -> bool:
+        """Whether it is alive and was started for this interpreter and log."""
+        return (self.proc is not None and self.proc.poll() is None and python == self.python
+                and log_file == self.log_file)
+
+    def hand_over(self, req_path: Path, res_path: Path, progress: ProgressSink) -> int:
+        """Give it the request; wait for it to end; return its exit status."""
+        assert self.proc is not None and self.proc.stdin is not None
+        self.relay.target = progress
+        try:
+            self.proc.stdin.write((json.dumps({"request": str(req_path), "result": str(res_path)})
+                                   + "\n").encode())
+            self.proc.stdin.close()
+        except OSError:  # it died meanwhile: its exit status says how
+            pass
+        code = _wait(self.proc)
+        self.events.finish()
+        return code
+
+    def cancel(self) -> None:
+        """End it unused."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        self.events.finish()
+        try:
+            if self._new_log and self.log_file.stat().st_size == 0:
+                self.log_file.unlink()
+        except OSError:
+            pass
+
+
+def run_in_child(python: str, request: StepRequest, progress: ProgressSink, log_file: Path,
+                 env: Mapping[str, str] | None = None,
+                 standby: StandbyChild | None = None) -> StepOutcome:
+    """Run ``request`` with interpreter ``python`` (which must have olivine and the pass installed).
+
+    ``standby``, when given and usable for this interpreter and log, runs it (see
+    :class:`StandbyChild`); otherwise it is cancelled and a fresh child started.
+    """
+    io_base = Path(request.work_dir).parent / "io"
+    io_base.mkdir(parents=True, exist_ok=True)
+    req_path, res_path = io_base / "request.json", io_base / "result.json"
+    req_path.write_text(json.dumps(request.to_dict()))
+    if standby is not None and standby.usable(python, log_file):
+        code = standby.hand_over(req_path, res_path, progress)
+        return _outcome(res_path, log_file, code)
+    if standby is not None:
+        standby.cancel()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    events = _events(io_base, progress)
     with log_file.open("ab") as log:
         try:
             proc = subprocess.Popen(
                 [python, "-m", "olivine.systems.worker", str(req_path), str(res_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env,
-                **events.popen_args)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=_child_env(env, events.env), **events.popen_args)
         except OSError as exc:
             events.started()
             events.finish()
@@ -177,6 +265,10 @@ def run_in_child(python: str, request: StepRequest, progress: ProgressSink, log_
         events.started()
         code = _wait(proc)
     events.finish()
+    return _outcome(res_path, log_file, code)
+
+
+def _outcome(res_path: Path, log_file: Path, code: int) -> StepOutcome:
     if res_path.is_file():
         data = json.loads(res_path.read_text())
         data["log_file"] = str(log_file)

@@ -1,4 +1,6 @@
-"""Entry point of a step's child process: ``python -m olivine.systems.worker REQUEST RESULT``."""
+"""Entry point of a step's child process: ``python -m olivine.systems.worker REQUEST RESULT``,
+or ``--standby MODULE...`` (started ahead of its request: see
+:class:`~olivine.systems.child.StandbyChild`)."""
 
 from __future__ import annotations
 
@@ -51,6 +53,26 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def standby(modules: list[str]) -> int:
+    """``--standby MODULE...``: import ``modules`` now (a hint: failures are ignored, the step
+    imports them again and reports the real error), then read ``{"request", "result"}`` from
+    stdin and run that request; end with nothing done when stdin closes first."""
+    import importlib
+
+    import olivine.systems.execute  # noqa: F401  (what every step needs)
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException:  # a hint only
+            continue
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    order = json.loads(line)
+    return main([order["request"], order["result"]])
+
+
 def _exit_now(code: int) -> None:
     """Exit without tearing the interpreter down: with torch and a model loaded, the module
     and object teardown takes 1-2 s after the result is already written. The ``atexit``
@@ -66,4 +88,6 @@ def _exit_now(code: int) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--standby"]:
+        _exit_now(standby(sys.argv[2:]))
     _exit_now(main(sys.argv[1:]))

@@ -52,6 +52,7 @@ class ModelBuilder(Pass):
     libraries: ClassVar[tuple[str, ...]] = ("onnxruntime-genai", "onnx-ir", "onnxruntime", "onnx",
                                             "torch", "transformers")
     isolate: ClassVar[bool] = True
+    preload: ClassVar[tuple[str, ...]] = ("olivine_modelbuilder.preimport",)
     version: ClassVar[str] = "1"
 
     @classmethod

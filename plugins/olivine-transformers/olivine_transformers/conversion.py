@@ -208,6 +208,7 @@ class OnnxConversion(Pass):
     produces = "onnx"
     libraries = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript")
     isolate = True
+    preload = ("olivine_transformers._export", "transformers", "onnx", "onnxruntime")
     version = "1"
 
     @classmethod

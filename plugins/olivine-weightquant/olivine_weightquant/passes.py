@@ -77,6 +77,7 @@ class _OnnxWeightPass(Pass):
     produces: ClassVar[str] = "onnx"
     libraries: ClassVar[tuple[str, ...]] = ("onnx", "torch", "numpy")
     isolate: ClassVar[bool] = True
+    preload: ClassVar[tuple[str, ...]] = ("torch", "onnx")
 
     def quantizer(self, config: Any) -> Any:
         raise NotImplementedError
@@ -319,6 +320,7 @@ class _HfWeightPass(Pass):
     produces: ClassVar[str] = "hf"
     libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "safetensors")
     isolate: ClassVar[bool] = True
+    preload: ClassVar[tuple[str, ...]] = ("torch", "transformers", "safetensors.torch")
     algorithm: ClassVar[str] = ""
 
     @classmethod

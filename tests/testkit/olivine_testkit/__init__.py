@@ -197,15 +197,19 @@ class WhereAmI(Pass):
 
     name = "WhereAmI"
     isolate = True
+    #: the second cannot be imported: a preload hint that fails must not fail the step
+    preload = ("olivine_testkit.standby_probe", "olivine_testkit.no_such_module")
 
     def run(self, model: Any, config: Any, context: PassContext) -> OnnxModel:
-        """Copy and stamp."""
+        """Copy and stamp (``preloaded``: the probe was imported before this ran)."""
         import sys
 
+        preloaded = "olivine_testkit.standby_probe" in sys.modules
         _record(self.name, context)
         out = _copy_model(model, context)
         return OnnxModel(path=out.path, onnx_file_name=out.onnx_file_name,
-                         attributes={"python": sys.executable, "pid": os.getpid()})
+                         attributes={"python": sys.executable, "pid": os.getpid(),
+                                     "preloaded": preloaded})
 
 
 class WeightStats(Evaluator):
