@@ -194,7 +194,7 @@ def build_model(source: str, output_dir: Path, *, precision: str, provider: str,
             except (ValueError, NotImplementedError) as exc:
                 raise UsageError(f"the model builder refused the options "
                                  f"{' '.join(pairs) or '(none)'}: {exc}") from None
-            with low_memory_quantization():
+            with low_memory_quantization(output_dir):
                 builder.create_model(model_name, input_path, str(output_dir), precision, provider,
                                      cache_dir, **prepared)
     except NotImplementedError as exc:

@@ -32,6 +32,10 @@ default int4), CUDA weight prepacking, subgraphs, weights that are not 2-D initi
 used once, ``rtn`` on weights other than float32/float16 (the builder's ``rtn`` fails on
 them), and the default method with per-node bits on a tied quantized table (the builder
 names that table as ``rtn`` would).
+
+The quantized tensors stay in the graph until the builder saves it: about 4 GB for a 7B
+model. Past :data:`SPILL_AFTER_BYTES` they wait in a :class:`Spill` file in the output
+folder instead, so the memory held is the budget, not the model's quantized size.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .spill import Spill
 
 log = logging.getLogger(__name__)
 
@@ -401,11 +407,12 @@ def trim_heap() -> None:
             ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
 
 
-def streaming_to_nbits(builder: Any) -> Any | None:
+def streaming_to_nbits(builder: Any, spill: Spill | None = None) -> Any | None:
     """Quantize ``builder.model``'s MatMul weights in place, one at a time; return the model.
 
     Returns ``None`` without touching the graph when the builder's settings need its own
-    ``to_nbits`` (see the module docstring).
+    ``to_nbits`` (see the module docstring). With ``spill``, quantized tensors past its
+    in-memory budget wait in its file until the model is saved.
     """
     method = _method(builder)
     if method is None:
@@ -420,9 +427,11 @@ def streaming_to_nbits(builder: Any) -> Any | None:
     attrs = builder.quant_attrs
 
     def initializer(name: str, array: Any) -> Any:
+        tensor = spill.hold(array) if spill is not None else ir.Tensor(array)
+        tensor.name = name
         value = ir.Value(name=name, shape=ir.Shape(array.shape),
                          type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                         const_value=ir.Tensor(array, name=name))
+                         const_value=tensor)
         graph.register_initializer(value)
         return value
 
@@ -531,14 +540,19 @@ def _builder_model_classes() -> list[Any]:
 
 
 @contextlib.contextmanager
-def low_memory_quantization() -> Iterator[None]:
-    """While active, the builder's ``to_nbits`` tries :func:`streaming_to_nbits` first."""
+def low_memory_quantization(spill_dir: Path | None = None) -> Iterator[None]:
+    """While active, the builder's ``to_nbits`` tries :func:`streaming_to_nbits` first.
+
+    ``spill_dir`` (the build's output folder) holds a :class:`Spill` file for the quantized
+    tensors of large models while the builder runs; it is removed on exit.
+    """
+    spill = Spill(spill_dir) if spill_dir is not None else None
     patched = []
     for cls in _builder_model_classes():
         original = cls.__dict__["to_nbits"]
 
         def to_nbits(self: Any, _original: Any = original) -> Any:
-            model = streaming_to_nbits(self)
+            model = streaming_to_nbits(self, spill)
             if model is None:
                 log.info("the model builder's settings need its own quantizer (whole graph in "
                          "memory)")
@@ -547,10 +561,12 @@ def low_memory_quantization() -> Iterator[None]:
 
         cls.to_nbits = to_nbits
         patched.append((cls, original))
-    if not patched:
-        raise RuntimeError("onnxruntime-genai's model builder has no Model class to patch")
     try:
+        if not patched:
+            raise RuntimeError("onnxruntime-genai's model builder has no Model class to patch")
         yield
     finally:
         for cls, original in patched:
             cls.to_nbits = original
+        if spill is not None:
+            spill.close()

@@ -20,7 +20,7 @@ from olivine_modelbuilder.lowmem import low_memory_quantization
 
 
 def _build(source: Path, out: Path, precision: str, options: dict[str, str], low_memory: bool,
-           must_stream: bool = True, provider: str = "cpu") -> None:
+           must_stream: bool = True, provider: str = "cpu", spill: bool = False) -> None:
     from onnxruntime_genai.models import builder
 
     from olivine_modelbuilder.lowmem import _builder_model_classes
@@ -29,7 +29,8 @@ def _build(source: Path, out: Path, precision: str, options: dict[str, str], low
     cache = tempfile.mkdtemp(prefix="olivine-lowmem-test-")
     prepared = builder.parse_extra_options(None, str(source), str(out), precision, provider, cache, pairs)
     if not low_memory or not must_stream:
-        with low_memory_quantization() if low_memory else contextlib.nullcontext():
+        with low_memory_quantization(out if spill else None) if low_memory \
+                else contextlib.nullcontext():
             builder.create_model(None, str(source), str(out), precision, provider, cache, **prepared)
         return
     classes = _builder_model_classes()
@@ -41,7 +42,7 @@ def _build(source: Path, out: Path, precision: str, options: dict[str, str], low
     for cls in classes:
         cls.to_nbits = refuse  # the fallback would call this
     try:
-        with low_memory_quantization():
+        with low_memory_quantization(out if spill else None):
             builder.create_model(None, str(source), str(out), precision, provider, cache, **prepared)
     finally:
         for cls, original in zip(classes, originals, strict=True):
@@ -104,14 +105,18 @@ def test_same_model_with_tied_embeddings(tied_model: Path, tmp_path: Path, colum
     """Tied int4: the embedding reads the quantized lm_head through GatherBlockQuantized.
 
     With 48 columns per chunk every weight is quantized in pieces (the last one short), cut
-    from the cast float32 array instead of from the builder's torch source.
+    from the cast float32 array instead of from the builder's torch source, and the
+    quantized tensors past the first 4 kB wait in a spill file until the model is saved.
     """
     from olivine_modelbuilder import lowmem
 
     monkeypatch.setattr(lowmem, "COLUMNS_PER_CHUNK", columns)
     if columns == 48:
         monkeypatch.setattr(lowmem, "_source", lambda tensor: None)
-    _same(tied_model, tmp_path, "int4", {})
+        spilled = _spilling(monkeypatch)
+    _same(tied_model, tmp_path, "int4", {}, spill=columns == 48)
+    if columns == 48:
+        assert spilled and spilled[0] > 0
     assert any(node[0] == "GatherBlockQuantized" for node in _contents(tmp_path / "olivine")[0])
 
 
@@ -131,15 +136,20 @@ def test_same_model_as_the_builders_rtn(trained_model: Path, tied_model: Path, t
     Block 128 on these 64-wide layers pads every row to one block; at most 40 columns and
     1000 elements per chunk quantize every weight in pieces (the last one short), and the
     float initializers (the untied embedding table) are written 15 rows at a time. The
-    chunks are quantized on three threads, several in flight, and joined in order.
+    chunks are quantized on three threads, several in flight, and joined in order. The
+    quantized tensors past the first 4 kB wait in a spill file until the model is saved.
     """
     from olivine_modelbuilder import lowmem
+
+    spilled = _spilling(monkeypatch)
 
     monkeypatch.setenv("OLIVINE_QUANT_THREADS", "3")
     monkeypatch.setattr(lowmem, "COLUMNS_PER_CHUNK", 40)
     monkeypatch.setattr(lowmem, "ELEMENTS_PER_CHUNK", 1000)
     monkeypatch.setattr(lowmem, "SAVE_IN_ROWS_BYTES", 0)
-    _same(tied_model if tied else trained_model, tmp_path, "int4", options, ordered=False)
+    _same(tied_model if tied else trained_model, tmp_path, "int4", options, ordered=False,
+          spill=True)
+    assert spilled and spilled[0] > 0
     nodes = _contents(tmp_path / "olivine")[0]
     bits = {node[2]: dict(node[5])["bits"] for node in nodes if node[0] in
             ("MatMulNBits", "GatherBlockQuantized")}
@@ -185,16 +195,38 @@ def test_settings_it_does_not_handle_fall_back(tied_model: Path, tmp_path: Path)
     _same(tied_model, tmp_path / "asym", "int4", {"is_symmetric": "false"}, must_stream=False)
 
 
+def _spilling(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Spill past 4 kB; the returned list gets the bytes spilled when the spill closes."""
+    from olivine_modelbuilder import spill
+
+    monkeypatch.setattr(spill, "SPILL_AFTER_BYTES", 4096)
+    spilled: list[int] = []
+    close = spill.Spill.close
+
+    def recording_close(self: Any) -> None:
+        spilled.append(self._offset)
+        close(self)
+
+    monkeypatch.setattr(spill.Spill, "close", recording_close)
+    return spilled
+
+
 def _same(model: Path, tmp_path: Path, precision: str, options: dict[str, str],
-          must_stream: bool = True, provider: str = "cpu", ordered: bool = True) -> None:
+          must_stream: bool = True, provider: str = "cpu", ordered: bool = True,
+          spill: bool = False) -> None:
     """Both ways give the same nodes, opsets and tensors (bit for bit).
 
     ``ordered=False``: the same nodes in another order (onnxruntime's ``rtn`` quantizer
     appends its nodes and re-sorts the graph; olivine replaces each node where it is).
+    ``spill``: olivine's build spills quantized tensors into its output folder, which
+    holds only the builder's files afterwards.
     """
     _build(model, tmp_path / "builder", precision, options, low_memory=False, provider=provider)
     _build(model, tmp_path / "olivine", precision, options, low_memory=True,
-           must_stream=must_stream, provider=provider)
+           must_stream=must_stream, provider=provider, spill=spill)
+    if spill:
+        assert sorted(p.name for p in (tmp_path / "olivine").iterdir()) == \
+            sorted(p.name for p in (tmp_path / "builder").iterdir())
     nodes_b, tensors_b, opsets_b = _contents(tmp_path / "builder")
     nodes_o, tensors_o, opsets_o = _contents(tmp_path / "olivine")
     assert any(node[0] == "MatMulNBits" for node in nodes_o)
