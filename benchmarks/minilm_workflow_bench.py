@@ -18,7 +18,11 @@ close the two int8 models are (mean-pooled embeddings of 16 shipped sentences: c
 torch for each, and to each other).
 
     python benchmarks/minilm_workflow_bench.py [--olive /tmp/olive-venv/bin/olive]
-        [--rounds 3] [--work /tmp/olivine-minilm-wf] [--drop-caches]
+        [--rounds 3] [--work /tmp/olivine-minilm-wf] [--drop-caches] [--floor]
+
+``--floor`` adds a third contestant, no tool at all: the same three steps as direct library
+calls in one fresh process (:func:`floor_run`), to show how much of either tool's time is
+the libraries' own imports and work.
 
 Olive: ``python -m venv /tmp/olive-venv && /tmp/olive-venv/bin/pip install olive-ai==0.13.0
 torch==2.13.0 "transformers==4.57.*" onnx onnxruntime onnxscript`` (transformers 5 breaks Olive's
@@ -95,6 +99,8 @@ def command(tool: str, olive: str) -> list[str]:
     """The command line that runs a workflow file with ``tool``."""
     if tool == "olive":
         return [olive, "run", "--config"]
+    if tool == "floor":
+        return [sys.executable, str(Path(__file__).resolve()), "--floor-run"]
     return [*os.environ.get("OLIVINE", f"{sys.executable} -m olivine").split(), "run", "--config"]
 
 
@@ -117,10 +123,68 @@ def run(tool: str, olive: str, config: dict[str, Any], path: Path) -> tuple[floa
     return wall, peak_kb / 1024
 
 
+def floor_run(config_path: Path) -> None:
+    """The same three steps with no tool at all, in one process: the floor any tool pays.
+
+    torch's TorchScript export (opset 17, dynamic batch and sequence), onnxruntime's bert
+    fusion and per-channel dynamic quantization, the libraries called directly with the
+    workflow's settings; no validation, no cache, no reports. Prints each phase's seconds.
+    """
+    start = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def mark(name: str) -> None:
+        phases[name] = round(time.perf_counter() - start - sum(phases.values()), 2)
+
+    import torch
+
+    mark("import torch")
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
+    from transformers import AutoModel
+
+    mark("import transformers, onnx, onnxruntime")
+    config = json.loads(config_path.read_text())
+    model = AutoModel.from_pretrained(config["input_model"]["model_path"]).eval()
+    mark("load the model (imports its modeling code)")
+    out = Path(config["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    ids = torch.ones(1, 128, dtype=torch.long)
+    with torch.no_grad():
+        torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+                          str(out / "exported.onnx"), dynamo=False, opset_version=17,
+                          input_names=names, output_names=["last_hidden_state", "pooler_output"],
+                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
+    mark("export")
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused = optimize_model(str(out / "exported.onnx"), model_type="bert",
+                           num_heads=model.config.num_attention_heads,
+                           hidden_size=model.config.hidden_size)
+    fused.save_model_to_file(str(out / "fused.onnx"))
+    mark("fusion")
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(str(out / "fused.onnx"), str(out / "model.onnx"), per_channel=True)
+    for name in ("exported.onnx", "fused.onnx"):
+        (out / name).unlink()
+    mark("quantization")
+    print(json.dumps({"floor_phases_s": phases}))
+
+
 def drop_caches() -> None:
     """Empty the OS page cache (root only)."""
     subprocess.run(["sync"], check=True)
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def floor_phases(folder: Path) -> str:
+    """The phase times the last floor run printed (from its log)."""
+    for line in reversed((folder / "warm.log").read_text().splitlines()):
+        if line.startswith('{"floor_phases_s"'):
+            return line
+    return "(not found)"
 
 
 def onnx_file(out: Path) -> Path:
@@ -166,7 +230,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--work", default="/tmp/olivine-minilm-wf")
     p.add_argument("--drop-caches", action="store_true")
+    p.add_argument("--floor", action="store_true",
+                   help="also time the three steps with no tool (floor_run) as a third tool")
+    p.add_argument("--floor-run", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.floor_run:
+        floor_run(args.floor_run)
+        return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model, other = minilm(work), tiny_bert(work)
@@ -176,6 +246,8 @@ def main() -> None:
     steps: dict[str, list[float]] = {}
     for round_ in range(args.rounds):
         tools = ["olivine", "olive"] if round_ % 2 == 0 else ["olive", "olivine"]
+        if args.floor:
+            tools.insert(round_ % 3, "floor")
         for tool in tools:
             folder = work / tool
             folder.mkdir(exist_ok=True)
@@ -202,6 +274,16 @@ def main() -> None:
         print(f"| {condition} | {statistics.median(a):.1f} ({min(a):.1f}..{max(a):.1f}) | "
               f"{statistics.median(b):.1f} ({min(b):.1f}..{max(b):.1f}) | "
               f"{statistics.median(a) / statistics.median(b):.2f}x |")
+    if args.floor:
+        print("\n| condition | no tool (floor) s, median (min..max) | olivine / floor | Olive / floor |")
+        print("| --- | --- | --- | --- |")
+        for condition in conditions:
+            f = walls[("floor", condition)]
+            floor = statistics.median(f)
+            print(f"| {condition} | {floor:.1f} ({min(f):.1f}..{max(f):.1f}) | "
+                  f"{statistics.median(walls[('olivine', condition)]) / floor:.2f}x | "
+                  f"{statistics.median(walls[('olive', condition)]) / floor:.2f}x |")
+        print("floor phases, last run:", floor_phases(work / "floor"))
     print(f"\npeak RSS MiB (max over runs): olivine {max(peaks['olivine']):.0f}, "
           f"Olive {max(peaks['olive']):.0f}")
     print("olivine steps, median s: " + ", ".join(

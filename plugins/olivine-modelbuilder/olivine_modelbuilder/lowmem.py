@@ -58,7 +58,7 @@ COLUMNS_PER_CHUNK = 8192
 #: ... and at most this many weight elements per chunk (a tall weight, such as a 7B model's
 #: 18944-row down projection, gets fewer columns at a time). ``rtn`` works on float64 copies;
 #: at about 2**20 elements (8 MB) a chunk's passes stay near the cache and cost 6-8 ns an
-#: element on an Intel Xeon, against 12-19 ns at 8 * 2**20 (benchmarks/README.md).
+#: element on an Intel Xeon, against 11-19 ns at 8 * 2**20 (benchmarks/rtn_chunk_bench.py).
 ELEMENTS_PER_CHUNK = 2**20
 #: Weight elements quantized between two calls of :func:`release_checkpoint_pages`.
 RELEASE_EVERY = 128 * 2**20
