@@ -139,7 +139,7 @@ def floor_run(config_path: Path) -> None:
     import torch
 
     mark("import torch")
-    import onnx  # noqa: F401
+    import onnx
     import onnxruntime  # noqa: F401
     from transformers import AutoModel
 
@@ -151,8 +151,19 @@ def floor_run(config_path: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     names = ["input_ids", "attention_mask", "token_type_ids"]
     ids = torch.ones(1, 128, dtype=torch.long)
+
+    class ByName(torch.nn.Module):
+        """The model called with its inputs by name (transformers 5 reorders positions)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: torch.Tensor) -> Any:
+            return self.model(**dict(zip(names, args, strict=True)), return_dict=False)
+
     with torch.no_grad():
-        torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+        torch.onnx.export(ByName(), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
                           str(out / "exported.onnx"), dynamo=False, opset_version=17,
                           input_names=names, output_names=["last_hidden_state", "pooler_output"],
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
@@ -166,7 +177,8 @@ def floor_run(config_path: Path) -> None:
     mark("fusion")
     from onnxruntime.quantization import quantize_dynamic
 
-    quantize_dynamic(str(out / "fused.onnx"), str(out / "model.onnx"), per_channel=True)
+    quantize_dynamic(str(out / "fused.onnx"), str(out / "model.onnx"), per_channel=True,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     for name in ("exported.onnx", "fused.onnx"):
         (out / name).unlink()
     mark("quantization")
