@@ -196,10 +196,12 @@ def test_settings_it_does_not_handle_fall_back(tied_model: Path, tmp_path: Path)
 
 
 def _spilling(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Spill past 4 kB; the returned list gets the bytes spilled when the spill closes."""
+    """Spill past 4 kB, copied back 1000 bytes at a time; the returned list gets the bytes
+    spilled when the spill closes."""
     from olivine_modelbuilder import spill
 
     monkeypatch.setattr(spill, "SPILL_AFTER_BYTES", 4096)
+    monkeypatch.setattr(spill, "SPILL_COPY_BYTES", 1000)
     spilled: list[int] = []
     close = spill.Spill.close
 
@@ -272,3 +274,20 @@ def test_ordered_map_keeps_order_bounds_memory_and_raises() -> None:
 
     with pytest.raises(ValueError, match="chunk 5"):
         list(_ordered_map(boom, list(range(10)), 2))
+
+
+def test_the_pass_spills_into_its_own_folder_and_writes_the_same_model(
+        trained_model: Path, build: Any, built: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ModelBuilder pass with a 4 kB spill budget: the same files, graph and external data
+    as without one, and the scratch file gone from the step's output folder."""
+    spilled = _spilling(monkeypatch)
+    handle = build(trained_model, precision="int4")
+    assert spilled and spilled[0] > 0
+    reference = built("int4")
+    got, want = Path(handle.path), Path(reference.path)
+    assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in want.iterdir())
+    assert (got / "model.onnx.data").read_bytes() == (want / "model.onnx.data").read_bytes()
+    nodes, tensors, opsets = _contents(got)
+    nodes_want, tensors_want, opsets_want = _contents(want)
+    assert nodes == nodes_want and opsets == opsets_want
+    assert tensors.keys() == tensors_want.keys()
