@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,6 @@ class Spill:
     """
 
     def __init__(self, folder: Path) -> None:
-        import os
-
         self.path = folder / f".olivine-quantized-{os.getpid()}-{id(self):x}.spill"
         self._file: Any = None  # opened at the first spilled tensor
         self._offset = 0
@@ -84,8 +83,6 @@ def _spilled_tensor_class() -> Any:
             self._where = (path, offset)
 
         def tofile(self, file: Any) -> None:
-            import os
-
             path, offset = self._where
             left = self.nbytes
             with path.open("rb") as source:
