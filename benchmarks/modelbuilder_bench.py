@@ -313,6 +313,13 @@ def decode_speed(folder: Path, threads: int, runs: int = 3) -> float:
     return statistics.median(speeds)
 
 
+def tool_env(threads: int) -> dict[str, str]:
+    """The tools' environment: ``threads`` threads, and bytecode written (see minilm_workflow_bench)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, default=None)
@@ -333,12 +340,12 @@ def main() -> int:
                         help="--gptq: tokens per calibration window (default 128)")
     args = parser.parse_args()
     if args.shape:
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        env = tool_env(args.threads)
         print(json.dumps(large_run(args, env), indent=2))
         return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="olivine-mb-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    env = tool_env(args.threads)
     results: dict[str, Any] = {}
     t0 = time.perf_counter()
     big = build_model(work / "qwen05b", 24)

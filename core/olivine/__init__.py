@@ -16,12 +16,12 @@ __version__ = "0.1.0"
 #: The version of the plugin API: the minor number grows when names are added, the major
 #: one when a name is removed or changes meaning (after a deprecation period). Plugins
 #: state the range they support as a module attribute, ``olivine_api = ">=1,<2"``.
-API_VERSION = "1.3"
+API_VERSION = "1.4"
 __api_version__ = API_VERSION
 
 #: The submodules plugins may import from, besides ``olivine`` itself (each declares ``__all__``).
-PUBLIC_MODULES = ("olivine.data", "olivine.ortsession", "olivine.onnxsave", "olivine.commands",
-                  "olivine.config", "olivine.options", "olivine.testing")
+PUBLIC_MODULES = ("olivine.data", "olivine.ortsession", "olivine.onnxsave", "olivine.ortshapes",
+                  "olivine.commands", "olivine.config", "olivine.options", "olivine.testing")
 
 _EXPORTS = {
     # passes

@@ -17,7 +17,7 @@ import olivine
 from olivine_onnx.passes import ALL_PASSES
 
 #: the olivine plugin API versions this plugin supports
-olivine_api = ">=1.1,<2"
+olivine_api = ">=1.4,<2"
 
 __version__ = "0.1.0"
 

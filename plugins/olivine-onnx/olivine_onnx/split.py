@@ -23,6 +23,7 @@ from onnx import helper
 
 from olivine import CompositeModel, ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import save_onnx
+from olivine.ortshapes import lean_shape_inference
 
 log = logging.getLogger("olivine.pass.split")
 
@@ -121,7 +122,8 @@ def _value_infos(proto: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
 def _symbolic_infos(proto: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    with lean_shape_inference():  # a failure writes nothing into the cwd
+        inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
     return {v.name: v for v in inferred.graph.value_info}
 
 

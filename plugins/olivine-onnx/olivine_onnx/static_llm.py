@@ -13,6 +13,7 @@ import onnx
 
 from olivine import ModelHandle, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import ExternalDataOptions, save_onnx
+from olivine.ortshapes import lean_shape_inference
 
 log = logging.getLogger("olivine.pass.static_llm")
 
@@ -36,8 +37,9 @@ def fix_dims(proto: onnx.ModelProto, mapping: dict[str, int]) -> None:
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True,
-                                                       guess_output_rank=True)
+        with lean_shape_inference():  # a failure writes nothing into the cwd
+            inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True,
+                                                           guess_output_rank=True)
     except Exception as exc:  # shapes of the outputs stay as they were
         log.info("symbolic shape inference failed (%s); output shapes unchanged", exc)
         return

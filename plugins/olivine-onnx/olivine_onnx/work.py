@@ -13,6 +13,7 @@ from onnx import helper, numpy_helper
 
 from olivine import ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import save_onnx
+from olivine.ortshapes import lean_shape_inference
 from olivine_onnx.surgeons.graph import Graph, SurgeryError
 
 log = logging.getLogger("olivine.pass.onnx")
@@ -322,11 +323,12 @@ def quant_preprocess(model: ModelHandle, config: Any, context: PassContext) -> O
     scratch = context.work_dir / "preprocess.tmp"
     scratch.mkdir()
     try:
-        quant_pre_process(str(model.model_file()), str(scratch / "model.onnx"),
-                          skip_optimization=config.skip_optimization,
-                          skip_onnx_shape=config.skip_onnx_shape,
-                          skip_symbolic_shape=config.skip_symbolic_shape,
-                          auto_merge=True, save_as_external_data=True)
+        with lean_shape_inference():  # no weight copies, no sym_shape_infer_temp.onnx in the cwd
+            quant_pre_process(str(model.model_file()), str(scratch / "model.onnx"),
+                              skip_optimization=config.skip_optimization,
+                              skip_onnx_shape=config.skip_onnx_shape,
+                              skip_symbolic_shape=config.skip_symbolic_shape,
+                              auto_merge=True, save_as_external_data=True)
         proto = onnx.load(str(scratch / "model.onnx"), load_external_data=True)
     except Exception as exc:
         raise OlivineError(f"quantization pre-processing failed: {type(exc).__name__}: {exc}; "

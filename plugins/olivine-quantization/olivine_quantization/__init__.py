@@ -17,7 +17,7 @@ from olivine_quantization.int8 import (
 )
 
 #: the olivine plugin API versions this plugin supports
-olivine_api = ">=1.1,<2"
+olivine_api = ">=1.4,<2"
 
 __version__ = "0.1.0"
 __all__ = ["OnnxDynamicQuantization", "OnnxQuantization", "OnnxStaticQuantization"]

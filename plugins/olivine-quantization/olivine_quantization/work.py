@@ -12,6 +12,7 @@ from typing import Any
 
 from olivine import ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import save_onnx
+from olivine.ortshapes import lean_shape_inference
 from olivine_quantization.int8 import (
     STATIC_ONLY,
     DynamicQuantConfig,
@@ -165,9 +166,10 @@ def preprocess(source: Path, folder: Path, context: PassContext) -> Path:
         context.progress(0, None, "pre-processing" if not only_shapes
                          else "pre-processing (shape inference only)")
         try:
-            quant_pre_process(str(source), str(target), skip_optimization=only_shapes,
-                              skip_onnx_shape=only_shapes, auto_merge=True,
-                              save_as_external_data=True)
+            with lean_shape_inference():  # and no sym_shape_infer_temp.onnx in the cwd
+                quant_pre_process(str(source), str(target), skip_optimization=only_shapes,
+                                  skip_onnx_shape=only_shapes, auto_merge=True,
+                                  save_as_external_data=True)
             return target
         except Exception as exc:
             context.logger.warning("quantization pre-processing%s failed (%s: %s); %s",

@@ -16,7 +16,7 @@ from olivine_transformers.conversion import OnnxConversion
 from olivine_transformers.optimization import OnnxFloatToFloat16, OrtTransformersOptimization
 
 #: the olivine plugin API versions this plugin supports
-olivine_api = ">=1.1,<2"
+olivine_api = ">=1.4,<2"
 
 __version__ = "0.1.0"
 __all__ = ["OnnxConversion", "OnnxFloatToFloat16", "OrtTransformersOptimization"]

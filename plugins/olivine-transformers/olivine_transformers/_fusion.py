@@ -7,6 +7,7 @@ from typing import Any
 
 from olivine import ModelHandle, OlivineError, OnnxModel, PassContext, UsageError
 from olivine.onnxsave import save_onnx
+from olivine.ortshapes import lean_shape_inference
 from olivine_transformers.onnx_io import load_proto, model_facts, model_file
 from olivine_transformers.optimization import (
     BERT_LIKE,
@@ -103,21 +104,22 @@ def fuse(model: ModelHandle, config: FusionConfig, context: PassContext) -> Onnx
     before = count_ops(load_proto(model, load_external_data=False))
     use_gpu = config.use_gpu if config.use_gpu is not None else (
         context.accelerator.execution_provider != "CPUExecutionProvider")
-    try:
-        optimizer = optimize_model(
-            str(source), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
-            optimization_options=options, opt_level=config.level(), use_gpu=use_gpu,
-            only_onnxruntime=config.only_onnxruntime,
-            provider=_provider(context) if use_gpu else None)
-    except Exception as exc:
-        raise OlivineError(f"ONNX Runtime's {model_type} optimizer failed on {source.name}: "
-                           f"{type(exc).__name__}: {exc}") from exc
-    if config.float16:
-        context.progress(1, 3, "converting to float16")
-        optimizer.convert_float_to_float16(
-            keep_io_types=config.keep_io_types, op_block_list=config.force_fp32_ops,
-            node_block_list=config.force_fp32_nodes,
-            force_fp16_inputs=config.force_fp16_inputs)
+    with lean_shape_inference():  # the same model, without copies of its weights
+        try:
+            optimizer = optimize_model(
+                str(source), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
+                optimization_options=options, opt_level=config.level(), use_gpu=use_gpu,
+                only_onnxruntime=config.only_onnxruntime,
+                provider=_provider(context) if use_gpu else None)
+        except Exception as exc:
+            raise OlivineError(f"ONNX Runtime's {model_type} optimizer failed on {source.name}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        if config.float16:
+            context.progress(1, 3, "converting to float16")
+            optimizer.convert_float_to_float16(
+                keep_io_types=config.keep_io_types, op_block_list=config.force_fp32_ops,
+                node_block_list=config.force_fp32_nodes,
+                force_fp16_inputs=config.force_fp16_inputs)
     if config.input_int32:
         optimizer.change_graph_inputs_to_int32()
     optimizer.topological_sort()
@@ -187,8 +189,9 @@ def to_float16(model: ModelHandle, config: Float16Config, context: PassContext) 
         kwargs["node_block_list"] = node_block
     try:
         wrapper = OrtOnnxModel(proto)
-        wrapper.convert_float_to_float16(use_symbolic_shape_infer=config.use_symbolic_shape_infer,
-                                         **kwargs)
+        with lean_shape_inference():
+            wrapper.convert_float_to_float16(
+                use_symbolic_shape_infer=config.use_symbolic_shape_infer, **kwargs)
         converted = wrapper.model
     except Exception as exc:
         raise OlivineError(f"float16 conversion failed: {type(exc).__name__}: {exc}") from exc
