@@ -16,6 +16,7 @@ A second difference: when inference is incomplete, onnxruntime's ``infer_shapes`
 inside :func:`lean_shape_inference` it raises the same exception and writes nothing.
 
 ``onnxruntime`` is imported when the context is entered, never by importing this module.
+Added in API 1.4.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def test_every_exported_name_resolves_and_public_modules_declare_all() -> None:
         assert mod.__all__, module
         for name in mod.__all__:
             getattr(mod, name)
-    assert olivine.API_VERSION == olivine.__api_version__ == "1.3"
+    assert olivine.API_VERSION == olivine.__api_version__ == "1.4"
     with pytest.raises(AttributeError, match="no attribute 'Engine'"):
         olivine.Engine  # noqa: B018  (private: not part of the API)
 
