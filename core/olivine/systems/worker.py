@@ -4,7 +4,6 @@ or ``--standby MODULE...`` (started ahead of its request: see
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -73,21 +72,10 @@ def standby(modules: list[str]) -> int:
     return main([order["request"], order["result"]])
 
 
-def _exit_now(code: int) -> None:
-    """Exit without tearing the interpreter down: with torch and a model loaded, the module
-    and object teardown takes 1-2 s after the result is already written. The ``atexit``
-    handlers (temporary folders' finalizers among them) still run, and the logs are flushed."""
-    import atexit
-
-    atexit._run_exitfuncs()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
+    from olivine.fastexit import exit_now
+
+    # with torch and a model loaded, the teardown takes 1-2 s after the result is written
     if sys.argv[1:2] == ["--standby"]:
-        _exit_now(standby(sys.argv[2:]))
-    _exit_now(main(sys.argv[1:]))
+        exit_now(standby(sys.argv[2:]))
+    exit_now(main(sys.argv[1:]))
