@@ -7,9 +7,13 @@ ever read: on all-MiniLM-L6-v2 (90 MB) one fusion made 14 such copies, a third o
 and the optimizer keeps two of them alive until it ends. Inside :func:`lean_shape_inference`
 the copies hold the large floating-point weights as shapes alone, and a value the inference
 does read is taken from the caller's model, so the inferred shapes and a returned model are
-the same bytes as without it. On onnxruntime versions whose class lacks the methods this
-relies on, and for models with subgraphs (``If``, ``Loop``, ``Scan``), onnxruntime's own
-code runs unchanged.
+the same as without it (a test compares the bytes). Only inferences that cannot hand a copy
+back go lean: the transformer optimizer's ``SymbolicShapeInferenceHelper`` and
+``infer_shapes`` as this module replaces it (which puts the data back); any other caller of
+the class gets onnxruntime's own full copy. Models with subgraphs (``If``, ``Loop``,
+``Scan``), tensors with unknown protobuf fields and duplicate initializer names are copied
+whole as well; on onnxruntime versions whose class lacks the methods this relies on, nothing
+is patched.
 
 A second difference: when inference is incomplete, onnxruntime's ``infer_shapes`` writes
 ``sym_shape_infer_temp.onnx`` (and its weights) into the current directory before raising;
@@ -70,6 +74,17 @@ def _classes() -> list[type]:
     return [c for c in found if all(hasattr(c, name) for name in _NEEDED)]
 
 
+def _may_go_lean(inference: Any) -> bool:
+    """Whether ``inference``'s copy never leaves it without its data put back: made by the
+    replaced ``infer_shapes``, or the transformer optimizer's helper (which only answers shape
+    queries). An instance onnxruntime's own ``infer_shapes`` made (a reference taken before
+    the patch) is neither, and gets the full copy it returns."""
+    if getattr(inference, "_olivine_lean", False):
+        return True
+    return any(k.__name__ == "SymbolicShapeInferenceHelper"
+               and k.__module__.endswith("shape_infer_helper") for k in type(inference).__mro__)
+
+
 def _has_subgraphs(graph: Any) -> bool:
     return any(attr.type in (5, 10) for node in graph.node for attr in node.attribute)  # GRAPH(S)
 
@@ -83,19 +98,21 @@ def _is_lean(tensor: Any) -> bool:
     return count >= LEAN_MIN_ELEMENTS
 
 
-def lean_copy(model: Any) -> tuple[Any, dict[str, Any]]:
+def lean_copy(model: Any) -> tuple[Any, dict[str, Any]] | None:
     """A copy of ``model`` whose large floating-point initializers carry no data.
 
     Returns the copy and the caller's initializers that were left out, by name (the caller's
-    own objects: nothing is copied). ``model`` itself is not changed.
+    own objects: nothing is copied), or ``None`` when nothing can be left out exactly (no
+    large float initializer, duplicate names, unknown protobuf fields): then the caller
+    copies the model whole. ``model`` itself is not changed.
     """
     import onnx
 
     full = {t.name: t for t in model.graph.initializer if _is_lean(t)}
-    if not full:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        return copy, {}
+    if not full or len({t.name for t in model.graph.initializer}) != len(model.graph.initializer):
+        return None
+    if _unknown_fields(model, model.graph, *full.values()):
+        return None
     copy = onnx.ModelProto()
     for field, value in model.ListFields():
         if field.name != "graph":
@@ -112,6 +129,19 @@ def lean_copy(model: Any) -> tuple[Any, dict[str, Any]]:
         else:
             target.CopyFrom(tensor)
     return copy, full
+
+
+def _unknown_fields(*messages: Any) -> bool:
+    """Whether any of ``messages`` carries fields its schema does not know (a copy field by
+    field would drop them); ``True`` when this protobuf cannot tell."""
+    try:
+        from google.protobuf.unknown_fields import UnknownFieldSet
+    except ImportError:
+        return True
+    try:
+        return any(len(UnknownFieldSet(m)) for m in messages)
+    except Exception:
+        return True
 
 
 def _set_field(message: Any, field: Any, value: Any) -> None:
@@ -138,17 +168,18 @@ def _patch(cls: type) -> None:
     original_preprocess = cls.__dict__.get("_preprocess") or cls._preprocess  # type: ignore[attr-defined]
 
     def _preprocess(self: Any, in_mp: Any) -> None:
-        if _has_subgraphs(in_mp.graph):
-            self._olivine_full = {}
+        self._olivine_full = {}
+        made = None
+        if _may_go_lean(self) and not _has_subgraphs(in_mp.graph):
+            try:
+                made = lean_copy(in_mp)
+            except Exception as exc:  # a protobuf this code does not know: onnxruntime's copy
+                log.warning("lean shape inference: copying the whole model (%s: %s)",
+                            type(exc).__name__, exc)
+        if made is None:
             original_preprocess(self, in_mp)
             return
-        try:
-            lean, full = lean_copy(in_mp)
-        except Exception as exc:  # a protobuf this code does not know: onnxruntime's own copy
-            log.debug("lean copy failed (%s); copying the whole model", exc)
-            self._olivine_full = {}
-            original_preprocess(self, in_mp)
-            return
+        lean, full = made
         original_preprocess(self, lean)  # copies the lean model: cheap
         self.initializers_.update(full)  # values are read from the caller's tensors
         self._olivine_full = full
@@ -164,6 +195,7 @@ def _patch(cls: type) -> None:
             module_log.warning("Only support models of onnx opset 7 and above.")
             return None
         inference = cls(int_max, auto_merge, guess_output_rank, verbose)
+        inference._olivine_lean = True  # this function refills the model it returns
         complete = False
         inference._preprocess(in_mp)
         while inference.run_:
@@ -186,13 +218,19 @@ def lean_shape_inference() -> Iterator[bool]:
 
     Yields whether it is active (``False`` where this onnxruntime's classes differ from what
     it builds on). Safe to nest and to enter from several threads: the classes are patched
-    on the first entry and restored on the last exit.
+    on the first entry and restored on the last exit, and while they are patched a caller
+    outside any block still gets onnxruntime's full copies (only the inferences listed in
+    the module's docstring go lean).
     """
     global _depth
     with _lock:
         if _depth == 0:
-            for cls in _classes():
-                _patch(cls)
+            try:
+                for cls in _classes():
+                    _patch(cls)
+            except Exception as exc:  # leave onnxruntime as it was
+                log.warning("lean shape inference unavailable (%s: %s)", type(exc).__name__, exc)
+                _restore()
         _depth += 1
         active = bool(_saved)
     try:
@@ -201,9 +239,13 @@ def lean_shape_inference() -> Iterator[bool]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                for cls, name, value in reversed(_saved):
-                    if value is None:
-                        delattr(cls, name)
-                    else:
-                        setattr(cls, name, value)
-                _saved.clear()
+                _restore()
+
+
+def _restore() -> None:
+    for cls, name, value in reversed(_saved):
+        if value is None:
+            delattr(cls, name)
+        else:
+            setattr(cls, name, value)
+    _saved.clear()

@@ -117,19 +117,61 @@ def test_incomplete_inference_writes_nothing_into_the_working_directory(
     assert list(plain_dir.iterdir()), "onnxruntime no longer writes its temp file: simplify"
 
 
-def test_the_classes_are_restored_after_nested_use() -> None:
+def _patched_attributes() -> list[object]:
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    from onnxruntime.transformers.shape_infer_helper import SymbolicShapeInferenceHelper
+
+    classes = (SymbolicShapeInference, SymbolicShapeInferenceHelper.__mro__[1])
+    assert classes[0] is not classes[1]  # onnxruntime loads the module under two names
+    return [c.__dict__[name] for c in classes for name in ("_preprocess", "infer_shapes")]
+
+
+def test_the_classes_are_restored_after_nested_use_and_after_an_error() -> None:
+    before = _patched_attributes()
+    with lean_shape_inference():
+        inner = _patched_attributes()
+        assert all(a is not b for a, b in zip(inner, before, strict=True))
+        with lean_shape_inference():
+            assert _patched_attributes() == inner
+        assert _patched_attributes() == inner
+    assert _patched_attributes() == before
+    with pytest.raises(RuntimeError, match="inside"), lean_shape_inference():
+        raise RuntimeError("inside")
+    assert _patched_attributes() == before
+
+
+def test_onnxruntimes_own_infer_shapes_keeps_full_copies_while_patched(
+        exported_tiny_bert: Path) -> None:
+    """A reference to onnxruntime's function taken before the block returns whole weights."""
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    before = (SymbolicShapeInference.__dict__["_preprocess"],
-              SymbolicShapeInference.__dict__["infer_shapes"])
+    proto = onnx.load(str(exported_tiny_bert / "model.onnx"))
+    original = SymbolicShapeInference.infer_shapes
+    plain = original(proto, auto_merge=True)
     with lean_shape_inference():
-        inner = SymbolicShapeInference.__dict__["_preprocess"]
-        assert inner is not before[0]
-        with lean_shape_inference():
-            assert SymbolicShapeInference.__dict__["_preprocess"] is inner
-        assert SymbolicShapeInference.__dict__["_preprocess"] is inner
-    assert (SymbolicShapeInference.__dict__["_preprocess"],
-            SymbolicShapeInference.__dict__["infer_shapes"]) == before
+        inside = original(proto, auto_merge=True)
+    assert _digest(inside) == _digest(plain)
+
+
+def test_float16_weights_go_lean_with_the_same_shapes() -> None:
+    from onnxruntime.transformers.shape_infer_helper import SymbolicShapeInferenceHelper
+
+    weight = onnx.numpy_helper.from_array(np.full((64, 96), 0.5, np.float16), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+                              [weight])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    def shapes(h: SymbolicShapeInferenceHelper) -> object:
+        assert h.infer({"n": 3})
+        return h.get_edge_shape("y")
+
+    plain = shapes(SymbolicShapeInferenceHelper(proto))
+    with lean_shape_inference():
+        lean_helper = SymbolicShapeInferenceHelper(proto)
+        assert shapes(lean_helper) == plain == [3, 96]
+    assert not lean_helper.out_mp_.graph.initializer[0].HasField("raw_data")
 
 
 def test_values_the_inference_reads_come_from_the_callers_model(
