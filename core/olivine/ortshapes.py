@@ -26,6 +26,7 @@ Added in API 1.4.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,7 +99,7 @@ def _is_lean(tensor: Any) -> bool:
     return count >= LEAN_MIN_ELEMENTS
 
 
-def lean_copy(model: Any) -> tuple[Any, dict[str, Any]] | None:
+def _lean_copy(model: Any) -> tuple[Any, dict[str, Any]] | None:
     """A copy of ``model`` whose large floating-point initializers carry no data.
 
     Returns the copy and the caller's initializers that were left out, by name (the caller's
@@ -172,7 +173,7 @@ def _patch(cls: type) -> None:
         made = None
         if _may_go_lean(self) and not _has_subgraphs(in_mp.graph):
             try:
-                made = lean_copy(in_mp)
+                made = _lean_copy(in_mp)
             except Exception as exc:  # a protobuf this code does not know: onnxruntime's copy
                 log.warning("lean shape inference: copying the whole model (%s: %s)",
                             type(exc).__name__, exc)
@@ -184,7 +185,7 @@ def _patch(cls: type) -> None:
         self.initializers_.update(full)  # values are read from the caller's tensors
         self._olivine_full = full
 
-    module = __import__(cls.__module__, fromlist=["get_opset"])
+    module = sys.modules[cls.__module__]
     get_opset = getattr(module, "get_opset", None)
     module_log = getattr(module, "logger", log)
 
